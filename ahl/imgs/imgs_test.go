@@ -1,0 +1,194 @@
+package imgs
+
+import (
+	"bytes"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"math"
+	"testing"
+)
+
+func encodePNG(t *testing.T, m image.Image) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, m); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// pixel returns the R, G, B values of img at (y, x).
+func pixel(img Image, y, x int) [3]float32 {
+	i := y*img.W + x
+	return [3]float32{img.Plane(0)[i], img.Plane(1)[i], img.Plane(2)[i]}
+}
+
+func near(a, b, tol float32) bool { return math.Abs(float64(a-b)) <= float64(tol) }
+
+func TestDecodeFormats(t *testing.T) {
+	const w, h = 5, 3
+	grey := image.NewGray(image.Rect(0, 0, w, h))
+	grey16 := image.NewGray16(image.Rect(0, 0, w, h))
+	rgb := image.NewRGBA(image.Rect(0, 0, w, h)) // opaque: PNG writes it as RGB
+	nrgba := image.NewNRGBA(image.Rect(0, 0, w, h))
+	rgba64 := image.NewRGBA64(image.Rect(0, 0, w, h))
+	want := func(y, x int) [3]float32 {
+		return [3]float32{float32(10*x+y) / 255, float32(200-7*x) / 255, float32(3*y) / 255}
+	}
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			r8, g8, b8 := uint8(10*x+y), uint8(200-7*x), uint8(3*y)
+			grey.SetGray(x, y, color.Gray{Y: r8})
+			grey16.SetGray16(x, y, color.Gray16{Y: uint16(r8)*257 + 1})
+			rgb.SetRGBA(x, y, color.RGBA{r8, g8, b8, 255})
+			nrgba.SetNRGBA(x, y, color.NRGBA{r8, g8, b8, uint8(40 * y)})
+			rgba64.SetRGBA64(x, y, color.RGBA64{uint16(r8) * 257, uint16(g8) * 257, uint16(b8) * 257, 65535})
+		}
+	}
+	cases := []struct {
+		name  string
+		img   image.Image
+		grey  bool
+		delta float32
+	}{
+		{"grey8", grey, true, 1e-6},
+		{"grey16", grey16, true, 2e-5},
+		{"rgb8", rgb, false, 1e-6},
+		{"rgba8-transparent", nrgba, false, 1e-6},
+		{"rgb16", rgba64, false, 1e-6},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img, err := Decode(encodePNG(t, c.img))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.H != h || img.W != w || len(img.Pix) != 3*h*w {
+				t.Fatalf("shape %dx%d, %d values", img.H, img.W, len(img.Pix))
+			}
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					got, exp := pixel(img, y, x), want(y, x)
+					if c.grey {
+						exp = [3]float32{exp[0], exp[0], exp[0]}
+					}
+					for k := 0; k < 3; k++ {
+						if !near(got[k], exp[k], c.delta) {
+							t.Fatalf("(%d,%d) channel %d: got %v want %v", y, x, k, got[k], exp[k])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeJPEG(t *testing.T) {
+	const w, h = 16, 16
+	src := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			src.SetRGBA(x, y, color.RGBA{200, 100, 30, 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, src, &jpeg.Options{Quality: 95}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [3]float32{200.0 / 255, 100.0 / 255, 30.0 / 255}
+	for _, p := range [][2]int{{0, 0}, {7, 9}, {15, 15}} {
+		got := pixel(img, p[0], p[1])
+		for k := range got {
+			if !near(got[k], want[k], 4.0/255) { // JPEG is lossy
+				t.Fatalf("pixel %v channel %d: got %v want %v", p, k, got[k], want[k])
+			}
+		}
+	}
+	// Grey JPEG.
+	g := image.NewGray(image.Rect(0, 0, w, h))
+	for i := range g.Pix {
+		g.Pix[i] = 77
+	}
+	buf.Reset()
+	if err := jpeg.Encode(&buf, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	img, err = Decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := pixel(img, 5, 5)
+	if !near(got[0], 77.0/255, 2.0/255) || got[0] != got[1] || got[1] != got[2] {
+		t.Fatalf("grey JPEG pixel %v", got)
+	}
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	if _, err := Decode([]byte("not an image")); err == nil {
+		t.Fatal("no error for garbage bytes")
+	}
+	data := encodePNG(t, image.NewGray(image.Rect(0, 0, 8, 8)))
+	if _, err := Decode(data[:len(data)/2]); err == nil {
+		t.Fatal("no error for a truncated PNG")
+	}
+}
+
+func TestResizeIdentity(t *testing.T) {
+	img := NewImage(4, 6)
+	for i := range img.Pix {
+		img.Pix[i] = float32(i%7) / 7
+	}
+	out := Resize(img, 4, 6)
+	if &out.Pix[0] != &img.Pix[0] {
+		t.Fatal("same-size Resize resampled (new backing array)")
+	}
+}
+
+func TestResizeConstantAndMean(t *testing.T) {
+	img := NewImage(9, 12)
+	for i := range img.Pix {
+		img.Pix[i] = 0.3
+	}
+	for _, s := range [][2]int{{3, 4}, {18, 24}, {5, 7}, {1, 1}} {
+		out := Resize(img, s[0], s[1])
+		for i, v := range out.Pix {
+			if !near(v, 0.3, 1e-6) {
+				t.Fatalf("size %v: value %d = %v, want 0.3 (weights must sum to 1)", s, i, v)
+			}
+		}
+	}
+}
+
+// TestResizeHandValues checks bilinear values worked out by hand.
+func TestResizeHandValues(t *testing.T) {
+	// A 1 x 2 ramp [0, 1] upscaled to 1 x 4: output centres at source x = 0.25, 0.75, 1.25,
+	// 1.75 (pixel units, centres at 0.5 and 1.5) -> clamped 0, then 0.25, 0.75, clamped 1.
+	img := NewImage(1, 2)
+	for c := 0; c < 3; c++ {
+		img.Plane(c)[0], img.Plane(c)[1] = 0, 1
+	}
+	out := Resize(img, 1, 4)
+	want := []float32{0, 0.25, 0.75, 1}
+	for x, v := range out.Plane(0) {
+		if !near(v, want[x], 1e-6) {
+			t.Fatalf("upscale x=%d: got %v want %v", x, v, want[x])
+		}
+	}
+	// Downscale 1 x 8 ramp [0..7] to 1 x 4 (scale 2, PIL's widened triangle of radius 2):
+	// output 1 is centred at 3.0; taps at source centres 1.5, 2.5, 3.5, 4.5 weigh
+	// 0.25, 0.75, 0.75, 0.25 (sum 2) -> (0.25*1 + 0.75*2 + 0.75*3 + 0.25*4) / 2 = 2.5.
+	// Output 0 (centre 1.0) meets the edge: taps 0.5, 1.5, 2.5 weigh 0.75, 0.75, 0.25,
+	// renormalised -> (0.75*1 + 0.25*2) / 1.75 = 5/7.
+	img = NewImage(1, 8)
+	copy(img.Plane(0), []float32{0, 1, 2, 3, 4, 5, 6, 7})
+	out = Resize(img, 1, 4)
+	if got := out.Plane(0); !near(got[1], 2.5, 1e-6) || !near(got[0], 5.0/7, 1e-6) {
+		t.Fatalf("downscale: got %v want [5/7 2.5 ...]", got)
+	}
+}
