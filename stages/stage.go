@@ -33,6 +33,14 @@ type Validator interface {
 	Validate() error
 }
 
+// Fingerprinter is implemented by the params struct of a stage that reads the outside world
+// (ingest). Fingerprint returns a short digest of what the stage will read (for example each
+// file's relative path, size and modification time); the pipeline adds it to the cache key as
+// the pseudo-input "external", so changed files make the stage stale.
+type Fingerprinter interface {
+	Fingerprint(ctx context.Context) (string, error)
+}
+
 // Env is what one stage instance sees while it runs.
 type Env struct {
 	DAG      string
