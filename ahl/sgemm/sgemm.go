@@ -1,0 +1,207 @@
+// Package sgemm is a float32 matrix multiply for the hot paths of AHL's heads and of the
+// backbone's convolutions: C = alpha * op(A) * op(B) + beta * C on row-major matrices.
+//
+// It follows the BLIS/GotoBLAS layout: B is packed in KC x NC panels, A in MC x KC blocks, and
+// a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel. On
+// amd64 with AVX2 and FMA the microkernel is Go assembly (sgemm_amd64.s); elsewhere, and when
+// the CPU lacks those, a pure-Go microkernel runs instead (same blocking, same results up to
+// rounding: the assembly fuses multiply and add). A call is single-threaded and deterministic:
+// the order of every sum depends only on the shapes, never on timing.
+package sgemm
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Block sizes. MR x NR is the register tile (6 x 16 float32 = 12 YMM accumulators); KC x NR
+// floats of B (16 KiB) stay in L1 while an MC x KC block of A (96 KiB) stays in L2 and a
+// KC x NC panel of B streams from L2/L3.
+const (
+	MR = 6
+	NR = 16
+	KC = 256
+	MC = 96
+	NC = 2048
+)
+
+// workspace holds one call's packing buffers; pooled so that repeated calls do not allocate.
+type workspace struct {
+	a []float32 // MC x KC, packed in MR-row micro-panels
+	b []float32 // KC x NC, packed in NR-column micro-panels
+}
+
+var pool = sync.Pool{New: func() any {
+	return &workspace{a: make([]float32, MC*KC), b: make([]float32, KC*NC)}
+}}
+
+// Sgemm computes C = alpha * op(A) * op(B) + beta * C for row-major matrices: op(A) is m x k
+// (A is stored m x k with row stride lda, or k x m when transA), op(B) is k x n (stored k x n
+// with row stride ldb, or n x k when transB), and C is m x n with row stride ldc. With beta
+// == 0, C is overwritten (its old values, even NaN, are ignored). It panics when a dimension
+// is negative or a slice is too short for its shape, as gonum's BLAS does.
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+			} else {
+				for j := range row {
+					row[j] *= beta
+				}
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return
+	}
+	ws := pool.Get().(*workspace)
+	defer pool.Put(ws)
+	var tile [MR * NR]float32
+	for jc := 0; jc < n; jc += NC {
+		nc := min(NC, n-jc)
+		for pc := 0; pc < k; pc += KC {
+			kc := min(KC, k-pc)
+			packB(ws.b, transB, b, ldb, pc, jc, kc, nc)
+			for ic := 0; ic < m; ic += MC {
+				mc := min(MC, m-ic)
+				packA(ws.a, transA, a, lda, ic, pc, mc, kc, alpha)
+				for jr := 0; jr < nc; jr += NR {
+					nr := min(NR, nc-jr)
+					bp := ws.b[jr*kc : jr*kc+kc*NR]
+					for ir := 0; ir < mc; ir += MR {
+						mr := min(MR, mc-ir)
+						ap := ws.a[ir*kc : ir*kc+kc*MR]
+						ci := (ic+ir)*ldc + jc + jr
+						if mr == MR && nr == NR {
+							kernel(kc, ap, bp, c[ci:], ldc)
+							continue
+						}
+						clear(tile[:])
+						kernel(kc, ap, bp, tile[:], NR)
+						for i := 0; i < mr; i++ {
+							row := c[ci+i*ldc : ci+i*ldc+nr]
+							for j := range row {
+								row[j] += tile[i*NR+j]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packA copies alpha * op(A)[ic:ic+mc, pc:pc+kc] into MR-row micro-panels, each stored
+// k-major (MR values per k), zero-padding the last panel's missing rows.
+func packA(dst []float32, trans bool, a []float32, lda, ic, pc, mc, kc int, alpha float32) {
+	for ir := 0; ir < mc; ir += MR {
+		mr := min(MR, mc-ir)
+		p := dst[ir*kc : ir*kc+kc*MR]
+		for i := 0; i < MR; i++ {
+			if i >= mr {
+				for q := 0; q < kc; q++ {
+					p[q*MR+i] = 0
+				}
+				continue
+			}
+			r := ic + ir + i
+			if !trans {
+				src := a[r*lda+pc : r*lda+pc+kc]
+				for q, v := range src {
+					p[q*MR+i] = alpha * v
+				}
+			} else {
+				for q := 0; q < kc; q++ {
+					p[q*MR+i] = alpha * a[(pc+q)*lda+r]
+				}
+			}
+		}
+	}
+}
+
+// packB copies op(B)[pc:pc+kc, jc:jc+nc] into NR-column micro-panels, each stored k-major
+// (NR values per k), zero-padding the last panel's missing columns.
+func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
+	for jr := 0; jr < nc; jr += NR {
+		nr := min(NR, nc-jr)
+		p := dst[jr*kc : jr*kc+kc*NR]
+		if !trans {
+			for q := 0; q < kc; q++ {
+				src := b[(pc+q)*ldb+jc+jr : (pc+q)*ldb+jc+jr+nr]
+				row := p[q*NR : q*NR+NR]
+				copy(row, src)
+				clear(row[nr:])
+			}
+			continue
+		}
+		for j := 0; j < NR; j++ {
+			if j >= nr {
+				for q := 0; q < kc; q++ {
+					p[q*NR+j] = 0
+				}
+				continue
+			}
+			src := b[(jc+jr+j)*ldb+pc : (jc+jr+j)*ldb+pc+kc]
+			for q, v := range src {
+				p[q*NR+j] = v
+			}
+		}
+	}
+}
+
+// kernelGo is the portable microkernel: c[i*ldc+j] += sum_q a[q*MR+i] * b[q*NR+j] for the
+// full MR x NR tile.
+func kernelGo(kc int, a, b, c []float32, ldc int) {
+	var acc [MR][NR]float32
+	for q := 0; q < kc; q++ {
+		bq := (*[NR]float32)(b[q*NR : q*NR+NR])
+		aq := a[q*MR : q*MR+MR]
+		for i := 0; i < MR; i++ {
+			ai := aq[i]
+			r := &acc[i]
+			for j := 0; j < NR; j++ {
+				r[j] += ai * bq[j]
+			}
+		}
+	}
+	for i := 0; i < MR; i++ {
+		row := c[i*ldc : i*ldc+NR]
+		for j := range row {
+			row[j] += acc[i][j]
+		}
+	}
+}
+
+func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("sgemm: negative dimension m=%d n=%d k=%d", m, n, k))
+	}
+	need := func(name string, rows, cols, ld, have int) {
+		if rows == 0 || cols == 0 {
+			return
+		}
+		if ld < cols {
+			panic(fmt.Sprintf("sgemm: %s row stride %d < %d columns", name, ld, cols))
+		}
+		if want := (rows-1)*ld + cols; have < want {
+			panic(fmt.Sprintf("sgemm: %s has %d values, %dx%d with stride %d needs %d", name, have, rows, cols, ld, want))
+		}
+	}
+	if transA {
+		need("A", k, m, lda, len(a))
+	} else {
+		need("A", m, k, lda, len(a))
+	}
+	if transB {
+		need("B", n, k, ldb, len(b))
+	} else {
+		need("B", k, n, ldb, len(b))
+	}
+	need("C", m, n, ldc, len(c))
+}

@@ -1,0 +1,27 @@
+//go:build amd64 && !purego
+
+package sgemm
+
+import "golang.org/x/sys/cpu"
+
+// asmKernel says whether the AVX2/FMA microkernel runs; tests switch it off to check the
+// pure-Go kernel.
+var asmKernel = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// kernel6x16 is kernelGo in assembly: c[i*ldc+j] += sum_q a[q*6+i] * b[q*16+j] for the full
+// 6 x 16 tile, with the products fused into the sums (FMA).
+//
+//go:noescape
+func kernel6x16(kc int, a, b, c *float32, ldc int)
+
+// kernel multiplies one packed A micro-panel by one packed B micro-panel into C.
+func kernel(kc int, a, b, c []float32, ldc int) {
+	if !asmKernel {
+		kernelGo(kc, a, b, c, ldc)
+		return
+	}
+	_ = a[kc*MR-1]
+	_ = b[kc*NR-1]
+	_ = c[(MR-1)*ldc+NR-1]
+	kernel6x16(kc, &a[0], &b[0], &c[0], ldc)
+}

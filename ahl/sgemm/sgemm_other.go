@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package sgemm
+
+// asmKernel is false: this build has no assembly microkernel.
+var asmKernel = false
+
+// kernel multiplies one packed A micro-panel by one packed B micro-panel into C.
+func kernel(kc int, a, b, c []float32, ldc int) { kernelGo(kc, a, b, c, ldc) }

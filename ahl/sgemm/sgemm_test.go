@@ -1,0 +1,204 @@
+package sgemm
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+func randSlice(rng *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(rng.NormFloat64())
+	}
+	return s
+}
+
+// naive is the float64 reference C = alpha*op(A)*op(B) + beta*C; mag holds, per element,
+// |alpha| * sum |a||b| + |beta c|, the scale of its rounding error.
+func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) (out, mag []float64) {
+	out = make([]float64, m*n)
+	mag = make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, g float64
+			for p := 0; p < k; p++ {
+				av := a[i*lda+p]
+				if transA {
+					av = a[p*lda+i]
+				}
+				bv := b[p*ldb+j]
+				if transB {
+					bv = b[j*ldb+p]
+				}
+				s += float64(av) * float64(bv)
+				g += math.Abs(float64(av) * float64(bv))
+			}
+			out[i*n+j] = float64(alpha)*s + float64(beta)*float64(c[i*ldc+j])
+			mag[i*n+j] = math.Abs(float64(alpha))*g + math.Abs(float64(beta)*float64(c[i*ldc+j]))
+		}
+	}
+	return out, mag
+}
+
+// TestSgemm compares every transpose combination, on shapes that cut every block edge, with
+// a float64 reference, for both microkernels. Tolerance: a float32 sum of k products is off
+// by at most about k * 2^-24 times the sum of |products| (worst case; typically sqrt(k) times
+// that), so 1e-6 * (1 + sum |a||b|) covers the blocked sums (at most KC = 256 terms per block
+// plus one add per block) with margin.
+func TestSgemm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	shapes := [][3]int{{1, 1, 1}, {6, 16, 7}, {7, 17, 300}, {97, 33, 257}, {13, 2050, 5}, {0, 3, 4}, {3, 4, 0}}
+	for _, useAsm := range []bool{false, true} {
+		if useAsm && !asmKernel {
+			t.Log("no assembly microkernel on this machine; checked the Go kernel only")
+			continue
+		}
+		saved := asmKernel
+		asmKernel = useAsm
+		for _, sh := range shapes {
+			m, n, k := sh[0], sh[1], sh[2]
+			for _, tA := range []bool{false, true} {
+				for _, tB := range []bool{false, true} {
+					lda, ldb, ldc := k+3, n+1, n+2
+					if tA {
+						lda = m + 3
+					}
+					if tB {
+						ldb = k + 1
+					}
+					a := randSlice(rng, max(m, k)*lda+1)
+					b := randSlice(rng, max(n, k)*ldb+1)
+					c := randSlice(rng, max(m, 1)*ldc)
+					for _, beta := range []float32{0, 1, -0.5} {
+						cc := append([]float32(nil), c...)
+						if beta == 0 {
+							for i := range cc {
+								cc[i] = float32(math.NaN())
+							}
+						}
+						cref := c
+						if beta == 0 {
+							cref = make([]float32, len(c))
+						}
+						want, mag := naive(tA, tB, m, n, k, 1.5, a, lda, b, ldb, beta, cref, ldc)
+						Sgemm(tA, tB, m, n, k, 1.5, a, lda, b, ldb, beta, cc, ldc)
+						for i := 0; i < m; i++ {
+							for j := 0; j < n; j++ {
+								got := float64(cc[i*ldc+j])
+								if d := math.Abs(got - want[i*n+j]); !(d <= 1e-6*(1+mag[i*n+j])) {
+									t.Fatalf("asm=%v m=%d n=%d k=%d tA=%v tB=%v beta=%v: C[%d,%d] = %v, want %v", useAsm, m, n, k, tA, tB, beta, i, j, got, want[i*n+j])
+								}
+							}
+							// Padding columns beyond n must be untouched.
+							for j := n; j < ldc && i*ldc+j < len(c); j++ {
+								if beta != 0 && cc[i*ldc+j] != c[i*ldc+j] {
+									t.Fatalf("asm=%v: C[%d,%d] beyond n was written", useAsm, i, j)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		asmKernel = saved
+	}
+}
+
+// TestSgemmDeterministic checks that two calls give bit-identical results.
+func TestSgemmDeterministic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	m, n, k := 50, 70, 600
+	a, b := randSlice(rng, m*k), randSlice(rng, k*n)
+	c1, c2 := make([]float32, m*n), make([]float32, m*n)
+	Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c1, n)
+	Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c2, n)
+	for i := range c1 {
+		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
+			t.Fatalf("C[%d] differs between calls: %v vs %v", i, c1[i], c2[i])
+		}
+	}
+}
+
+func TestSgemmPanicsOnShortSlice(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic for a too-short A")
+		}
+	}()
+	Sgemm(false, false, 4, 4, 4, 1, make([]float32, 15), 4, make([]float32, 16), 4, 0, make([]float32, 16), 4)
+}
+
+// benchShapes are the heads' and backbone's hot products: dra's composite convolution
+// forward (48 images x 20 patch positions, C*9 = 4608, C' = 512) and its weight gradient.
+var benchShapes = []struct {
+	name    string
+	tA, tB  bool
+	m, n, k int
+}{
+	{"composite_fwd_960x512x4608", false, true, 960, 512, 4608},
+	{"composite_wgrad_512x4608x96", true, false, 512, 4608, 96},
+	{"square_512", false, false, 512, 512, 512},
+}
+
+// BenchmarkSgemm reports this package's GFLOP/s (2mnk flops per call).
+func BenchmarkSgemm(b *testing.B) {
+	for _, s := range benchShapes {
+		b.Run(s.name, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(5, 6))
+			a := randSlice(rng, s.m*s.k)
+			bb := randSlice(rng, s.k*s.n)
+			c := make([]float32, s.m*s.n)
+			lda, ldb := s.k, s.n
+			if s.tA {
+				lda = s.m
+			}
+			if s.tB {
+				ldb = s.k
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				Sgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c, s.n)
+			}
+			b.ReportMetric(2*float64(s.m)*float64(s.n)*float64(s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkGonumSgemm is the same products through gonum's pure-Go blas32 (which gorgonia's
+// float32 matmul also uses), for comparison.
+func BenchmarkGonumSgemm(b *testing.B) {
+	for _, s := range benchShapes {
+		b.Run(s.name, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(5, 6))
+			ar, ac := s.m, s.k
+			if s.tA {
+				ar, ac = s.k, s.m
+			}
+			br, bc := s.k, s.n
+			if s.tB {
+				br, bc = s.n, s.k
+			}
+			A := blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: randSlice(rng, ar*ac)}
+			B := blas32.General{Rows: br, Cols: bc, Stride: bc, Data: randSlice(rng, br*bc)}
+			C := blas32.General{Rows: s.m, Cols: s.n, Stride: s.n, Data: make([]float32, s.m*s.n)}
+			ta, tb := blas.NoTrans, blas.NoTrans
+			if s.tA {
+				ta = blas.Trans
+			}
+			if s.tB {
+				tb = blas.Trans
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				blas32.Gemm(ta, tb, 1, A, B, 0, C)
+			}
+			b.ReportMetric(2*float64(s.m)*float64(s.n)*float64(s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
