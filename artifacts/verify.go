@@ -1,0 +1,223 @@
+package artifacts
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"sort"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// BlobProblem is a blob that fails verification.
+type BlobProblem struct {
+	Digest Digest `json:"digest"`
+	Detail string `json:"detail"`
+}
+
+// ManifestProblem is a manifest or head that fails verification.
+type ManifestProblem struct {
+	Key    string `json:"key"`
+	Detail string `json:"detail"`
+}
+
+// VerifyReport is the result of Verify. The store is clean when OK returns true; Incomplete
+// blobs (chunks without meta, left by an interrupted write) are harmless and gc removes them.
+type VerifyReport struct {
+	Blobs     int   `json:"blobs"`     // complete blobs checked
+	Bytes     int64 `json:"bytes"`     // bytes re-hashed
+	Manifests int   `json:"manifests"` // manifests checked
+	Heads     int   `json:"heads"`
+
+	Mismatched       []BlobProblem     `json:"mismatched,omitempty"`        // bytes do not hash to the digest
+	MissingChunks    []BlobProblem     `json:"missing_chunks,omitempty"`    // meta present, chunks absent or wrong size
+	Incomplete       []Digest          `json:"incomplete,omitempty"`        // chunks without meta
+	CorruptManifests []ManifestProblem `json:"corrupt_manifests,omitempty"` // unparseable manifests (cache misses)
+	Dangling         []ManifestProblem `json:"dangling,omitempty"`          // manifests or heads pointing at what is absent
+}
+
+// OK reports whether verification found no damage.
+func (r VerifyReport) OK() bool {
+	return len(r.Mismatched) == 0 && len(r.MissingChunks) == 0 && len(r.CorruptManifests) == 0 && len(r.Dangling) == 0
+}
+
+// Problems returns one line per problem found, for humans.
+func (r VerifyReport) Problems() []string {
+	var out []string
+	for _, p := range r.Mismatched {
+		out = append(out, fmt.Sprintf("blob %s: %s", p.Digest, p.Detail))
+	}
+	for _, p := range r.MissingChunks {
+		out = append(out, fmt.Sprintf("blob %s: %s", p.Digest, p.Detail))
+	}
+	for _, p := range r.CorruptManifests {
+		out = append(out, fmt.Sprintf("manifest %s: %s", p.Key, p.Detail))
+	}
+	for _, p := range r.Dangling {
+		out = append(out, fmt.Sprintf("%s: %s", p.Key, p.Detail))
+	}
+	return out
+}
+
+// blobInfo is what a scan of the blob keys learns about one digest.
+type blobInfo struct {
+	digest    Digest
+	meta      *blobMeta
+	metaErr   error
+	chunks    int   // chunk keys seen
+	bytes     int64 // sum of chunk value sizes (only when values were read)
+	gap       bool  // chunk indexes not 0, 1, 2, ...
+	sum       string
+	keyBytes  int64 // bytes of keys and values, for GC reports
+	oddKeyErr string
+}
+
+// scanBlobs walks every blob key in order. With hashing it streams each chunk through sha256
+// without copying it.
+func (s *Badger) scanBlobs(ctx context.Context, hashing bool, fn func(blobInfo) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opt := badger.DefaultIteratorOptions
+		opt.Prefix = []byte(blobPrefix)
+		opt.PrefetchValues = false
+		it := txn.NewIterator(opt)
+		defer it.Close()
+		var cur *blobInfo
+		var h hash.Hash
+		flush := func() error {
+			if cur == nil {
+				return nil
+			}
+			if h != nil {
+				cur.sum = hex.EncodeToString(h.Sum(nil))
+			}
+			err := fn(*cur)
+			cur = nil
+			return err
+		}
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			rest := strings.TrimPrefix(string(item.Key()), blobPrefix)
+			ds, part, _ := strings.Cut(rest, "/")
+			d := Digest(ds)
+			if cur == nil || cur.digest != d {
+				if err := flush(); err != nil {
+					return err
+				}
+				cur = &blobInfo{digest: d}
+				if hashing {
+					h = sha256.New()
+				}
+			}
+			cur.keyBytes += int64(len(item.Key())) + item.ValueSize()
+			if part == metaSuffix {
+				var m blobMeta
+				err := item.Value(func(v []byte) error { return json.Unmarshal(v, &m) })
+				if err != nil {
+					cur.metaErr = err
+				} else {
+					cur.meta = &m
+				}
+				continue
+			}
+			i, ok := parseChunkIndex(part)
+			if !ok {
+				cur.oddKeyErr = fmt.Sprintf("unexpected key %q", item.Key())
+				continue
+			}
+			if i != cur.chunks {
+				cur.gap = true
+			}
+			cur.chunks++
+			if hashing {
+				if err := item.Value(func(v []byte) error {
+					h.Write(v)
+					cur.bytes += int64(len(v))
+					return nil
+				}); err != nil {
+					return fmt.Errorf("artifacts: read blob %s chunk %d: %w", d, i, err)
+				}
+			}
+		}
+		return flush()
+	})
+}
+
+// Verify re-hashes every blob, checks that every blob has all its chunks, that every
+// manifest parses, and that every manifest's outputs and every head's manifest exist.
+func Verify(ctx context.Context, s *Badger) (VerifyReport, error) {
+	var r VerifyReport
+	have := map[Digest]bool{}
+	err := s.scanBlobs(ctx, true, func(b blobInfo) error {
+		switch {
+		case b.meta == nil && b.metaErr == nil:
+			r.Incomplete = append(r.Incomplete, b.digest)
+			return nil
+		case b.metaErr != nil:
+			r.MissingChunks = append(r.MissingChunks, BlobProblem{b.digest, fmt.Sprintf("unreadable meta: %v", b.metaErr)})
+			return nil
+		}
+		r.Blobs++
+		r.Bytes += b.bytes
+		switch {
+		case b.oddKeyErr != "":
+			r.MissingChunks = append(r.MissingChunks, BlobProblem{b.digest, b.oddKeyErr})
+		case b.chunks != b.meta.Chunks || b.gap:
+			r.MissingChunks = append(r.MissingChunks, BlobProblem{b.digest, fmt.Sprintf("has %d of %d chunks", b.chunks, b.meta.Chunks)})
+		case b.bytes != b.meta.Size:
+			r.MissingChunks = append(r.MissingChunks, BlobProblem{b.digest, fmt.Sprintf("chunks hold %d bytes, meta says %d", b.bytes, b.meta.Size)})
+		case b.sum != string(b.digest):
+			r.Mismatched = append(r.Mismatched, BlobProblem{b.digest, fmt.Sprintf("bytes hash to %s", b.sum)})
+		default:
+			have[b.digest] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
+	}
+	manifests := map[string]bool{}
+	err = s.scan([]byte(manifestPrefix), func(k, v []byte) error {
+		key := strings.TrimPrefix(string(k), manifestPrefix)
+		r.Manifests++
+		var m Manifest
+		if err := json.Unmarshal(v, &m); err != nil {
+			r.CorruptManifests = append(r.CorruptManifests, ManifestProblem{key, err.Error()})
+			return nil
+		}
+		if m.Key != key {
+			r.CorruptManifests = append(r.CorruptManifests, ManifestProblem{key, fmt.Sprintf("records key %q", m.Key)})
+			return nil
+		}
+		manifests[key] = true
+		for _, name := range sortedKeys(m.Outputs) {
+			if d := m.Outputs[name].Digest; !have[d] {
+				r.Dangling = append(r.Dangling, ManifestProblem{"manifest " + key,
+					fmt.Sprintf("output %q (%s/%s[%s]) points to blob %s, which is missing or damaged", name, m.DAG, m.Stage, m.Instance, d)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
+	}
+	heads, err := s.Heads(ctx, "")
+	if err != nil {
+		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
+	}
+	r.Heads = len(heads)
+	for _, h := range heads {
+		if !manifests[h.Key] {
+			r.Dangling = append(r.Dangling, ManifestProblem{fmt.Sprintf("head %s/%s[%s]", h.DAG, h.Stage, h.Instance),
+				fmt.Sprintf("points to manifest %s, which is missing or corrupt", h.Key)})
+		}
+	}
+	sort.Slice(r.Dangling, func(i, j int) bool { return r.Dangling[i].Key < r.Dangling[j].Key })
+	return r, nil
+}
