@@ -1,0 +1,192 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// memInput is an upstream stage instance whose outputs are the given in-memory tables. Open
+// retains the table, so the caller's Release does not free it.
+func memInput(stage, instance string, matrix map[string]string, tables map[string]arrow.RecordBatch) Input {
+	var names []string
+	for n := range tables {
+		names = append(names, n)
+	}
+	return Input{
+		Stage: stage, Instance: instance, Matrix: matrix, Outputs: names,
+		Open: func(_ context.Context, output string) (arrow.RecordBatch, error) {
+			rec, ok := tables[output]
+			if !ok {
+				return nil, fmt.Errorf("no output %q", output)
+			}
+			rec.Retain()
+			return rec, nil
+		},
+	}
+}
+
+// runKind runs the stage kind with params p (nil: defaults) over inputs and returns its outputs.
+func runKind(t *testing.T, kind string, p any, seed uint64, inputs ...Input) map[string]arrow.RecordBatch {
+	t.Helper()
+	out, err := tryKind(kind, p, seed, inputs...)
+	if err != nil {
+		t.Fatalf("%s: %v", kind, err)
+	}
+	return out
+}
+
+func tryKind(kind string, p any, seed uint64, inputs ...Input) (map[string]arrow.RecordBatch, error) {
+	d, ok := Lookup(kind)
+	if !ok {
+		return nil, fmt.Errorf("kind %q not registered", kind)
+	}
+	if p == nil {
+		p = d.Params()
+	}
+	if v, ok := p.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	env := &Env{DAG: "test", Stage: kind, Params: p, Seed: seed, Inputs: inputs, Log: io.Discard, Progress: func(int, int) {}}
+	if err := d.Run(context.Background(), env); err != nil {
+		return nil, err
+	}
+	return env.Outputs(), nil
+}
+
+func metricsTable(t *testing.T, rows ...any) arrow.RecordBatch {
+	t.Helper()
+	var m, c []string
+	var v []float64
+	for i := 0; i < len(rows); i += 3 {
+		m = append(m, rows[i].(string))
+		c = append(c, rows[i+1].(string))
+		v = append(v, rows[i+2].(float64))
+	}
+	rec, err := artifacts.NewTable(artifacts.Strings("metric", m), artifacts.Strings("class", c), artifacts.Float64s("value", v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func TestReportMeanStdOverSeeds(t *testing.T) {
+	var ins []Input
+	// Two settings (seen_class a, b) x two methods x seeds; seen_class b has one seed only.
+	auroc := map[string][]float64{
+		"a/ahl": {0.9, 0.8, 0.7}, "a/devnet": {0.6, 0.6, 0.6},
+		"b/ahl": {0.5}, "b/devnet": {0.4},
+	}
+	for _, cls := range []string{"a", "b"} {
+		for _, meth := range []string{"ahl", "devnet"} {
+			for s, v := range auroc[cls+"/"+meth] {
+				mx := map[string]string{"seen_class": cls, "method": meth, "seed": fmt.Sprint(s)}
+				rec := metricsTable(t, "auroc", "all", v, "auroc", "x", v/2, "auprc", "all", 1-v)
+				ins = append(ins, memInput("evaluate", fmt.Sprint(mx), mx, map[string]arrow.RecordBatch{"metrics": rec}))
+			}
+		}
+	}
+	out := runKind(t, "report", nil, 0, ins...)
+	rows, err := ReadResults(out["results"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 settings x 2 methods x (auroc all, auroc x, auprc all).
+	if len(rows) != 12 {
+		t.Fatalf("got %d rows, want 12: %+v", len(rows), rows)
+	}
+	find := func(set, meth, cls, met string) ReportResult {
+		for _, r := range rows {
+			if r.Setting == set && r.Method == meth && r.Class == cls && r.Metric == met {
+				return r
+			}
+		}
+		t.Fatalf("no row %s %s %s %s in %+v", set, meth, cls, met, rows)
+		return ReportResult{}
+	}
+	const tol = 1e-12
+	r := find("seen_class=a", "ahl", "all", "auroc")
+	// mean 0.8, sample std sqrt(((0.1)^2 + 0 + (0.1)^2) / 2) = 0.1.
+	if math.Abs(r.Mean-0.8) > tol || math.Abs(r.Std-0.1) > tol || r.N != 3 {
+		t.Errorf("a/ahl/all/auroc = %+v, want mean 0.8 std 0.1 n 3", r)
+	}
+	r = find("seen_class=a", "ahl", "x", "auroc")
+	if math.Abs(r.Mean-0.4) > tol || math.Abs(r.Std-0.05) > tol {
+		t.Errorf("a/ahl/x/auroc = %+v, want mean 0.4 std 0.05", r)
+	}
+	r = find("seen_class=a", "devnet", "all", "auprc")
+	if math.Abs(r.Mean-0.4) > tol || r.Std > tol || r.N != 3 {
+		t.Errorf("a/devnet/all/auprc = %+v, want mean 0.4 std 0 n 3", r)
+	}
+	r = find("seen_class=b", "devnet", "all", "auroc")
+	if r.Mean != 0.4 || r.Std != 0 || r.N != 1 {
+		t.Errorf("b/devnet/all/auroc = %+v, want mean 0.4 std 0 n 1", r)
+	}
+	// Rows are sorted: setting, then class "all" first, then method, then metric.
+	if rows[0].Setting != "seen_class=a" || rows[0].Class != "all" || rows[0].Method != "ahl" || rows[0].Metric != "auprc" {
+		t.Errorf("first row %+v", rows[0])
+	}
+	if rows[len(rows)-1].Setting != "seen_class=b" || rows[len(rows)-1].Class != "x" {
+		t.Errorf("last row %+v", rows[len(rows)-1])
+	}
+}
+
+func TestReportMethodFromMetadataAndLogs(t *testing.T) {
+	rec := metricsTable(t, "auroc", "all", 0.75)
+	rec = withMeta(rec, map[string]string{modelMethodKey: "ahl", modelHeadKey: "dra"})
+	roc, err := artifacts.NewTable(artifacts.Strings("class", []string{"all", "all"}),
+		artifacts.Float64s("fpr", []float64{0, 1}), artifacts.Float64s("tpr", []float64{0, 1}),
+		artifacts.Float64s("threshold", []float64{math.Inf(1), 0}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := artifacts.NewTable(artifacts.Int64s("epoch", []int64{0, 0}), artifacts.Int64s("task", []int64{0, 1}),
+		artifacts.Float64s("query_loss", []float64{1.5, 2.5}), artifacts.Float64s("weight", []float64{0.5, 0.5}),
+		artifacts.Float64s("seconds", []float64{1, 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx := map[string]string{"seed": "3"}
+	out := runKind(t, "report", nil, 0,
+		memInput("evaluate", "seed=3", mx, map[string]arrow.RecordBatch{"metrics": rec, "roc": roc}),
+		memInput("train", "seed=3", mx, map[string]arrow.RecordBatch{"model": rec, "log": withMeta(lg, map[string]string{modelMethodKey: "ahl", modelHeadKey: "dra"})}))
+	rows, err := ReadResults(out["results"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Method != "ahl/dra" || rows[0].Setting != "default" || rows[0].Mean != 0.75 {
+		t.Fatalf("rows %+v, want one ahl/dra row in setting default", rows)
+	}
+	if out["roc"].NumRows() != 2 {
+		t.Errorf("roc has %d rows, want 2", out["roc"].NumRows())
+	}
+	reps, _ := artifacts.StringCol(out["log"], "replicate")
+	loss, _ := artifacts.Float64Col(out["log"], "query_loss")
+	if len(reps) != 2 || reps[0] != "seed=3" || loss[1] != 2.5 {
+		t.Errorf("log replicate %v loss %v", reps, loss)
+	}
+}
+
+func TestReportErrors(t *testing.T) {
+	if _, err := tryKind("report", nil, 0); err == nil || !strings.Contains(err.Error(), "no evaluate instance") {
+		t.Errorf("no inputs: err = %v", err)
+	}
+	bad := metricsTable(t, "auroc", "all", 0.5)
+	in := memInput("evaluate", "", nil, map[string]arrow.RecordBatch{"scores": bad})
+	if _, err := tryKind("report", nil, 0, in); err == nil || !strings.Contains(err.Error(), "neither a metrics nor a log") {
+		t.Errorf("wrong input: err = %v", err)
+	}
+	p := &ReportParams{Replicates: []string{"method"}, MethodKey: "method"}
+	if err := p.Validate(); err == nil {
+		t.Error("replicates containing method_key should not validate")
+	}
+}
