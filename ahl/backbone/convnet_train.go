@@ -1,0 +1,331 @@
+package backbone
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/pipe-ahl/pipe/ahl/imgs"
+	"github.com/pipe-ahl/pipe/ahl/optim"
+)
+
+// PseudoFunc makes one pseudo anomaly of img with the named generator; others are the
+// other training normals (cutmix's sources). augment.Apply has this signature.
+type PseudoFunc func(generator string, img imgs.Image, others []imgs.Image, rng *rand.Rand) (imgs.Image, error)
+
+// ConvNetConfig holds the convnet's architecture and training parameters.
+type ConvNetConfig struct {
+	Size     int   // S: training images are resized to S x S
+	Channels []int // output channels of each stage (each halves the resolution)
+	Epochs   int   // passes of Steps batches
+	Steps    int   // batches per epoch (DevNet: 20)
+	Batch    int   // batch size (DevNet: 48, balanced over the kinds present)
+	LR       float64
+	// WeightDecay is Adam's L2 weight decay.
+	WeightDecay float64
+	Seed        uint64
+	// Generators names the pseudo-anomaly generators Pseudo is called with; each pseudo
+	// anomaly draws one uniformly. No pseudo anomalies when empty or Pseudo is nil.
+	Generators []string
+	Pseudo     PseudoFunc
+	// Progress, when not nil, is called after every step with (steps done, steps in all).
+	Progress func(done, total int)
+}
+
+// Random streams of convnet training, all drawn from rand.NewPCG(Seed, stream).
+const (
+	streamInit    = 1 // Kaiming initialisation
+	streamPrior   = 2 // the deviation loss's N(0, 1) reference draws
+	streamPseudo  = 3 // generator choice and the generators' own draws
+	streamSampler = 4 // balanced batches
+)
+
+// priorDraws and margin are DevNet's: l = 5000 reference scores, margin m = 5 (AHL_SPEC.md,
+// "Deviation loss").
+const (
+	priorDraws = 5000
+	margin     = 5
+)
+
+// prior is the deviation loss's reference distribution (heads.Prior's twin; ahl/heads is not
+// imported so the backbone builds on its own).
+type prior struct {
+	Mean, Std, Margin float32
+}
+
+// deviationPrior draws l = 5000 values r ~ N(0, 1) and returns their mean and (sample)
+// standard deviation.
+func deviationPrior(rng *rand.Rand) prior {
+	var s, s2 float64
+	for i := 0; i < priorDraws; i++ {
+		r := rng.NormFloat64()
+		s += r
+		s2 += r * r
+	}
+	mean := s / priorDraws
+	std := math.Sqrt((s2 - priorDraws*mean*mean) / (priorDraws - 1))
+	return prior{Mean: float32(mean), Std: float32(std), Margin: margin}
+}
+
+// TrainConvNet trains a ConvNet from scratch as the DevNet base model: the devnet head
+// (1x1 convolution, top-k mean of |z|) on the last feature map, the deviation loss with real
+// and pseudo anomalies as the anomalous class, balanced batches of normals, real anomalies
+// and pseudo anomalies made on the fly from training normals, and Adam. It returns the
+// trained network and each epoch's mean loss.
+func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []imgs.Image) (*ConvNet, []float64, error) {
+	if cfg.Epochs < 0 || cfg.Steps <= 0 || cfg.Batch <= 0 || cfg.LR <= 0 {
+		return nil, nil, fmt.Errorf("backbone: convnet training needs epochs >= 0, steps > 0, batch > 0 and lr > 0 (got %d, %d, %d, %g)", cfg.Epochs, cfg.Steps, cfg.Batch, cfg.LR)
+	}
+	if len(normals) == 0 {
+		return nil, nil, fmt.Errorf("backbone: convnet training needs training normals, got none")
+	}
+	pseudo := cfg.Pseudo != nil && len(cfg.Generators) > 0
+	if len(anomalies) == 0 && !pseudo {
+		return nil, nil, fmt.Errorf("backbone: convnet training needs anomalies: no labelled anomalies and no pseudo-anomaly generators")
+	}
+	net, err := newConvNet(cfg.Size, cfg.Channels)
+	if err != nil {
+		return nil, nil, err
+	}
+	net.initKaiming(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
+	pr := deviationPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
+	prng := rand.New(rand.NewPCG(cfg.Seed, streamPseudo))
+
+	// Resize once; pseudo anomalies are made at S x S.
+	norm := resizeAll(normals, cfg.Size)
+	anom := resizeAll(anomalies, cfg.Size)
+	// Sampler rows: normals 0..nN-1, real anomalies nN.., pseudo rows nN+nA+i stand for a
+	// pseudo anomaly made from normal i.
+	kinds := [][]int{seq(0, len(norm)), seq(len(norm), len(anom))}
+	if pseudo {
+		kinds = append(kinds, seq(len(norm)+len(anom), len(norm)))
+	}
+	sampler := newBalanced(kinds, cfg.Batch, rand.New(rand.NewPCG(cfg.Seed, streamSampler)))
+
+	adam := optim.NewAdam(len(net.theta), cfg.WeightDecay)
+	grad := make([]float32, len(net.theta))
+	chunk := max(1, chunkPixels/(cfg.Size*cfg.Size))
+	losses := make([]float64, cfg.Epochs)
+	total := cfg.Epochs * cfg.Steps
+	for ep := 0; ep < cfg.Epochs; ep++ {
+		var epochLoss float64
+		for st := 0; st < cfg.Steps; st++ {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			rs := sampler.next()
+			batchImgs := make([]imgs.Image, len(rs))
+			targets := make([]bool, len(rs))
+			for j, r := range rs {
+				switch {
+				case r < len(norm):
+					batchImgs[j] = norm[r]
+				case r < len(norm)+len(anom):
+					batchImgs[j] = anom[r-len(norm)]
+				default:
+					i := r - len(norm) - len(anom)
+					gen := cfg.Generators[prng.IntN(len(cfg.Generators))]
+					others := make([]imgs.Image, 0, len(norm)-1)
+					others = append(append(others, norm[:i]...), norm[i+1:]...)
+					im, err := cfg.Pseudo(gen, norm[i], others, prng)
+					if err != nil {
+						return nil, nil, fmt.Errorf("backbone: convnet training: pseudo anomaly %s of normal %d: %w", gen, i, err)
+					}
+					batchImgs[j] = im
+				}
+				targets[j] = r >= len(norm)
+			}
+			clear(grad)
+			var loss float64
+			for lo := 0; lo < len(rs); lo += chunk {
+				hi := min(len(rs), lo+chunk)
+				x, err := prepare(batchImgs[lo:hi], cfg.Size)
+				if err != nil {
+					return nil, nil, err
+				}
+				loss += net.lossGrad(x, targets[lo:hi], pr, 1/float32(len(rs)), grad)
+			}
+			adam.Step(net.theta, grad, cfg.LR)
+			epochLoss += loss
+			if cfg.Progress != nil {
+				cfg.Progress(ep*cfg.Steps+st+1, total)
+			}
+		}
+		losses[ep] = epochLoss / float64(cfg.Steps)
+	}
+	return net, losses, nil
+}
+
+func resizeAll(in []imgs.Image, s int) []imgs.Image {
+	out := make([]imgs.Image, len(in))
+	for i, im := range in {
+		out[i] = imgs.Resize(im, s, s)
+	}
+	return out
+}
+
+// topK is DevNet's k = max(floor(0.1 * H * W), 1).
+func topK(hw int) int { return max(hw/10, 1) }
+
+// scores runs the network and the devnet head on a prepared batch and returns each image's
+// score: the mean of the k largest |z| over the H x W positions of z = head(F).
+func (n *ConvNet) scores(x act) []float32 {
+	f := n.features(x)
+	z, _ := n.head.forward(f, false)
+	out := make([]float32, z.B)
+	for i := range out {
+		s, _ := topKMean(z.plane(0, i))
+		out[i] = s
+	}
+	return out
+}
+
+// topKMean returns the mean of the k largest |z| and their indices (ties by position).
+func topKMean(z []float32) (float32, []int) {
+	k := topK(len(z))
+	idx := make([]int, len(z))
+	for j := range idx {
+		idx[j] = j
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return abs32(z[idx[a]]) > abs32(z[idx[b]]) })
+	var s float32
+	for _, j := range idx[:k] {
+		s += abs32(z[j])
+	}
+	return s / float32(k), idx[:k]
+}
+
+func abs32(v float32) float32 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// lossGrad adds scale times the gradient of the summed deviation loss of the batch x with
+// targets y (true: anomaly, real or pseudo) to grad, and returns scale times the summed loss.
+// With dev = (s - mean(r)) / std(r), each image's loss is |dev| for a normal and
+// max(0, m - dev) for an anomaly (DevNet's deviation loss; AHL_SPEC.md).
+func (n *ConvNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
+	// Forward, keeping each layer's input, im2col matrix and output.
+	L := len(n.convs)
+	ins := make([]act, L)
+	cols := make([][]float32, L)
+	outs := make([]act, L)
+	h := x
+	for l := range n.convs {
+		ins[l] = h
+		outs[l], cols[l] = n.convs[l].forward(h, true)
+		h = outs[l]
+	}
+	z, _ := n.head.forward(h, false)
+
+	// Loss and its gradient with respect to z.
+	dz := newAct(1, z.B, z.H, z.W)
+	var loss float64
+	for i := 0; i < z.B; i++ {
+		zi := z.plane(0, i)
+		s, top := topKMean(zi)
+		dev := (s - pr.Mean) / pr.Std
+		var ds float32 // d loss_i / d s
+		if y[i] {
+			if pr.Margin-dev > 0 {
+				loss += float64(pr.Margin - dev)
+				ds = -1 / pr.Std
+			}
+		} else {
+			loss += math.Abs(float64(dev))
+			switch {
+			case dev > 0:
+				ds = 1 / pr.Std
+			case dev < 0:
+				ds = -1 / pr.Std
+			}
+		}
+		ds *= scale
+		dzi := dz.plane(0, i)
+		k := float32(len(top))
+		for _, j := range top {
+			switch {
+			case zi[j] > 0:
+				dzi[j] = ds / k
+			case zi[j] < 0:
+				dzi[j] = -ds / k
+			}
+		}
+	}
+
+	// Backward: the head, then each convolution through its ReLU.
+	gw, gb := n.views(grad)
+	d := n.head.backward(h, h.Data, dz, gw[L], gb[L], true)
+	for l := L - 1; l >= 0; l-- {
+		for j, v := range outs[l].Data {
+			if v <= 0 {
+				d.Data[j] = 0
+			}
+		}
+		d = n.convs[l].backward(ins[l], cols[l], d, gw[l], gb[l], l > 0)
+	}
+	return float64(scale) * loss
+}
+
+// seq returns lo, lo+1, ..., lo+n-1.
+func seq(lo, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = lo + i
+	}
+	return out
+}
+
+// balanced draws DevNet's balanced batches: an equal share of each non-empty kind (16 + 16
+// + 16 for 48 with three kinds, 24 + 24 with two; remainders to the first kinds), each kind
+// from its own endless permutation, reshuffled when used up.
+type balanced struct {
+	kinds  [][]int
+	pos    []int
+	counts []int
+	rng    *rand.Rand
+}
+
+func newBalanced(kinds [][]int, size int, rng *rand.Rand) *balanced {
+	b := &balanced{rng: rng}
+	for _, k := range kinds {
+		if len(k) > 0 {
+			b.kinds = append(b.kinds, append([]int(nil), k...))
+		}
+	}
+	b.pos = make([]int, len(b.kinds))
+	for i := range b.kinds {
+		b.shuffle(i)
+		b.counts = append(b.counts, size/len(b.kinds))
+		if i < size%len(b.kinds) {
+			b.counts[i]++
+		}
+	}
+	return b
+}
+
+func (b *balanced) shuffle(i int) {
+	k := b.kinds[i]
+	b.rng.Shuffle(len(k), func(x, y int) { k[x], k[y] = k[y], k[x] })
+	b.pos[i] = 0
+}
+
+// next returns the next batch's rows, grouped by kind.
+func (b *balanced) next() []int {
+	var out []int
+	for i, k := range b.kinds {
+		for c := 0; c < b.counts[i]; c++ {
+			if b.pos[i] == len(k) {
+				b.shuffle(i)
+			}
+			out = append(out, k[b.pos[i]])
+			b.pos[i]++
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,232 @@
+package backbone
+
+import "math"
+
+// act is a batch of activations laid out [C][B][H][W]: channel-major with the batch inside,
+// so that a convolution of the whole batch is one matrix product W (Cout x Cin*K*K) times
+// the im2col matrix (Cin*K*K x B*H*W), whose result is again [Cout][B][H][W].
+type act struct {
+	C, B, H, W int
+	Data       []float32
+}
+
+func newAct(c, b, h, w int) act {
+	return act{C: c, B: b, H: h, W: w, Data: make([]float32, c*b*h*w)}
+}
+
+// plane returns channel c of image i.
+func (a act) plane(c, i int) []float32 {
+	hw := a.H * a.W
+	o := (c*a.B + i) * hw
+	return a.Data[o : o+hw]
+}
+
+// conv is a 2-D convolution with square kernel k, cross-correlation as in PyTorch.
+// W is Cout x (Cin*K*K) row-major (PyTorch's [Cout, Cin, K, K] flattened); B has Cout
+// values (zero when nil).
+type conv struct {
+	Cin, Cout, K, Stride, Pad int
+	W, B                      []float32
+}
+
+// outSize is the output side for an input side n: floor((n + 2 pad - k) / stride) + 1.
+func (c *conv) outSize(n int) int { return (n+2*c.Pad-c.K)/c.Stride + 1 }
+
+// direct reports whether the input itself is the im2col matrix (1x1, stride 1, no padding).
+func (c *conv) direct() bool { return c.K == 1 && c.Stride == 1 && c.Pad == 0 }
+
+// forward returns conv(x) + bias, followed by ReLU when relu is set. It also returns the
+// im2col matrix it used (x.Data itself for a direct 1x1 convolution), which training keeps
+// for the weight gradient.
+func (c *conv) forward(x act, relu bool) (act, []float32) {
+	ho, wo := c.outSize(x.H), c.outSize(x.W)
+	n := x.B * ho * wo
+	cols := x.Data
+	if !c.direct() {
+		cols = make([]float32, c.Cin*c.K*c.K*n)
+		im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
+	}
+	out := newAct(c.Cout, x.B, ho, wo)
+	sgemm(false, false, c.Cout, n, c.Cin*c.K*c.K, 1, c.W, c.Cin*c.K*c.K, cols, n, 0, out.Data, n)
+	for o := 0; o < c.Cout; o++ {
+		row := out.Data[o*n : (o+1)*n]
+		var b float32
+		if c.B != nil {
+			b = c.B[o]
+		}
+		if relu {
+			for j, v := range row {
+				v += b
+				if v < 0 {
+					v = 0
+				}
+				row[j] = v
+			}
+		} else if b != 0 {
+			for j := range row {
+				row[j] += b
+			}
+		}
+	}
+	return out, cols
+}
+
+// im2col writes the patches of x into cols, (Cin*K*K) x (B*Ho*Wo) row-major: row
+// (ci*K + ky)*K + kx, column (b*Ho + oy)*Wo + ox holds x[ci, b, oy*s - p + ky, ox*s - p + kx]
+// (zero outside the image).
+func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
+	n := x.B * ho * wo
+	for ci := 0; ci < x.C; ci++ {
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				row := cols[((ci*k+ky)*k+kx)*n:]
+				for b := 0; b < x.B; b++ {
+					src := x.plane(ci, b)
+					dst := row[b*ho*wo : (b+1)*ho*wo]
+					for oy := 0; oy < ho; oy++ {
+						iy := oy*stride - pad + ky
+						d := dst[oy*wo : (oy+1)*wo]
+						if iy < 0 || iy >= x.H {
+							clear(d)
+							continue
+						}
+						srow := src[iy*x.W : (iy+1)*x.W]
+						for ox := range d {
+							ix := ox*stride - pad + kx
+							if ix < 0 || ix >= x.W {
+								d[ox] = 0
+							} else {
+								d[ox] = srow[ix]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2im is im2col's adjoint: it adds every entry of cols back onto the input position it was
+// copied from, into dx (which it overwrites).
+func col2im(cols []float32, dx act, k, stride, pad, ho, wo int) {
+	clear(dx.Data)
+	n := dx.B * ho * wo
+	for ci := 0; ci < dx.C; ci++ {
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				row := cols[((ci*k+ky)*k+kx)*n:]
+				for b := 0; b < dx.B; b++ {
+					dst := dx.plane(ci, b)
+					src := row[b*ho*wo : (b+1)*ho*wo]
+					for oy := 0; oy < ho; oy++ {
+						iy := oy*stride - pad + ky
+						if iy < 0 || iy >= dx.H {
+							continue
+						}
+						drow := dst[iy*dx.W : (iy+1)*dx.W]
+						for ox, v := range src[oy*wo : (oy+1)*wo] {
+							ix := ox*stride - pad + kx
+							if ix >= 0 && ix < dx.W {
+								drow[ix] += v
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// maxPool is PyTorch's MaxPool2d(k, stride, pad): padding never wins the maximum.
+func maxPool(x act, k, stride, pad int) act {
+	ho := (x.H+2*pad-k)/stride + 1
+	wo := (x.W+2*pad-k)/stride + 1
+	out := newAct(x.C, x.B, ho, wo)
+	for c := 0; c < x.C; c++ {
+		for b := 0; b < x.B; b++ {
+			src, dst := x.plane(c, b), out.plane(c, b)
+			for oy := 0; oy < ho; oy++ {
+				for ox := 0; ox < wo; ox++ {
+					m := float32(math.Inf(-1))
+					for ky := 0; ky < k; ky++ {
+						iy := oy*stride - pad + ky
+						if iy < 0 || iy >= x.H {
+							continue
+						}
+						for kx := 0; kx < k; kx++ {
+							ix := ox*stride - pad + kx
+							if ix >= 0 && ix < x.W && src[iy*x.W+ix] > m {
+								m = src[iy*x.W+ix]
+							}
+						}
+					}
+					dst[oy*wo+ox] = m
+				}
+			}
+		}
+	}
+	return out
+}
+
+// addReLU sets a = max(a + b, 0) elementwise (a residual connection followed by ReLU).
+func addReLU(a, b act) {
+	for i, v := range b.Data {
+		s := a.Data[i] + v
+		if s < 0 {
+			s = 0
+		}
+		a.Data[i] = s
+	}
+}
+
+// bnEps is PyTorch BatchNorm2d's default epsilon, which torchvision's ResNet uses.
+const bnEps = 1e-5
+
+// foldBN returns the weights and bias of conv followed by inference-mode batch norm:
+// y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta, so per output channel o the weights
+// scale by g_o = gamma_o / sqrt(var_o + eps) and the bias is beta_o - mean_o * g_o.
+func foldBN(w []float32, cout int, gamma, beta, mean, variance []float32) (fw, fb []float32) {
+	per := len(w) / cout
+	fw = make([]float32, len(w))
+	fb = make([]float32, cout)
+	for o := 0; o < cout; o++ {
+		g := float64(gamma[o]) / math.Sqrt(float64(variance[o])+bnEps)
+		for j := 0; j < per; j++ {
+			fw[o*per+j] = float32(float64(w[o*per+j]) * g)
+		}
+		fb[o] = float32(float64(beta[o]) - float64(mean[o])*g)
+	}
+	return fw, fb
+}
+
+// backward propagates dout (the gradient with respect to this convolution's output, after
+// any ReLU has been undone by the caller) to the weights and, when needDX, to the input x.
+// cols is the im2col matrix forward returned for x. dW and dB accumulate (+=); the returned
+// input gradient is freshly allocated (zero act when !needDX).
+func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needDX bool) act {
+	n := dout.B * dout.H * dout.W
+	kk := c.Cin * c.K * c.K
+	// dW += dout (Cout x n) * cols^T (n x kk).
+	sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, cols, n, 1, dW, kk)
+	for o := 0; o < c.Cout; o++ {
+		var s float32
+		for _, v := range dout.Data[o*n : (o+1)*n] {
+			s += v
+		}
+		dB[o] += s
+	}
+	if !needDX {
+		return act{}
+	}
+	dx := newAct(x.C, x.B, x.H, x.W)
+	dcols := dx.Data
+	if !c.direct() {
+		dcols = make([]float32, kk*n)
+	}
+	// dcols = W^T (kk x Cout) * dout (Cout x n).
+	sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dcols, n)
+	if !c.direct() {
+		col2im(dcols, dx, c.K, c.Stride, c.Pad, dout.H, dout.W)
+	}
+	return dx
+}
