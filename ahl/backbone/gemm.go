@@ -47,7 +47,7 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		for j0 := 0; j0 < n; j0 += step {
 			nj := min(step, n-j0)
 			bj := b[j0:]
-			if transB {
+			if transB { // B stored n x k: columns of op(B) are rows
 				bj = b[j0*ldb:]
 			}
 			wg.Go(func() { kernel(transA, transB, m, nj, k, alpha, a, lda, bj, ldb, beta, c[j0:], ldc) })
@@ -57,9 +57,9 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		step = (step + 5) / 6 * 6 // whole 6-row register tiles
 		for i0 := 0; i0 < m; i0 += step {
 			mi := min(step, m-i0)
-			ai := a[i0*lda:]
-			if transA {
-				ai = a[i0:]
+			ai := a[i0:] // A stored k x m: rows of op(A) are columns
+			if !transA {
+				ai = a[i0*lda:]
 			}
 			wg.Go(func() { kernel(transA, transB, mi, n, k, alpha, ai, lda, b, ldb, beta, c[i0*ldc:], ldc) })
 		}
