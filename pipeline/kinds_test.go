@@ -1,0 +1,174 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/stages"
+)
+
+// Test-only stage kinds. They count their executions so tests can assert exactly which
+// instances ran (BuildKit style).
+
+var (
+	countMu sync.Mutex
+	counts  = map[string]int{} // "stage" or "stage[label]" -> executions
+)
+
+func countRun(env *stages.Env) {
+	countMu.Lock()
+	defer countMu.Unlock()
+	id := env.Stage
+	if env.Instance != "" {
+		id += "[" + env.Instance + "]"
+	}
+	counts[id]++
+}
+
+// takeCounts returns the executions since the last call and resets them.
+func takeCounts() map[string]int {
+	countMu.Lock()
+	defer countMu.Unlock()
+	out := counts
+	counts = map[string]int{}
+	return out
+}
+
+type genParams struct {
+	N     int      `json:"n"`
+	Scale float64  `json:"scale"`
+	Label string   `json:"label"`
+	Tags  []string `json:"tags"`
+}
+
+type sumParams struct {
+	Offset int64  `json:"offset"`
+	Note   string `json:"note"` // ignored by the stage: changes the key, not the bytes
+	Fail   bool   `json:"fail"`
+	Block  bool   `json:"block"` // wait for cancellation
+}
+
+func (p *sumParams) Validate() error {
+	if p.Offset < 0 {
+		return fmt.Errorf("offset must be >= 0, got %d", p.Offset)
+	}
+	return nil
+}
+
+func init() {
+	stages.Register(stages.Definition{
+		Kind: "ptest-gen", Version: 1,
+		Params: func() any { return &genParams{N: 3, Scale: 1} },
+		Run: func(ctx context.Context, env *stages.Env) error {
+			countRun(env)
+			p := env.Params.(*genParams)
+			v := make([]float64, p.N)
+			for i := range v {
+				v[i] = float64(i) * p.Scale
+			}
+			rec, err := artifacts.NewTable(artifacts.Float64s("value", v))
+			if err != nil {
+				return err
+			}
+			env.Output("values", rec)
+			return nil
+		},
+	})
+	stages.Register(stages.Definition{
+		Kind: "ptest-sum", Version: 1,
+		Params: func() any { return &sumParams{} },
+		Run: func(ctx context.Context, env *stages.Env) error {
+			countRun(env)
+			p := env.Params.(*sumParams)
+			if p.Fail {
+				return errors.New("asked to fail")
+			}
+			if p.Block {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			total := float64(p.Offset)
+			for _, in := range env.Inputs {
+				rec, err := in.Open(ctx, in.Outputs[0])
+				if err != nil {
+					return err
+				}
+				col, err := artifacts.Float64Col(rec, "value")
+				rec.Release()
+				if err != nil {
+					return err
+				}
+				for _, x := range col {
+					total += x
+				}
+			}
+			rec, err := artifacts.NewTable(artifacts.Float64s("value", []float64{total}))
+			if err != nil {
+				return err
+			}
+			env.Output("sum", rec)
+			return nil
+		},
+	})
+	stages.Register(stages.Definition{Kind: "ptest-noparams", Version: 1,
+		Run: func(ctx context.Context, env *stages.Env) error { return errors.New("not run in tests") }})
+}
+
+// memStore opens an in-memory Badger store for one test.
+func memStore(t *testing.T) artifacts.Store {
+	t.Helper()
+	s, err := artifacts.Open("", artifacts.InMemory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// compile parses and compiles DAG YAML named test.yaml.
+func compile(t *testing.T, src string, sets ...string) *Plan {
+	t.Helper()
+	p, err := compileErr(src, sets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func compileErr(src string, sets ...string) (*Plan, error) {
+	f, err := Parse("test.yaml", []byte(src))
+	if err != nil {
+		return nil, err
+	}
+	var ss []Set
+	for _, s := range sets {
+		st, err := ParseSet(s)
+		if err != nil {
+			return nil, err
+		}
+		ss = append(ss, st)
+	}
+	return Compile(f, ss)
+}
+
+// run executes a plan and returns status by instance ID.
+func run(t *testing.T, s artifacts.Store, p *Plan, opts ...func(*Options)) (map[string]*Result, error) {
+	t.Helper()
+	o := Options{Store: s, Jobs: 2}
+	for _, f := range opts {
+		f(&o)
+	}
+	rep, err := Run(context.Background(), p, o)
+	if rep == nil {
+		t.Fatalf("no report: %v", err)
+	}
+	out := map[string]*Result{}
+	for _, r := range rep.Results {
+		out[r.Instance.ID()] = r
+	}
+	return out, err
+}

@@ -1,0 +1,503 @@
+package pipeline
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/pipe-ahl/pipe/stages"
+	"go.yaml.in/yaml/v3"
+)
+
+// Plan is a DAG expanded into stage instances, in topological order.
+type Plan struct {
+	DAG       string
+	File      string
+	Seed      uint64
+	Instances []*Instance
+}
+
+// Instance is one stage instance: a stage at one assignment of the matrix variables it
+// depends on (none for a shared instance).
+type Instance struct {
+	Stage string
+	Kind  string
+	// Label names the matrix assignment, "x=a,y=b" in matrix order; "" when shared.
+	Label string
+	// Matrix holds the assignment the label names.
+	Matrix map[string]string
+	Def    stages.Definition
+	// Params is the resolved params struct (defaults filled in), or nil for a kind without
+	// params; CanonParams its canonical JSON form as a map, stored in the manifest.
+	Params      any
+	CanonParams map[string]any
+	Seed        uint64
+	Gather      bool
+	// Deps lists the upstream instances in `needs` order (every instance of a need for a
+	// gather stage).
+	Deps []*Instance
+
+	index int
+}
+
+// ID names the instance in logs and input names: "stage" or "stage[label]".
+func (in *Instance) ID() string {
+	if in.Label == "" {
+		return in.Stage
+	}
+	return in.Stage + "[" + in.Label + "]"
+}
+
+// Set is one `--set NAME=VALUE` override: a DAG var (NAME) or a stage param (stage.param).
+type Set struct {
+	Name  string
+	Value any
+}
+
+// ParseSet parses NAME=VALUE. The value is read as a YAML scalar, so `T=5` sets the int 5 and
+// `name=abc` the string "abc".
+func ParseSet(s string) (Set, error) {
+	name, val, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return Set{}, fmt.Errorf("--set %q: want NAME=VALUE or STAGE.PARAM=VALUE", s)
+	}
+	var v any
+	if err := yaml.Unmarshal([]byte(val), &v); err != nil {
+		v = val
+	}
+	switch v.(type) {
+	case map[string]any, []any:
+		v = val
+	case nil:
+		if val != "null" && val != "~" {
+			v = val
+		}
+	}
+	return Set{Name: name, Value: v}, nil
+}
+
+// Compile validates f, applies the overrides and expands the matrix into a plan. Every
+// problem found is returned (joined); each is an *Error naming file, stage and field.
+func Compile(f *File, sets []Set) (*Plan, error) {
+	var errs []error
+	fail := func(line int, stage, field, format string, a ...any) {
+		errs = append(errs, &Error{File: f.Path, Line: line, Stage: stage, Field: field, Msg: fmt.Sprintf(format, a...)})
+	}
+	vars := make(map[string]any, len(f.Vars))
+	for k, v := range f.Vars {
+		vars[k] = v
+	}
+	byName := map[string]*StageSpec{}
+	for _, s := range f.Stages {
+		byName[s.Name] = s
+	}
+	stageSets := map[string]map[string]any{}
+	for _, st := range sets {
+		if stage, param, ok := strings.Cut(st.Name, "."); ok {
+			if byName[stage] == nil {
+				fail(0, stage, "--set "+st.Name, "no stage named %q in the DAG", stage)
+				continue
+			}
+			if stageSets[stage] == nil {
+				stageSets[stage] = map[string]any{}
+			}
+			stageSets[stage][param] = st.Value
+			continue
+		}
+		if _, ok := vars[st.Name]; !ok {
+			fail(0, "", "--set "+st.Name, "undefined variable %q (vars: %s)", st.Name, strings.Join(sortedKeys(vars), ", "))
+			continue
+		}
+		vars[st.Name] = st.Value
+	}
+
+	// Kinds and needs.
+	known := strings.Join(stages.Kinds(), ", ")
+	for _, s := range f.Stages {
+		if _, ok := stages.Lookup(s.Kind); !ok {
+			fail(s.fieldLine("kind"), s.Name, "kind", "unknown kind %q (known kinds: %s)", s.Kind, known)
+		}
+		for _, n := range s.Needs {
+			if byName[n] == nil {
+				fail(s.fieldLine("needs"), s.Name, "needs", "unknown input stage %q", n)
+			} else if n == s.Name {
+				fail(s.fieldLine("needs"), s.Name, "needs", "a stage cannot need itself")
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	order, err := topoSort(f)
+	if err != nil {
+		return nil, err
+	}
+
+	// Matrix dependencies: direct references, plus those of the inputs unless gathering.
+	matrixIndex := map[string]int{}
+	for i, m := range f.Matrix {
+		matrixIndex[m.Name] = i
+	}
+	deps := map[string]map[string]bool{}
+	for _, s := range order {
+		d := map[string]bool{}
+		for _, r := range append(refs(s.With), refs(s.Seed)...) {
+			if !r.Matrix {
+				if _, ok := vars[r.Name]; !ok {
+					fail(s.Line, s.Name, refField(s, r), "undefined variable ${%s}", r.Name)
+				}
+				continue
+			}
+			if _, ok := matrixIndex[r.Name]; !ok {
+				fail(s.Line, s.Name, refField(s, r), "undefined matrix variable ${matrix.%s}", r.Name)
+				continue
+			}
+			if s.Gather {
+				fail(s.Line, s.Name, refField(s, r), "a gather stage cannot reference ${matrix.%s}: it is one instance over all of them", r.Name)
+			}
+			d[r.Name] = true
+		}
+		if !s.Gather {
+			for _, n := range s.Needs {
+				for k := range deps[n] {
+					d[k] = true
+				}
+			}
+		}
+		deps[s.Name] = d
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	p := &Plan{DAG: f.Name, File: f.Path, Seed: f.Seed}
+	instances := map[string][]*Instance{}
+	byLabel := map[string]*Instance{} // "stage\x00label"
+	for _, s := range order {
+		def, _ := stages.Lookup(s.Kind)
+		var dims []MatrixVar
+		for _, m := range f.Matrix {
+			if deps[s.Name][m.Name] {
+				dims = append(dims, m)
+			}
+		}
+		for _, assign := range product(dims) {
+			in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}}
+			var labels []string
+			for _, m := range dims {
+				v := fmt.Sprint(assign[m.Name])
+				in.Matrix[m.Name] = v
+				labels = append(labels, m.Name+"="+v)
+			}
+			in.Label = strings.Join(labels, ",")
+			lookup := func(r ref) (any, bool) {
+				if r.Matrix {
+					v, ok := assign[r.Name]
+					return v, ok
+				}
+				v, ok := vars[r.Name]
+				return v, ok
+			}
+			with, err := substitute(s.With, lookup)
+			if err != nil {
+				fail(s.fieldLine("with"), s.Name, "with", "%v", err)
+				continue
+			}
+			wm := with.(map[string]any)
+			for k, v := range stageSets[s.Name] {
+				wm[k] = v
+			}
+			params, canon, err := decodeParams(def, wm)
+			if err != nil {
+				var pe *paramError
+				if errors.As(err, &pe) {
+					field := "with." + pe.field
+					line := s.fieldLine(field)
+					if _, ok := stageSets[s.Name][pe.field]; ok {
+						field, line = "--set "+s.Name+"."+pe.field, 0
+					}
+					fail(line, s.Name, field, "%s", pe.msg)
+				} else {
+					fail(s.fieldLine("with"), s.Name, "with", "%v", err)
+				}
+				continue
+			}
+			in.Params, in.CanonParams = params, canon
+			base := f.Seed
+			if s.Seed != nil {
+				sv, err := substitute(s.Seed, lookup)
+				if err == nil {
+					base, err = toUint64(sv)
+				}
+				if err != nil {
+					fail(s.fieldLine("seed"), s.Name, "seed", "%v", err)
+					continue
+				}
+			}
+			in.Seed = DeriveSeed(base, s.Name, dims, in.Matrix)
+			for _, n := range s.Needs {
+				if s.Gather {
+					in.Deps = append(in.Deps, instances[n]...)
+					continue
+				}
+				var nl []string
+				for _, m := range f.Matrix {
+					if deps[n][m.Name] {
+						nl = append(nl, m.Name+"="+in.Matrix[m.Name])
+					}
+				}
+				dep := byLabel[n+"\x00"+strings.Join(nl, ",")]
+				if dep == nil { // an upstream instance failed to compile; already reported
+					continue
+				}
+				in.Deps = append(in.Deps, dep)
+			}
+			in.index = len(p.Instances)
+			p.Instances = append(p.Instances, in)
+			instances[s.Name] = append(instances[s.Name], in)
+			byLabel[s.Name+"\x00"+in.Label] = in
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+// refField names the field in which a stage references r, for error messages.
+func refField(s *StageSpec, r ref) string {
+	needle := "${" + r.Name + "}"
+	if r.Matrix {
+		needle = "${matrix." + r.Name + "}"
+	}
+	found := ""
+	walkStrings(s.Seed, func(str string) {
+		if strings.Contains(str, needle) {
+			found = "seed"
+		}
+	})
+	for _, k := range sortedKeys(s.With) {
+		walkStrings(s.With[k], func(str string) {
+			if found == "" && strings.Contains(str, needle) {
+				found = "with." + k
+			}
+		})
+	}
+	return found
+}
+
+// product returns every assignment of the given matrix variables (the cartesian product, the
+// first variable varying slowest); one empty assignment when there are none.
+func product(dims []MatrixVar) []map[string]any {
+	out := []map[string]any{{}}
+	for _, d := range dims {
+		var next []map[string]any
+		for _, a := range out {
+			for _, v := range d.Values {
+				b := make(map[string]any, len(a)+1)
+				for k, x := range a {
+					b[k] = x
+				}
+				b[d.Name] = v
+				next = append(next, b)
+			}
+		}
+		out = next
+	}
+	return out
+}
+
+// topoSort orders the stages so that every stage follows its needs, keeping file order
+// where the graph allows; a cycle is an error that names it.
+func topoSort(f *File) ([]*StageSpec, error) {
+	byName := map[string]*StageSpec{}
+	for _, s := range f.Stages {
+		byName[s.Name] = s
+	}
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var order []*StageSpec
+	var stack []string
+	var visit func(s *StageSpec) error
+	visit = func(s *StageSpec) error {
+		switch color[s.Name] {
+		case black:
+			return nil
+		case grey:
+			i := len(stack) - 1
+			for stack[i] != s.Name {
+				i--
+			}
+			cycle := append(append([]string{}, stack[i:]...), s.Name)
+			return &Error{File: f.Path, Line: s.fieldLine("needs"), Stage: s.Name, Field: "needs",
+				Msg: "cycle: " + strings.Join(cycle, " -> ")}
+		}
+		color[s.Name] = grey
+		stack = append(stack, s.Name)
+		for _, n := range s.Needs {
+			if err := visit(byName[n]); err != nil {
+				return err
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[s.Name] = black
+		order = append(order, s)
+		return nil
+	}
+	for _, s := range f.Stages {
+		if err := visit(s); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// DeriveSeed derives an instance seed from a base seed (the DAG seed unless the stage sets
+// its own), the stage name and the instance's matrix values, so that instances differ and a
+// rerun reproduces them: the first 8 bytes of sha256("seed\n<base>\n<stage>\n<var>=<value>\n...").
+// A matrix variable named `seed` therefore feeds the derivation like any other.
+func DeriveSeed(base uint64, stage string, dims []MatrixVar, assign map[string]string) uint64 {
+	h := sha256.New()
+	fmt.Fprintf(h, "seed\n%d\n%s\n", base, stage)
+	for _, d := range dims {
+		fmt.Fprintf(h, "%s=%s\n", d.Name, assign[d.Name])
+	}
+	return binary.BigEndian.Uint64(h.Sum(nil)[:8])
+}
+
+func toUint64(v any) (uint64, error) {
+	switch x := v.(type) {
+	case int:
+		if x >= 0 {
+			return uint64(x), nil
+		}
+	case uint64:
+		return x, nil
+	case string:
+		if u, err := strconv.ParseUint(x, 10, 64); err == nil {
+			return u, nil
+		}
+	}
+	return 0, fmt.Errorf("want a non-negative integer, got %v", v)
+}
+
+// paramError is a problem with one param of a stage.
+type paramError struct {
+	field string
+	msg   string
+}
+
+func (e *paramError) Error() string { return e.field + ": " + e.msg }
+
+// decodeParams decodes with into a fresh params struct of def strictly (names are the
+// struct's json tags; an unknown name or a wrong type is an error), validates it, and returns
+// it with its canonical form (a map whose JSON encoding has sorted keys).
+func decodeParams(def stages.Definition, with map[string]any) (any, map[string]any, error) {
+	if def.Params == nil {
+		if len(with) > 0 {
+			k := sortedKeys(with)[0]
+			return nil, nil, &paramError{k, fmt.Sprintf("unknown param %q: kind %s takes no params", k, def.Kind)}
+		}
+		return nil, map[string]any{}, nil
+	}
+	p := def.Params()
+	names := jsonFieldNames(p)
+	for _, k := range sortedKeys(with) {
+		if _, ok := names[k]; !ok {
+			return nil, nil, &paramError{k, fmt.Sprintf("unknown param %q for kind %s (params: %s)", k, def.Kind, strings.Join(sortedKeys(names), ", "))}
+		}
+	}
+	for _, k := range sortedKeys(with) {
+		b, err := json.Marshal(map[string]any{k: with[k]})
+		if err != nil {
+			return nil, nil, &paramError{k, fmt.Sprintf("cannot encode value %v: %v", with[k], err)}
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(p); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, nil, &paramError{k, fmt.Sprintf("wrong type: want %s, got %s %s", typeName(names[k]), te.Value, compact(with[k]))}
+			}
+			return nil, nil, &paramError{k, err.Error()}
+		}
+	}
+	if v, ok := p.(stages.Validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, nil, &paramError{"", err.Error()}
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode params: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var canon map[string]any
+	if err := dec.Decode(&canon); err != nil {
+		return nil, nil, fmt.Errorf("canonical params: %w", err)
+	}
+	return p, canon, nil
+}
+
+func compact(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		return "a list of " + strings.TrimPrefix(typeName(t.Elem()), "a ")
+	}
+	return t.String()
+}
+
+// jsonFieldNames maps the json names of a struct's exported fields to their types.
+func jsonFieldNames(p any) map[string]reflect.Type {
+	t := reflect.TypeOf(p)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]reflect.Type{}
+	if t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name := f.Name
+		if tag, ok := f.Tag.Lookup("json"); ok {
+			n, _, _ := strings.Cut(tag, ",")
+			if n == "-" {
+				continue
+			}
+			if n != "" {
+				name = n
+			}
+		}
+		out[name] = f.Type
+	}
+	return out
+}

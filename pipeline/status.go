@@ -1,0 +1,51 @@
+package pipeline
+
+import (
+	"context"
+)
+
+// Freshness values of a status line.
+const (
+	Fresh   = "fresh"   // cached: a manifest with the current key exists
+	Stale   = "stale"   // ran before, but something it depends on changed
+	Missing = "missing" // never ran
+)
+
+// InstanceStatus is one line of `pipe status`.
+type InstanceStatus struct {
+	Instance *Instance
+	State    string
+	Reason   string
+	Key      string // "" when an upstream instance is not fresh, so the key is unknown
+}
+
+// Status reports, per instance, whether it is fresh, stale (and why) or missing, without
+// running anything or writing to the store.
+func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error) {
+	opts.DryRun = true
+	opts.OnResult, opts.OnStart = nil, nil
+	rep, err := Run(ctx, p, opts)
+	if err != nil && rep == nil {
+		return nil, err
+	}
+	out := make([]InstanceStatus, len(rep.Results))
+	for i, r := range rep.Results {
+		s := InstanceStatus{Instance: r.Instance, Reason: r.Reason, Key: r.Key}
+		switch r.Status {
+		case Cached:
+			s.State, s.Reason = Fresh, ""
+		case WouldRun:
+			s.State = Stale
+			if r.Reason == "never ran" {
+				s.State = Missing
+			}
+		default:
+			s.State = Stale
+			if _, err := opts.Store.Head(ctx, p.DAG, r.Instance.Stage, r.Instance.Label); err != nil {
+				s.State, s.Reason = Missing, "never ran"
+			}
+		}
+		out[i] = s
+	}
+	return out, err
+}
