@@ -82,10 +82,20 @@ func runKey(id string) []byte { return []byte(runPrefix + id) }
 
 // Badger is the Store on a Badger database in one folder.
 type Badger struct {
-	db  *badger.DB
-	dir string
-	log *slog.Logger
+	db       *badger.DB
+	dir      string
+	log      *slog.Logger
+	chunk    int // ChunkSize, or memChunkSize in memory
+	txnBytes int // txnBytes, or memTxnBytes in memory
 }
+
+// In memory, Badger keeps every value in its memtables and refuses values over the value
+// threshold, and a transaction's values count fully against its batch limit (15% of the
+// memtable size), so blobs are cut smaller and committed in smaller transactions.
+const (
+	memChunkSize = 256 << 10
+	memTxnBytes  = 2 << 20
+)
 
 var _ Store = (*Badger)(nil)
 
@@ -137,8 +147,10 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		WithCompression(options.None).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize)
+	st := &Badger{dir: dir, log: cfg.log, chunk: ChunkSize, txnBytes: txnBytes}
 	if cfg.inMemory {
-		bo = bo.WithDir("").WithValueDir("").WithInMemory(true)
+		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).WithMemTableSize(64 << 20).WithValueThreshold(1 << 20)
+		st.dir, st.chunk, st.txnBytes = "", memChunkSize, memTxnBytes
 	} else if dir == "" {
 		return nil, fmt.Errorf("artifacts: open store: no folder given")
 	}
@@ -157,7 +169,17 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		}
 		return nil, fmt.Errorf("artifacts: open store %s: %w", dir, err)
 	}
-	return &Badger{db: db, dir: dir, log: cfg.log}, nil
+	st.db = db
+	return st, nil
+}
+
+// firstLine cuts an error to its first line: Badger appends a hex dump of the whole value
+// to its value-too-large errors.
+func firstLine(err error) error {
+	if msg, _, cut := strings.Cut(err.Error(), "\n"); cut {
+		return errors.New(strings.TrimSuffix(strings.TrimSpace(msg), " Value:"))
+	}
+	return err
 }
 
 // isLockErr reports whether err is Badger's failure to take the folder's flock.
@@ -201,7 +223,7 @@ func (s *Badger) PutBlob(ctx context.Context, data []byte) (Digest, error) {
 	if ok, err := s.HasBlob(ctx, d); err != nil || ok {
 		return d, err
 	}
-	n := (len(data) + ChunkSize - 1) / ChunkSize
+	n := (len(data) + s.chunk - 1) / s.chunk
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	inTxn := 0
@@ -209,8 +231,8 @@ func (s *Badger) PutBlob(ctx context.Context, data []byte) (Digest, error) {
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
-		lo, hi := i*ChunkSize, min((i+1)*ChunkSize, len(data))
-		if inTxn > 0 && inTxn+hi-lo > txnBytes {
+		lo, hi := i*s.chunk, min((i+1)*s.chunk, len(data))
+		if inTxn > 0 && inTxn+hi-lo > s.txnBytes {
 			if err := txn.Commit(); err != nil {
 				return "", fmt.Errorf("artifacts: store blob %s: %w", d, err)
 			}
@@ -218,11 +240,11 @@ func (s *Badger) PutBlob(ctx context.Context, data []byte) (Digest, error) {
 			inTxn = 0
 		}
 		if err := txn.Set(chunkKey(d, i), data[lo:hi:hi]); err != nil {
-			return "", fmt.Errorf("artifacts: store blob %s chunk %d: %w", d, i, err)
+			return "", fmt.Errorf("artifacts: store blob %s chunk %d: %w", d, i, firstLine(err))
 		}
 		inTxn += hi - lo
 	}
-	meta, err := json.Marshal(blobMeta{Size: int64(len(data)), Chunks: n, ChunkSize: ChunkSize})
+	meta, err := json.Marshal(blobMeta{Size: int64(len(data)), Chunks: n, ChunkSize: s.chunk})
 	if err != nil {
 		return "", err
 	}

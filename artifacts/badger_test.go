@@ -1,0 +1,390 @@
+package artifacts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/dgraph-io/badger/v4"
+)
+
+func openTemp(t testing.TB) *Badger {
+	t.Helper()
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// randomBytes returns n bytes from a seeded PCG.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// rawSet writes a key directly into Badger, bypassing the store's checks.
+func rawSet(t testing.TB, s *Badger, key, val []byte) {
+	t.Helper()
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rawGet(t testing.TB, s *Badger, key []byte) []byte {
+	t.Helper()
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("raw get %s: %v", key, err)
+	}
+	return v
+}
+
+func countKeys(t testing.TB, s *Badger, prefix []byte) int {
+	t.Helper()
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		opt := badger.DefaultIteratorOptions
+		opt.Prefix = prefix
+		opt.PrefetchValues = false
+		it := txn.NewIterator(opt)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestLargeArtifactRoundTrip stores a 200 MB Arrow table (50 M float32 in one list column)
+// through Put and Get: the blob spans 48 chunks and several transactions.
+func TestLargeArtifactRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	const n = 50_000_000
+	vals := make([]float32, n)
+	r := rand.New(rand.NewPCG(7, 1))
+	for i := range vals {
+		vals[i] = r.Float32()
+	}
+	lb := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
+	vb := lb.ValueBuilder().(*array.Float32Builder)
+	vb.Reserve(n)
+	for i := 0; i < n; i += n / 4 {
+		lb.Append(true)
+		vb.AppendValues(vals[i:i+n/4], nil)
+	}
+	lists := lb.NewArray()
+	lb.Release()
+	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "values", Type: lists.DataType()}}, nil), []arrow.Array{lists}, 4)
+	lists.Release()
+	defer rec.Release()
+
+	d, out, err := Put(ctx, s, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Rows != 4 || out.Bytes < 4*n || out.Digest != d {
+		t.Fatalf("output %+v, want 4 rows, >= %d bytes, digest %s", out, 4*n, d)
+	}
+	wantChunks := int((out.Bytes + ChunkSize - 1) / ChunkSize)
+	if got := countKeys(t, s, blobKeyPrefix(d)); got != wantChunks+1 {
+		t.Fatalf("blob has %d keys, want %d chunks + meta", got, wantChunks)
+	}
+	// Storing the same bytes again is a cheap no-op with the same digest.
+	d2, _, err := Put(ctx, s, rec)
+	if err != nil || d2 != d {
+		t.Fatalf("second put: %s, %v; want %s", d2, err, d)
+	}
+	got, err := Get(ctx, s, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Release()
+	cols, err := Float32ListCol(got, "values")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	for _, c := range cols {
+		for _, v := range c {
+			if v != vals[k] {
+				t.Fatalf("value %d: got %v want %v", k, v, vals[k])
+			}
+			k++
+		}
+	}
+	if k != n {
+		t.Fatalf("read %d values, want %d", k, n)
+	}
+	rep, err := Verify(ctx, s)
+	if err != nil || !rep.OK() || rep.Blobs != 1 || rep.Bytes != out.Bytes {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+}
+
+func TestBlobEdgeSizes(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	for _, n := range []int{0, 1, valueThreshold - 1, ChunkSize, ChunkSize + 1, 2*ChunkSize - 1} {
+		data := randomBytes(n, uint64(n))
+		d, err := s.PutBlob(ctx, data)
+		if err != nil {
+			t.Fatalf("size %d: %v", n, err)
+		}
+		if d != DigestOf(data) {
+			t.Fatalf("size %d: digest %s, want %s", n, d, DigestOf(data))
+		}
+		got, err := s.Blob(ctx, d)
+		if err != nil {
+			t.Fatalf("size %d: %v", n, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("size %d: bytes differ", n)
+		}
+		if size, err := s.BlobSize(ctx, d); err != nil || size != int64(n) {
+			t.Fatalf("size %d: BlobSize %d, %v", n, size, err)
+		}
+	}
+	missing := DigestOf([]byte("never stored"))
+	if ok, err := s.HasBlob(ctx, missing); ok || err != nil {
+		t.Fatalf("HasBlob(missing) = %v, %v", ok, err)
+	}
+	if _, err := s.Blob(ctx, missing); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Blob(missing) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Blob(ctx, "../etc"); err == nil || !strings.Contains(err.Error(), "not a digest") {
+		t.Fatalf("Blob(bad digest) = %v", err)
+	}
+}
+
+func TestOpenLockedStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s2, err := Open(dir)
+	took := time.Since(start)
+	if err == nil {
+		s2.Close()
+		t.Fatal("second Open of a held store succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "another pipe process") {
+		t.Fatalf("lock error %q should name %s and say another pipe process holds it", err, dir)
+	}
+	if took > time.Second {
+		t.Fatalf("second Open took %v, want an immediate failure", took)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s3.Close()
+}
+
+func testManifest(key, dag, stage, inst string, outs map[string]Digest, ins map[string]Digest) Manifest {
+	m := Manifest{Key: key, DAG: dag, Stage: stage, Instance: inst, Kind: stage, Version: 1,
+		Params: map[string]any{"T": 7.0}, Seed: 42, Inputs: ins, Outputs: map[string]Output{},
+		Seconds: 1.5, Created: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+	for name, d := range outs {
+		m.Outputs[name] = Output{Digest: d, Rows: 3, Bytes: 10}
+	}
+	return m
+}
+
+func TestManifestsHeadsRuns(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	d, err := s.PutBlob(ctx, []byte("table bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A manifest whose output blob is absent is refused (blobs first).
+	bad := testManifest("k0", "demo", "train", "", map[string]Digest{"model": DigestOf([]byte("absent"))}, nil)
+	if err := s.PutManifest(ctx, bad); err == nil || !strings.Contains(err.Error(), "not stored") {
+		t.Fatalf("PutManifest with a missing blob: %v", err)
+	}
+	if _, err := s.Manifest(ctx, "k0"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("refused manifest was stored: %v", err)
+	}
+
+	m1 := testManifest("k1", "demo", "train", "T=7", map[string]Digest{"model": d}, map[string]Digest{"tasks[T=7]/tasks": d})
+	m2 := testManifest("k2", "demo", "train", "T=7", map[string]Digest{"model": d}, nil)
+	m3 := testManifest("k3", "other", "a/b", "c", map[string]Digest{"x": d}, nil)
+	m4 := testManifest("k4", "other", "a", "b/c", map[string]Digest{"x": d}, nil)
+	for _, m := range []Manifest{m1, m2, m3, m4} {
+		if err := s.PutManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Manifest(ctx, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Key != "k1" || got.Params["T"] != 7.0 || got.Inputs["tasks[T=7]/tasks"] != d || got.Outputs["model"].Digest != d || !got.Created.Equal(m1.Created) {
+		t.Fatalf("manifest round trip: %+v", got)
+	}
+	h, err := s.Head(ctx, "demo", "train", "T=7")
+	if err != nil || h.Key != "k2" {
+		t.Fatalf("head after two manifests: %+v, %v; want k2", h, err)
+	}
+	if _, err := s.Head(ctx, "demo", "train", "T=5"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("absent head: %v", err)
+	}
+	// "a/b" + "c" and "a" + "b/c" must be distinct heads.
+	hs, err := s.Heads(ctx, "other")
+	if err != nil || len(hs) != 2 {
+		t.Fatalf("heads of other: %+v, %v", hs, err)
+	}
+	all, err := s.Heads(ctx, "")
+	if err != nil || len(all) != 3 {
+		t.Fatalf("all heads: %+v, %v", all, err)
+	}
+	ms, err := s.Manifests(ctx)
+	if err != nil || len(ms) != 4 {
+		t.Fatalf("manifests: %d, %v", len(ms), err)
+	}
+
+	var ids []string
+	for i := range 3 {
+		id, err := NewRunID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+		r := Run{ID: id, DAG: "demo", Started: time.Unix(int64(i), 0).UTC(), Keys: []string{"k1"}, Pinned: i == 1, Status: "ok"}
+		if err := s.PutRun(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs, err := s.Runs(ctx)
+	if err != nil || len(runs) != 3 {
+		t.Fatalf("runs: %+v, %v", runs, err)
+	}
+	for i, r := range runs {
+		if r.ID != ids[i] || r.Pinned != (i == 1) || r.Keys[0] != "k1" {
+			t.Fatalf("run %d: %+v, want id %s in creation order", i, r, ids[i])
+		}
+	}
+	r, err := s.Run(ctx, ids[1])
+	if err != nil || !r.Pinned {
+		t.Fatalf("Run: %+v, %v", r, err)
+	}
+	if err := s.PutRun(ctx, Run{ID: "run-1"}); err == nil {
+		t.Fatal("PutRun accepted a non-UUID id")
+	}
+}
+
+func TestCorruptManifestIsAMiss(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	d, err := s.PutBlob(ctx, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"good", "trunc", "wrongkey"} {
+		if err := s.PutManifest(ctx, testManifest(k, "demo", k, "", map[string]Digest{"o": d}, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := rawGet(t, s, manifestKey("good"))
+	rawSet(t, s, manifestKey("trunc"), good[:len(good)/2])
+	rawSet(t, s, manifestKey("wrongkey"), good)
+	for _, k := range []string{"trunc", "wrongkey"} {
+		_, err := s.Manifest(ctx, k)
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), k) {
+			t.Fatalf("Manifest(%s) = %v, want a corrupt-manifest error wrapping ErrNotFound", k, err)
+		}
+	}
+	ms, err := s.Manifests(ctx)
+	if err != nil || len(ms) != 1 || ms[0].Key != "good" {
+		t.Fatalf("Manifests should list only the good one: %+v, %v", ms, err)
+	}
+	rep, err := Verify(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || len(rep.CorruptManifests) != 2 {
+		t.Fatalf("verify should report 2 corrupt manifests: %+v", rep)
+	}
+	// Their heads now point at unusable manifests.
+	if len(rep.Dangling) != 2 {
+		t.Fatalf("verify should report 2 dangling heads: %+v", rep.Dangling)
+	}
+}
+
+func TestInMemoryStore(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open("", InMemory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d, err := s.PutBlob(ctx, randomBytes(ChunkSize+3, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Blob(ctx, d)
+	if err != nil || DigestOf(b) != d {
+		t.Fatalf("in-memory blob: %v", err)
+	}
+	if _, err := Open(""); err == nil {
+		t.Fatal("Open with no folder succeeded")
+	}
+}
+
+type badgerTxn = badger.Txn
+
+// putRawManifest stores a manifest without PutManifest's checks.
+func putRawManifest(t testing.TB, s *Badger, m Manifest) {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSet(t, s, manifestKey(m.Key), b)
+}
