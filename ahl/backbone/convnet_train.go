@@ -328,4 +328,3 @@ func (b *balanced) next() []int {
 	}
 	return out
 }
-

@@ -165,6 +165,10 @@ func extractScales(ctx context.Context, images []imgs.Image, size int, forward f
 	for scale, s := range []int{size, size / 2} {
 		chunk := max(1, min(64, chunkPixels/(s*s)))
 		var parts []fmap.Maps
+		if len(images) == 0 { // an empty batch still gets its maps' shape
+			x, _ := prepare(nil, s)
+			parts = append(parts, toMaps(forward(x)))
+		}
 		for lo := 0; lo < len(images); lo += chunk {
 			if err := ctx.Err(); err != nil {
 				return nil, err

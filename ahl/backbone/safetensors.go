@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 )
 
 // maxHeaderBytes bounds the safetensors JSON header (the format's own limit is 100 MB); a
@@ -15,8 +16,8 @@ const maxHeaderBytes = 100 << 20
 
 // safetensorsEntry is one tensor's record in a safetensors header.
 type safetensorsEntry struct {
-	DType       string  `json:"dtype"`
-	Shape       []int   `json:"shape"`
+	DType       string   `json:"dtype"`
+	Shape       []int    `json:"shape"`
 	DataOffsets [2]int64 `json:"data_offsets"`
 }
 
@@ -24,7 +25,8 @@ type safetensorsEntry struct {
 // length n, n bytes of JSON {name: {dtype, shape, data_offsets}} (plus an optional
 // "__metadata__" entry, ignored), then the raw little-endian data, offsets relative to its
 // start. Only F32 tensors are accepted; the error names the file, the tensor and its dtype
-// otherwise. Tensors are returned sorted by name.
+// otherwise. Tensors named *num_batches_tracked (torchvision's int64 batch norm counters)
+// are skipped. Tensors are returned sorted by name.
 func ReadSafetensors(path string) ([]Tensor, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -53,7 +55,9 @@ func ParseSafetensors(data []byte) ([]Tensor, error) {
 	body := data[8+n:]
 	names := make([]string, 0, len(header))
 	for name := range header {
-		if name != "__metadata__" {
+		// torchvision's batch norm step counters (int64) carry no weights; skipping them
+		// lets a state dict be saved as it is.
+		if name != "__metadata__" && !strings.HasSuffix(name, "num_batches_tracked") {
 			names = append(names, name)
 		}
 	}
