@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 )
 
 // DefaultMinClusterSize is the smallest cluster that forms pair tasks (AHL_SPEC.md, "HADG",
@@ -78,7 +79,12 @@ type Report struct {
 // Lines renders the report as log lines.
 func (r Report) Lines() []string {
 	var out []string
-	out = append(out, fmt.Sprintf("hadg: %d clusters %v, %d pairs, %d unclustered normals", len(r.Clusters), r.Clusters, len(r.Pairs), r.Unclustered))
+	sizes := make([]string, len(r.Clusters))
+	for i, c := range r.Clusters {
+		sizes[i] = fmt.Sprintf("%d: %d normals", c.ID, c.Size)
+	}
+	out = append(out, fmt.Sprintf("hadg: %d clusters (%s), %d ordered pairs, %d unclustered normals",
+		len(r.Clusters), strings.Join(sizes, "; "), len(r.Pairs), r.Unclustered))
 	for _, d := range r.Dropped {
 		out = append(out, fmt.Sprintf("hadg: cluster %d dropped: %d normals, fewer than the minimum", d.ID, d.Size))
 	}
@@ -304,4 +310,25 @@ func (in *Input) validate(rng *rand.Rand) error {
 		}
 	}
 	return nil
+}
+
+// PseudoLookup turns the rows of a pseudo-anomaly table (its id, source normal id and generator
+// columns) into an Input.PseudoID function. Columns of different lengths, or two rows for the
+// same (source, generator), are an error.
+func PseudoLookup(ids, sources, generators []string) (func(normal, generator string) (string, bool), error) {
+	if len(sources) != len(ids) || len(generators) != len(ids) {
+		return nil, fmt.Errorf("hadg: pseudo table has %d ids, %d sources and %d generators", len(ids), len(sources), len(generators))
+	}
+	table := make(map[[2]string]string, len(ids))
+	for i, id := range ids {
+		key := [2]string{sources[i], generators[i]}
+		if prev, ok := table[key]; ok {
+			return nil, fmt.Errorf("hadg: pseudo table has two anomalies (%q and %q) of normal %q by generator %q", prev, id, key[0], key[1])
+		}
+		table[key] = id
+	}
+	return func(normal, generator string) (string, bool) {
+		id, ok := table[[2]string{normal, generator}]
+		return id, ok
+	}, nil
 }

@@ -420,3 +420,28 @@ func TestErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestPseudoLookup(t *testing.T) {
+	f, err := PseudoLookup([]string{"p1", "p2"}, []string{"n000", "n000"}, []string{"cutpaste", "draem"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := f("n000", "draem"); !ok || id != "p2" {
+		t.Errorf("lookup n000/draem: %q %v, want p2", id, ok)
+	}
+	if _, ok := f("n001", "draem"); ok {
+		t.Error("lookup of a missing pair succeeded")
+	}
+	if _, err := PseudoLookup([]string{"p1", "p2"}, []string{"n000", "n000"}, []string{"draem", "draem"}); err == nil {
+		t.Error("duplicate (source, generator): no error")
+	}
+	if _, err := PseudoLookup([]string{"p1"}, nil, nil); err == nil {
+		t.Error("columns of different lengths: no error")
+	}
+	// Build reports a normal the table does not cover.
+	in := input([]int{3}, 0, 1, []string{"cutpaste", "draem"})
+	in.PseudoID = f
+	if _, _, err := Build(in, rand.New(rand.NewPCG(1, 1))); err == nil || !strings.Contains(err.Error(), `normal "n001" by generator "cutpaste"`) {
+		t.Errorf("incomplete table: %v", err)
+	}
+}

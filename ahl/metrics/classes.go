@@ -109,3 +109,49 @@ func Summarize(values []float64) (Summary, error) {
 	mean, std := stat.MeanStdDev(values, nil)
 	return Summary{N: len(values), Mean: mean, Std: std}, nil
 }
+
+// ClassSummary is one class's AUROC and AUPRC summarized over runs.
+type ClassSummary struct {
+	Class        string
+	AUROC, AUPRC Summary
+}
+
+// SummarizeRuns groups the ByClass results of several runs (one slice per run) by class and
+// summarizes each class's AUROC and AUPRC over the runs that have it (Summarize: mean and
+// sample standard deviation). Classes come out with All first, then in sorted order. It is an
+// error when there are no runs.
+func SummarizeRuns(runs [][]ClassResult) ([]ClassSummary, error) {
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("metrics: no runs to summarize")
+	}
+	auroc, auprc := map[string][]float64{}, map[string][]float64{}
+	for _, run := range runs {
+		for _, r := range run {
+			auroc[r.Class] = append(auroc[r.Class], r.AUROC)
+			auprc[r.Class] = append(auprc[r.Class], r.AUPRC)
+		}
+	}
+	names := make([]string, 0, len(auroc))
+	for c := range auroc {
+		names = append(names, c)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == All) != (names[j] == All) {
+			return names[i] == All
+		}
+		return names[i] < names[j]
+	})
+	out := make([]ClassSummary, 0, len(names))
+	for _, c := range names {
+		a, err := Summarize(auroc[c])
+		if err != nil {
+			return nil, fmt.Errorf("metrics: class %q AUROC: %w", c, err)
+		}
+		p, err := Summarize(auprc[c])
+		if err != nil {
+			return nil, fmt.Errorf("metrics: class %q AUPRC: %w", c, err)
+		}
+		out = append(out, ClassSummary{Class: c, AUROC: a, AUPRC: p})
+	}
+	return out, nil
+}

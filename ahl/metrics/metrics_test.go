@@ -227,3 +227,37 @@ func TestSummarize(t *testing.T) {
 		t.Error("NaN: no error")
 	}
 }
+
+func TestSummarizeRuns(t *testing.T) {
+	runs := [][]ClassResult{
+		{{Class: All, AUROC: 0.8, AUPRC: 0.5}, {Class: "b", AUROC: 0.6, AUPRC: 0.4}, {Class: "a", AUROC: 1, AUPRC: 1}},
+		{{Class: All, AUROC: 0.9, AUPRC: 0.7}, {Class: "b", AUROC: 0.8, AUPRC: 0.2}},
+		{{Class: All, AUROC: 1.0, AUPRC: 0.6}},
+	}
+	got, err := SummarizeRuns(runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// all: AUROC 0.8, 0.9, 1.0 -> mean 0.9, std 0.1; AUPRC 0.5, 0.7, 0.6 -> mean 0.6, std 0.1.
+	// a: one run. b: AUROC 0.6, 0.8 -> mean 0.7, std sqrt(0.02) (deviations 0.1, divisor 1);
+	// AUPRC 0.4, 0.2 -> mean 0.3, std sqrt(0.02).
+	want := []ClassSummary{
+		{All, Summary{3, 0.9, 0.1}, Summary{3, 0.6, 0.1}},
+		{"a", Summary{1, 1, 0}, Summary{1, 1, 0}},
+		{"b", Summary{2, 0.7, math.Sqrt(0.02)}, Summary{2, 0.3, math.Sqrt(0.02)}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	close := func(a, b Summary) bool {
+		return a.N == b.N && math.Abs(a.Mean-b.Mean) < 1e-12 && math.Abs(a.Std-b.Std) < 1e-12
+	}
+	for i := range want {
+		if got[i].Class != want[i].Class || !close(got[i].AUROC, want[i].AUROC) || !close(got[i].AUPRC, want[i].AUPRC) {
+			t.Errorf("class %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if _, err := SummarizeRuns(nil); err == nil {
+		t.Error("no runs: no error")
+	}
+}
