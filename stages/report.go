@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -339,4 +340,65 @@ func withMeta(rec arrow.RecordBatch, kv map[string]string) arrow.RecordBatch {
 	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
 	rec.Release()
 	return out
+}
+
+// ReportTables are the latest outputs of a DAG's report stage.
+type ReportTables struct {
+	// Manifest is the report stage instance's manifest (when and from what it was made).
+	Manifest artifacts.Manifest
+	// Results holds the results table's rows; ROC and Log are the roc and log tables
+	// (nil when the stored report predates them). The caller releases ROC and Log.
+	Results  []ReportResult
+	ROC, Log arrow.RecordBatch
+}
+
+// LoadReport reads the latest outputs of the report stage `stage` of DAG `dag` through the
+// store's heads. It fails with a message that says to run the DAG first when there is none.
+func LoadReport(ctx context.Context, s artifacts.Store, dag, stage string) (*ReportTables, error) {
+	h, err := s.Head(ctx, dag, stage, "")
+	if err != nil {
+		if errors.Is(err, artifacts.ErrNotFound) {
+			return nil, fmt.Errorf("DAG %s has no results of stage %s in this store yet: run `pipe run` on it first", dag, stage)
+		}
+		return nil, err
+	}
+	m, err := s.Manifest(ctx, h.Key)
+	if err != nil {
+		return nil, fmt.Errorf("DAG %s stage %s: manifest %s: %w", dag, stage, h.Key, err)
+	}
+	out := &ReportTables{Manifest: m}
+	res, ok := m.Outputs["results"]
+	if !ok {
+		return nil, fmt.Errorf("DAG %s stage %s (kind %s) has no results output; is it a report stage?", dag, stage, m.Kind)
+	}
+	rec, err := artifacts.Get(ctx, s, res.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("DAG %s stage %s results: %w", dag, stage, err)
+	}
+	out.Results, err = ReadResults(rec)
+	rec.Release()
+	if err != nil {
+		return nil, fmt.Errorf("DAG %s stage %s: %w", dag, stage, err)
+	}
+	for name, dst := range map[string]*arrow.RecordBatch{"roc": &out.ROC, "log": &out.Log} {
+		o, ok := m.Outputs[name]
+		if !ok {
+			continue
+		}
+		if *dst, err = artifacts.Get(ctx, s, o.Digest); err != nil {
+			out.Release()
+			return nil, fmt.Errorf("DAG %s stage %s %s: %w", dag, stage, name, err)
+		}
+	}
+	return out, nil
+}
+
+// Release frees the ROC and log tables.
+func (r *ReportTables) Release() {
+	for _, t := range []arrow.RecordBatch{r.ROC, r.Log} {
+		if t != nil {
+			t.Release()
+		}
+	}
+	r.ROC, r.Log = nil, nil
 }
