@@ -3,8 +3,9 @@
 // per anomaly class, and the mean and standard deviation over runs.
 //
 // Every function takes one score per image (higher means more anomalous) and one flag per image
-// saying whether it is an anomaly (the positive class). Bad input (different lengths, a NaN
-// score, no positives or no negatives) is an error, never a NaN result or a panic.
+// saying whether it is an anomaly (the positive class). Bad input (different lengths, a NaN or
+// infinite score, no positives or no negatives) is an error, never a NaN result or a panic;
+// scikit-learn rejects infinite scores too.
 package metrics
 
 import (
@@ -21,8 +22,8 @@ func check(scores []float64, positive []bool) (nPos, nNeg int, err error) {
 		return 0, 0, fmt.Errorf("metrics: %d scores but %d labels", len(scores), len(positive))
 	}
 	for i, s := range scores {
-		if math.IsNaN(s) {
-			return 0, 0, fmt.Errorf("metrics: score %d is NaN", i)
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return 0, 0, fmt.Errorf("metrics: score %d is %v", i, s)
 		}
 		if positive[i] {
 			nPos++

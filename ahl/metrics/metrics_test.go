@@ -155,6 +155,7 @@ func TestErrors(t *testing.T) {
 		{nil, nil, "need both classes"},
 		{[]float64{0.1}, bools(0, 1), "1 scores but 2 labels"},
 		{[]float64{0.1, math.NaN()}, bools(0, 1), "score 1 is NaN"},
+		{[]float64{math.Inf(1), 0.2}, bools(0, 1), "score 0 is +Inf"},
 	}
 	for i, c := range cases {
 		_, err1 := AUROC(c.scores, c.labels)
