@@ -1,0 +1,167 @@
+package heads
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+)
+
+// DevNet is the devnet head (AHL_SPEC.md, "devnet head"): z = conv1x1(F) (C -> 1, with bias)
+// and score = the mean of the top-k |z| over the H x W positions, k = max(floor(0.1 HW), 1).
+// One set of weights serves every scale (as in the AHL reference code, where one head module
+// scores the maps of both image sizes) and the image's score is the mean of its per-scale
+// scores. It trains with the deviation loss, pseudo anomalies counted as anomalies.
+type DevNet struct {
+	c     int
+	specs []Spec
+	w, b  int // offsets of conv.weight (C) and conv.bias (1)
+}
+
+// NewDevNet returns a devnet head for maps with c channels (the same at every scale: both
+// scales come from one backbone).
+func NewDevNet(c int) (*DevNet, error) {
+	if c <= 0 {
+		return nil, fmt.Errorf("heads devnet: channels = %d, want > 0", c)
+	}
+	var l layout
+	h := &DevNet{c: c}
+	h.w = l.add("conv.weight", 1, c, 1, 1)
+	h.b = l.add("conv.bias", 1)
+	h.specs = l.specs
+	return h, nil
+}
+
+// Name is "devnet".
+func (h *DevNet) Name() string { return "devnet" }
+
+// Layout lists conv.weight (1 x C x 1 x 1) and conv.bias (1).
+func (h *DevNet) Layout() []Spec { return slices.Clone(h.specs) }
+
+// Init returns Kaiming-normal weights (fan-in C) and a zero bias.
+func (h *DevNet) Init(rng *rand.Rand) []float32 { return initLayout(h.specs, rng) }
+
+// devnetScale is one scale's forward pass, kept for the backward pass.
+type devnetScale struct {
+	x     fmap.Maps
+	hw, k int
+	z     []float32 // N x HW conv outputs
+	sel   []int     // N x k top-k positions
+	score []float32 // N
+}
+
+// forwardScale computes z = w . x + b at every position of every map of x and the top-k
+// scores.
+func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
+	hw := x.H * x.W
+	k := topK(hw)
+	f := devnetScale{x: x, hw: hw, k: k, z: make([]float32, x.N*hw), sel: make([]int, x.N*k), score: make([]float32, x.N)}
+	for i := 0; i < x.N; i++ {
+		z := f.z[i*hw : (i+1)*hw]
+		project(w, bias, x.At(i), z)
+		f.score[i] = topKMeanAbs(z, f.sel[i*k:(i+1)*k])
+	}
+	return f
+}
+
+// backwardScale adds to dw and returns the bias gradient of sum_i ds_i * score_i.
+func (f devnetScale) backward(ds []float32, dw []float32) float32 {
+	var db float32
+	for i := 0; i < f.x.N; i++ {
+		if ds[i] == 0 {
+			continue
+		}
+		g := ds[i] / float32(f.k)
+		z := f.z[i*f.hw : (i+1)*f.hw]
+		xi := f.x.At(i)
+		for _, p := range f.sel[i*f.k : (i+1)*f.k] {
+			dz := g * sign32(z[p])
+			db += dz
+			for c := range dw {
+				dw[c] += dz * xi[c*f.hw+p]
+			}
+		}
+	}
+	return db
+}
+
+// Scores returns the mean over scales of each image's top-k score.
+func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
+	mustCheck(h, b, false)
+	h.checkTheta(theta)
+	out := make([]float32, b.X[0].N)
+	for _, x := range b.X {
+		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], x)
+		for i, s := range f.score {
+			out[i] += s
+		}
+	}
+	inv := 1 / float32(len(b.X))
+	for i := range out {
+		out[i] *= inv
+	}
+	return out
+}
+
+// LossGrad returns the deviation loss of the scale-averaged scores, with targets
+// y = [label != 0] (pseudo anomalies count as anomalies), and its gradient.
+func (h *DevNet) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) float32 {
+	mustCheck(h, b, true)
+	h.checkTheta(theta)
+	if len(grad) != len(theta) {
+		panic(fmt.Sprintf("heads devnet: grad has %d values, theta %d", len(grad), len(theta)))
+	}
+	n := b.X[0].N
+	fs := make([]devnetScale, len(b.X))
+	score := make([]float32, n)
+	inv := 1 / float32(len(b.X))
+	for s, x := range b.X {
+		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], x)
+		for i, v := range fs[s].score {
+			score[i] += v
+		}
+	}
+	y := make([]float32, n)
+	for i := range score {
+		score[i] *= inv
+		if b.Labels[i] != Normal {
+			y[i] = 1
+		}
+	}
+	ds := make([]float32, n)
+	loss := DeviationLoss(score, y, prior, ds)
+	for i := range ds {
+		ds[i] *= inv
+	}
+	clear(grad)
+	for _, f := range fs {
+		grad[h.b] += f.backward(ds, grad[h.w:h.w+h.c])
+	}
+	return loss
+}
+
+func (h *DevNet) checkTheta(theta []float32) {
+	if len(theta) != h.b+1 {
+		panic(fmt.Sprintf("heads devnet: theta has %d values, the layout %d", len(theta), h.b+1))
+	}
+}
+
+// project computes z_p = bias + sum_c w_c x[c, p] for the C x HW map x (a 1x1 convolution).
+func project(w []float32, bias float32, x []float32, z []float32) {
+	hw := len(z)
+	for p := range z {
+		z[p] = bias
+	}
+	for c, wc := range w {
+		axpy(wc, x[c*hw:(c+1)*hw], z)
+	}
+}
+
+// axpy computes y += a * x.
+func axpy(a float32, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += a * v
+	}
+}

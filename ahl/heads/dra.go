@@ -1,0 +1,437 @@
+package heads
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/sgemm"
+)
+
+// HolisticWidth is the hidden width of dra's holistic sub-head, FC(C -> 256).
+const HolisticWidth = 256
+
+// compositeKernel is the composite sub-head's convolution size (3 x 3, no padding).
+const compositeKernel = 3
+
+// scoreChunk bounds how many images Scores runs at once, so that scoring a whole split keeps
+// the composite sub-head's patch matrix small (about 0.37 MB per image at 512 x 14 x 14).
+const scoreChunk = 64
+
+// DRA is the dra head (AHL_SPEC.md, "dra head"): four sub-heads and score = -h0 + h1 + h2 + h3.
+//
+//	h0 holistic: |FC(256 -> 1)(ReLU(FC(C -> 256)(GAP(F))))|, a normality score;
+//	h1 seen, h2 pseudo: each like the devnet head, with its own weights;
+//	h3 composite: D = mean(Ref) - F; conv3x3 (C -> C', stride s, no padding, no bias: the
+//	   affine shift beta plays that role) -> gamma * . + beta per channel -> ReLU ->
+//	   conv1x1 (C' -> 1, with bias) -> top-k mean of |.| over the output positions.
+//
+// As for DevNet, one set of weights serves every scale and each sub-head's score is the mean
+// of its per-scale scores; the loss is the sum of the four deviation losses on those means.
+type DRA struct {
+	c, cp, stride int
+	specs         []Spec
+	// offsets into theta
+	fc1w, fc1b, fc2w, fc2b, seenW, seenB, pseudoW, pseudoB, convW, gamma, beta, outW, outB int
+}
+
+// NewDRA returns a dra head for maps with c channels whose composite sub-head has
+// compositeWidth (C') channels and convolution stride compositeStride (3 in the AHL
+// reference code, 1 in DRA's own code, which this head runs without padding either way).
+func NewDRA(c, compositeWidth, compositeStride int) (*DRA, error) {
+	if c <= 0 {
+		return nil, fmt.Errorf("heads dra: channels = %d, want > 0", c)
+	}
+	if compositeWidth <= 0 {
+		return nil, fmt.Errorf("heads dra: composite_width = %d, want > 0", compositeWidth)
+	}
+	if compositeStride <= 0 {
+		return nil, fmt.Errorf("heads dra: composite_stride = %d, want > 0", compositeStride)
+	}
+	h := &DRA{c: c, cp: compositeWidth, stride: compositeStride}
+	var l layout
+	h.fc1w = l.add("holistic.fc1.weight", HolisticWidth, c)
+	h.fc1b = l.add("holistic.fc1.bias", HolisticWidth)
+	h.fc2w = l.add("holistic.fc2.weight", 1, HolisticWidth)
+	h.fc2b = l.add("holistic.fc2.bias", 1)
+	h.seenW = l.add("seen.weight", 1, c, 1, 1)
+	h.seenB = l.add("seen.bias", 1)
+	h.pseudoW = l.add("pseudo.weight", 1, c, 1, 1)
+	h.pseudoB = l.add("pseudo.bias", 1)
+	h.convW = l.add("composite.conv.weight", compositeWidth, c, compositeKernel, compositeKernel)
+	h.gamma = l.add("composite.gamma", compositeWidth)
+	h.beta = l.add("composite.beta", compositeWidth)
+	h.outW = l.add("composite.out.weight", 1, compositeWidth, 1, 1)
+	h.outB = l.add("composite.out.bias", 1)
+	h.specs = l.specs
+	return h, nil
+}
+
+// Name is "dra".
+func (h *DRA) Name() string { return "dra" }
+
+// Layout lists the holistic, seen, pseudo and composite sub-heads' tensors, in that order.
+func (h *DRA) Layout() []Spec { return slices.Clone(h.specs) }
+
+// Init returns Kaiming-normal weights, zero biases and betas, and gammas of 1.
+func (h *DRA) Init(rng *rand.Rand) []float32 { return initLayout(h.specs, rng) }
+
+func (h *DRA) size() int { return h.outB + 1 }
+
+func (h *DRA) checkTheta(theta []float32) {
+	if len(theta) != h.size() {
+		panic(fmt.Sprintf("heads dra: theta has %d values, the layout %d", len(theta), h.size()))
+	}
+}
+
+// Sub-head indices.
+const (
+	subHolistic = iota
+	subSeen
+	subPseudo
+	subComposite
+	nSub
+)
+
+// draScale is one scale's forward state, kept for the backward pass.
+type draScale struct {
+	x, ref fmap.Maps
+	hw, k  int
+	gap    []float32 // N x C global average pool
+	pre0   []float32 // N x 256 holistic hidden pre-activations (bias added)
+	o      []float32 // N holistic outputs before |.|
+	z1, z2 []float32 // N x HW seen and pseudo 1x1 conv outputs
+	sel1   []int     // N x k top-k positions of |z1|
+	sel2   []int     // N x k top-k positions of |z2|
+	ho, wo int       // composite output size
+	kc     int       // composite top-k
+	row0   int       // first patch row of this scale in the batch's patch matrix
+	v      []float32 // N x ho*wo composite outputs before |.|
+	sel3   []int     // N x kc top-k positions of |v|
+	h      [nSub][]float32
+}
+
+// draPass is a batch's forward state.
+type draPass struct {
+	scales  []draScale
+	patches []float32 // R x 9C, rows: scale, image, output position
+	out     []float32 // R x C' composite convolution outputs
+	rows    int
+	score   [nSub][]float32 // per sub-head, mean over scales
+}
+
+// bufPool recycles the large patch and convolution buffers between calls.
+var bufPool sync.Pool
+
+func getBuf(n int) []float32 {
+	if p, ok := bufPool.Get().(*[]float32); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]float32, n)
+}
+
+func putBuf(b []float32) { bufPool.Put(&b) }
+
+// forward runs the four sub-heads on every scale of b.
+func (h *DRA) forward(theta []float32, b Batch) *draPass {
+	n := b.X[0].N
+	p := &draPass{scales: make([]draScale, len(b.X))}
+	rows := 0
+	for s, x := range b.X {
+		f := &p.scales[s]
+		f.x, f.ref = x, b.Ref[s]
+		f.hw = x.H * x.W
+		f.k = topK(f.hw)
+		f.ho = (x.H-compositeKernel)/h.stride + 1
+		f.wo = (x.W-compositeKernel)/h.stride + 1
+		f.kc = topK(f.ho * f.wo)
+		f.row0 = rows
+		rows += n * f.ho * f.wo
+	}
+	p.rows = rows
+	kdim := h.c * compositeKernel * compositeKernel
+	p.patches = getBuf(rows * kdim)
+	p.out = getBuf(rows * h.cp)
+	for s := range p.scales {
+		h.forwardScale(theta, &p.scales[s], p.patches)
+	}
+	// The composite convolution of every patch of every scale in one product (Eq. of the
+	// composite sub-head): out = patches * W^T, W = C' x 9C.
+	sgemm.Sgemm(false, true, rows, h.cp, kdim, 1, p.patches, kdim, theta[h.convW:h.convW+h.cp*kdim], kdim, 0, p.out, h.cp)
+	gamma, beta := theta[h.gamma:h.gamma+h.cp], theta[h.beta:h.beta+h.cp]
+	w4, b4 := theta[h.outW:h.outW+h.cp], theta[h.outB]
+	inv := 1 / float32(len(b.X))
+	for k := range p.score {
+		p.score[k] = make([]float32, n)
+	}
+	for s := range p.scales {
+		f := &p.scales[s]
+		np := f.ho * f.wo
+		f.v = make([]float32, n*np)
+		f.sel3 = make([]int, n*f.kc)
+		f.h[subComposite] = make([]float32, n)
+		for i := 0; i < n; i++ {
+			for q := 0; q < np; q++ {
+				r := f.row0 + i*np + q
+				o := p.out[r*h.cp : (r+1)*h.cp]
+				v := b4
+				for j, oj := range o {
+					if a := gamma[j]*oj + beta[j]; a > 0 {
+						v += w4[j] * a
+					}
+				}
+				f.v[i*np+q] = v
+			}
+			f.h[subComposite][i] = topKMeanAbs(f.v[i*np:(i+1)*np], f.sel3[i*f.kc:(i+1)*f.kc])
+		}
+		for k := range p.score {
+			for i, v := range f.h[k] {
+				p.score[k][i] += v * inv
+			}
+		}
+	}
+	return p
+}
+
+// forwardScale runs the holistic, seen and pseudo sub-heads on one scale and writes its
+// composite patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into patches.
+func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
+	x := f.x
+	n, hw := x.N, f.hw
+	f.gap = make([]float32, n*h.c)
+	f.z1 = make([]float32, n*hw)
+	f.z2 = make([]float32, n*hw)
+	f.sel1 = make([]int, n*f.k)
+	f.sel2 = make([]int, n*f.k)
+	for k := subHolistic; k < subComposite; k++ {
+		f.h[k] = make([]float32, n)
+	}
+	w1, b1 := theta[h.seenW:h.seenW+h.c], theta[h.seenB]
+	w2, b2 := theta[h.pseudoW:h.pseudoW+h.c], theta[h.pseudoB]
+	invHW := 1 / float32(hw)
+	for i := 0; i < n; i++ {
+		xi := x.At(i)
+		z1, z2 := f.z1[i*hw:(i+1)*hw], f.z2[i*hw:(i+1)*hw]
+		for q := range z1 {
+			z1[q], z2[q] = b1, b2
+		}
+		for c := 0; c < h.c; c++ {
+			row := xi[c*hw : (c+1)*hw]
+			var s float32
+			for _, v := range row {
+				s += v
+			}
+			f.gap[i*h.c+c] = s * invHW
+			axpy(w1[c], row, z1)
+			axpy(w2[c], row, z2)
+		}
+		f.h[subSeen][i] = topKMeanAbs(z1, f.sel1[i*f.k:(i+1)*f.k])
+		f.h[subPseudo][i] = topKMeanAbs(z2, f.sel2[i*f.k:(i+1)*f.k])
+	}
+	// Holistic: pre0 = GAP * W1^T + b1, o = ReLU(pre0) . w2 + b2, h0 = |o|.
+	f.pre0 = make([]float32, n*HolisticWidth)
+	sgemm.Sgemm(false, true, n, HolisticWidth, h.c, 1, f.gap, h.c, theta[h.fc1w:h.fc1w+HolisticWidth*h.c], h.c, 0, f.pre0, HolisticWidth)
+	f.o = make([]float32, n)
+	fb1 := theta[h.fc1b : h.fc1b+HolisticWidth]
+	fw2 := theta[h.fc2w : h.fc2w+HolisticWidth]
+	for i := 0; i < n; i++ {
+		pre := f.pre0[i*HolisticWidth : (i+1)*HolisticWidth]
+		o := theta[h.fc2b]
+		for j := range pre {
+			pre[j] += fb1[j]
+			if pre[j] > 0 {
+				o += fw2[j] * pre[j]
+			}
+		}
+		f.o[i] = o
+		f.h[subHolistic][i] = abs32(o)
+	}
+	// Composite patches: row (i, oy, ox), column c*9 + ky*3 + kx (the weight's C x 3 x 3 order).
+	kdim := h.c * compositeKernel * compositeKernel
+	ref := f.ref.Data
+	np := f.ho * f.wo
+	for i := 0; i < n; i++ {
+		xi := x.At(i)
+		for oy := 0; oy < f.ho; oy++ {
+			for ox := 0; ox < f.wo; ox++ {
+				r := f.row0 + i*np + oy*f.wo + ox
+				dst := patches[r*kdim : (r+1)*kdim]
+				base := oy*h.stride*x.W + ox*h.stride
+				for c := 0; c < h.c; c++ {
+					d := dst[c*9 : c*9+9]
+					o := c*hw + base
+					d[0], d[1], d[2] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
+					o += x.W
+					d[3], d[4], d[5] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
+					o += x.W
+					d[6], d[7], d[8] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
+				}
+			}
+		}
+	}
+}
+
+func (p *draPass) release() {
+	putBuf(p.patches)
+	putBuf(p.out)
+	p.patches, p.out = nil, nil
+}
+
+// Scores returns -h0 + h1 + h2 + h3 per image, each sub-head averaged over scales.
+func (h *DRA) Scores(theta []float32, b Batch) []float32 {
+	mustCheck(h, b, false)
+	h.checkTheta(theta)
+	n := b.X[0].N
+	out := make([]float32, 0, n)
+	for i0 := 0; i0 < n; i0 += scoreChunk {
+		i1 := min(i0+scoreChunk, n)
+		cb := Batch{X: make([]fmap.Maps, len(b.X)), Ref: b.Ref}
+		for s, x := range b.X {
+			cb.X[s] = fmap.Maps{N: i1 - i0, C: x.C, H: x.H, W: x.W, Data: x.Data[i0*x.Size() : i1*x.Size()]}
+		}
+		p := h.forward(theta, cb)
+		p.release()
+		for i := range i1 - i0 {
+			out = append(out, -p.score[subHolistic][i]+p.score[subSeen][i]+p.score[subPseudo][i]+p.score[subComposite][i])
+		}
+	}
+	return out
+}
+
+// SubScores returns the four sub-heads' scale-averaged scores (h0, h1, h2, h3) per image.
+func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
+	mustCheck(h, b, false)
+	h.checkTheta(theta)
+	p := h.forward(theta, b)
+	p.release()
+	return p.score
+}
+
+// LossGrad returns the sum of the four sub-heads' deviation losses (AHL_SPEC.md, "dra
+// head"): h0 over all rows with target [label == 0]; h1 over rows labelled normal or seen,
+// h2 over rows labelled normal or pseudo, and h3 over all rows, each with target
+// [label != 0]. A sub-head with no rows adds 0.
+func (h *DRA) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) float32 {
+	mustCheck(h, b, true)
+	h.checkTheta(theta)
+	if len(grad) != len(theta) {
+		panic(fmt.Sprintf("heads dra: grad has %d values, theta %d", len(grad), len(theta)))
+	}
+	p := h.forward(theta, b)
+	defer p.release()
+	n := b.X[0].N
+	var loss float32
+	var ds [nSub][]float32
+	for k := range ds {
+		ds[k] = make([]float32, n)
+		var rows []int
+		for i, l := range b.Labels {
+			if (k == subSeen && l == Pseudo) || (k == subPseudo && l == Seen) {
+				continue
+			}
+			rows = append(rows, i)
+		}
+		s := make([]float32, len(rows))
+		y := make([]float32, len(rows))
+		for j, i := range rows {
+			s[j] = p.score[k][i]
+			if (k == subHolistic) == (b.Labels[i] == Normal) {
+				y[j] = 1
+			}
+		}
+		d := make([]float32, len(rows))
+		loss += DeviationLoss(s, y, prior, d)
+		inv := 1 / float32(len(b.X)) // d score / d per-scale score
+		for j, i := range rows {
+			ds[k][i] = d[j] * inv
+		}
+	}
+	clear(grad)
+	h.backward(theta, p, ds, grad)
+	return loss
+}
+
+// backward adds the gradient of sum_k sum_i ds[k][i] * h_k,s(i) over scales s into grad.
+func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []float32) {
+	n := len(ds[0])
+	kdim := h.c * compositeKernel * compositeKernel
+	fw2 := theta[h.fc2w : h.fc2w+HolisticWidth]
+	gfc1w := grad[h.fc1w : h.fc1w+HolisticWidth*h.c]
+	gfc1b := grad[h.fc1b : h.fc1b+HolisticWidth]
+	gfc2w := grad[h.fc2w : h.fc2w+HolisticWidth]
+	gamma, w4 := theta[h.gamma:h.gamma+h.cp], theta[h.outW:h.outW+h.cp]
+	gGamma, gBeta, gW4 := grad[h.gamma:h.gamma+h.cp], grad[h.beta:h.beta+h.cp], grad[h.outW:h.outW+h.cp]
+	// Selected composite rows: their patch rows and d out, for one weight-gradient product.
+	var selRows []int
+	var dOut []float32
+	dpre := make([]float32, n*HolisticWidth)
+	for s := range p.scales {
+		f := &p.scales[s]
+		// Holistic: h0 = |o|.
+		clear(dpre)
+		for i := 0; i < n; i++ {
+			do := ds[subHolistic][i] * sign32(f.o[i])
+			if do == 0 {
+				continue
+			}
+			grad[h.fc2b] += do
+			pre := f.pre0[i*HolisticWidth : (i+1)*HolisticWidth]
+			d := dpre[i*HolisticWidth : (i+1)*HolisticWidth]
+			for j, v := range pre {
+				if v > 0 {
+					gfc2w[j] += do * v
+					d[j] = do * fw2[j]
+					gfc1b[j] += d[j]
+				}
+			}
+		}
+		// d W1 += dpre^T * GAP.
+		sgemm.Sgemm(true, false, HolisticWidth, h.c, n, 1, dpre, HolisticWidth, f.gap, h.c, 1, gfc1w, h.c)
+		// Seen and pseudo: like the devnet head.
+		seen := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z1, sel: f.sel1}
+		grad[h.seenB] += seen.backward(ds[subSeen], grad[h.seenW:h.seenW+h.c])
+		pseudo := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z2, sel: f.sel2}
+		grad[h.pseudoB] += pseudo.backward(ds[subPseudo], grad[h.pseudoW:h.pseudoW+h.c])
+		// Composite: only the top-k output positions carry gradient.
+		np := f.ho * f.wo
+		for i := 0; i < n; i++ {
+			g := ds[subComposite][i] / float32(f.kc)
+			if g == 0 {
+				continue
+			}
+			for _, q := range f.sel3[i*f.kc : (i+1)*f.kc] {
+				dv := g * sign32(f.v[i*np+q])
+				if dv == 0 {
+					continue
+				}
+				grad[h.outB] += dv
+				r := f.row0 + i*np + q
+				o := p.out[r*h.cp : (r+1)*h.cp]
+				d := make([]float32, h.cp)
+				for j, oj := range o {
+					if a := gamma[j]*oj + theta[h.beta+j]; a > 0 {
+						gW4[j] += dv * a
+						dp := dv * w4[j]
+						gGamma[j] += dp * oj
+						gBeta[j] += dp
+						d[j] = dp * gamma[j]
+					}
+				}
+				selRows = append(selRows, r)
+				dOut = append(dOut, d...)
+			}
+		}
+	}
+	if len(selRows) == 0 {
+		return
+	}
+	// d W = dOut^T * patches[selRows].
+	sel := getBuf(len(selRows) * kdim)
+	defer putBuf(sel)
+	for j, r := range selRows {
+		copy(sel[j*kdim:(j+1)*kdim], p.patches[r*kdim:(r+1)*kdim])
+	}
+	sgemm.Sgemm(true, false, h.cp, kdim, len(selRows), 1, dOut, h.cp, sel, kdim, 1, grad[h.convW:h.convW+h.cp*kdim], kdim)
+}
