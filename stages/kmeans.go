@@ -118,11 +118,11 @@ func runKMeans(ctx context.Context, env *Env) error {
 // imageIndex is the ingest images table without the image bytes: one entry per image in
 // ingest order.
 type imageIndex struct {
-	IDs     []string
-	Split   []string
-	Label   []int64
-	Class   []string
-	byID    map[string]int
+	IDs   []string
+	Split []string
+	Label []int64
+	Class []string
+	byID  map[string]int
 }
 
 // loadImageIndex reads the images table of the one upstream instance that has an `images`
