@@ -1,0 +1,252 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pipe-ahl/pipe/ahl/dataset"
+	"github.com/pipe-ahl/pipe/ahl/imgs"
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// ingestVersion is the ingest stage's code version (part of its cache key).
+const ingestVersion = 1
+
+// Dataset formats of the ingest stage.
+const (
+	FormatMVTec    = "mvtec"
+	FormatEmbedded = "embedded"
+)
+
+// IngestParams configures the ingest stage: which dataset, and which protocol draws the
+// labelled training anomalies (AHL_SPEC.md, "The problem").
+type IngestParams struct {
+	// Format is mvtec (a folder in the MVTec AD layout) or embedded (the Fashion-MNIST
+	// subset compiled into pipe).
+	Format string `json:"format"`
+	// Root is the dataset folder (mvtec only): root/{train/good, test/good, test/<class>}.
+	Root string `json:"root"`
+	// Protocol is general (anomalies from all classes) or hard (from seen_class only; the
+	// seen class is then absent from the test set).
+	Protocol string `json:"protocol"`
+	// SeenClass is the hard protocol's training anomaly class.
+	SeenClass string `json:"seen_class"`
+	// Anomalies is M, the number of labelled training anomalies (paper: 1 or 10).
+	Anomalies int `json:"anomalies"`
+	// NormalTestFraction is the share of normals held out for testing when the dataset has
+	// no test/good folder (0.25: the benchmarks' 3:1 split).
+	NormalTestFraction float64 `json:"normal_test_fraction"`
+	// NormalClass is the embedded set's normal class; "" means dataset.DefaultFashionNormal
+	// (trouser). The other nine classes are the anomaly classes.
+	NormalClass string `json:"normal_class"`
+}
+
+func init() {
+	Register(Definition{
+		Kind:    "ingest",
+		Version: ingestVersion,
+		Params: func() any {
+			return &IngestParams{Format: FormatEmbedded, Protocol: dataset.General, Anomalies: 10, NormalTestFraction: 0.25}
+		},
+		Run: runIngest,
+	})
+}
+
+// Validate checks what can be checked without reading the disk.
+func (p *IngestParams) Validate() error {
+	switch p.Format {
+	case FormatMVTec:
+		if p.Root == "" {
+			return fmt.Errorf("root: required for format mvtec (the folder holding train/ and test/)")
+		}
+		if p.NormalClass != "" {
+			return fmt.Errorf("normal_class %q: only format embedded uses it (mvtec's normals are train/good)", p.NormalClass)
+		}
+	case FormatEmbedded:
+		if p.Root != "" {
+			return fmt.Errorf("root %q: format embedded reads no folder (set format: mvtec to use one)", p.Root)
+		}
+		if err := dataset.ValidFashionClass(p.normalClass()); err != nil {
+			return fmt.Errorf("normal_class: %w", err)
+		}
+	default:
+		return fmt.Errorf("format %q, want %s or %s", p.Format, FormatMVTec, FormatEmbedded)
+	}
+	switch p.Protocol {
+	case dataset.General:
+		if p.SeenClass != "" {
+			return fmt.Errorf("seen_class %q: only protocol hard uses a seen class", p.SeenClass)
+		}
+	case dataset.Hard:
+		if p.SeenClass == "" {
+			return fmt.Errorf("seen_class: required for protocol hard")
+		}
+		if p.Format == FormatEmbedded {
+			if err := dataset.ValidFashionClass(p.SeenClass); err != nil {
+				return fmt.Errorf("seen_class: %w", err)
+			}
+			if p.SeenClass == p.normalClass() {
+				return fmt.Errorf("seen_class %q is the normal class; pick one of the other nine", p.SeenClass)
+			}
+		}
+	default:
+		return fmt.Errorf("protocol %q, want %s or %s", p.Protocol, dataset.General, dataset.Hard)
+	}
+	if p.Anomalies < 1 {
+		return fmt.Errorf("anomalies: %d, want at least 1 (the paper uses 1 or 10)", p.Anomalies)
+	}
+	if p.NormalTestFraction <= 0 || p.NormalTestFraction >= 1 {
+		return fmt.Errorf("normal_test_fraction: %g, want a value in (0, 1)", p.NormalTestFraction)
+	}
+	return nil
+}
+
+func (p *IngestParams) normalClass() string {
+	if p.NormalClass == "" {
+		return dataset.DefaultFashionNormal
+	}
+	return p.NormalClass
+}
+
+// Fingerprint digests the dataset files the stage will read (relative path, size and
+// modification time of every image), or the embedded set's bytes; the pipeline adds it to
+// the cache key (stages.Fingerprinter).
+func (p *IngestParams) Fingerprint(ctx context.Context) (string, error) {
+	if p.Format == FormatMVTec {
+		return dataset.FingerprintMVTec(p.Root)
+	}
+	return dataset.FingerprintFashion()
+}
+
+// open returns the dataset pool the params name.
+func (p *IngestParams) open() (dataset.Pool, error) {
+	if p.Format == FormatMVTec {
+		return dataset.OpenMVTec(p.Root)
+	}
+	return dataset.OpenFashion(p.normalClass())
+}
+
+// runIngest lists the dataset, applies the protocol with the stage's seed, reads and decodes
+// every chosen image (a corrupt one fails the stage, naming the file) and writes the images
+// table with the encoded bytes, so no later stage reads the disk (stages/TABLES.md).
+func runIngest(ctx context.Context, env *Env) error {
+	p, ok := env.Params.(*IngestParams)
+	if !ok {
+		return fmt.Errorf("stage %s: params are %T, want *IngestParams", env.Stage, env.Params)
+	}
+	fail := func(err error) error { return fmt.Errorf("stage %s (ingest): %w", env.Stage, err) }
+	pool, err := p.open()
+	if err != nil {
+		return fail(err)
+	}
+	items, err := dataset.Protocol{
+		Name: p.Protocol, SeenClass: p.SeenClass, Anomalies: p.Anomalies, NormalTestFraction: p.NormalTestFraction,
+	}.Assign(pool, env.Seed)
+	if err != nil {
+		return fail(err)
+	}
+	data, err := readImages(ctx, env, pool, items)
+	if err != nil {
+		return fail(err)
+	}
+	n := len(items)
+	ids, splits, classes := make([]string, n), make([]string, n), make([]string, n)
+	labels := make([]int64, n)
+	for i, it := range items {
+		ids[i], splits[i], classes[i], labels[i] = it.ID, it.Split, it.Class, int64(it.Label)
+	}
+	rec, err := artifacts.NewTable(
+		artifacts.Strings("id", ids), artifacts.Strings("split", splits), artifacts.Int64s("label", labels),
+		artifacts.Strings("class", classes), artifacts.Binaries("bytes", data))
+	if err != nil {
+		return fail(err)
+	}
+	if env.Log != nil {
+		fmt.Fprintf(env.Log, "%s: %s, protocol %s, M = %d: %s\n", env.Stage, pool.Name, p.Protocol, p.Anomalies, summarize(items))
+	}
+	env.Output("images", rec)
+	return nil
+}
+
+// readImages reads the bytes of every item and decodes them once, in parallel, to catch
+// corrupt files here rather than in a later stage.
+func readImages(ctx context.Context, env *Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
+	data := make([][]byte, len(items))
+	errs := make([]error, len(items))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				b, err := pool.Read(items[i].ID)
+				if err == nil {
+					_, err = imgs.Decode(b)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("image %s in %s: %w", items[i].ID, pool.Name, err)
+				}
+				data[i] = b
+				mu.Lock()
+				done++
+				if env.Progress != nil {
+					env.Progress(done, len(items))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	var err error
+feed:
+	for i := range items {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	return data, nil
+}
+
+// summarize counts images per split and class, e.g. "train: good 12, crack 10; test: ...".
+func summarize(items []dataset.Item) string {
+	counts := map[string]map[string]int{}
+	for _, it := range items {
+		if counts[it.Split] == nil {
+			counts[it.Split] = map[string]int{}
+		}
+		counts[it.Split][it.Class]++
+	}
+	var parts []string
+	for _, split := range []string{"train", "test"} {
+		var cs []string
+		for c := range counts[split] {
+			cs = append(cs, c)
+		}
+		sort.Strings(cs)
+		var s []string
+		for _, c := range cs {
+			s = append(s, fmt.Sprintf("%s %d", c, counts[split][c]))
+		}
+		parts = append(parts, split+": "+strings.Join(s, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
