@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
 const tol = 1e-5
@@ -140,8 +142,18 @@ func TestCol2imAdjoint(t *testing.T) {
 }
 
 // TestSgemmSplit checks the parallel split against a plain triple loop for every
-// transposition, with shapes that split by rows and by columns.
+// transposition, with shapes that split by rows and by columns, over both kernels.
 func TestSgemmSplit(t *testing.T) {
+	defer func(k func(bool, bool, int, int, int, float32, []float32, int, []float32, int, float32, []float32, int)) {
+		kernel = k
+	}(kernel)
+	kernel = gonumSgemm
+	testSgemmSplit(t)
+	kernel = blocked.Sgemm
+	testSgemmSplit(t)
+}
+
+func testSgemmSplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, sh := range [][3]int{{10, 2000, 128}, {2000, 10, 128}, {64, 64, 64}} { // the first two are split
 		m, n, k := sh[0], sh[1], sh[2]
