@@ -167,19 +167,36 @@ func Ref(pool fmap.Set, rows []int) ([]fmap.Maps, error) {
 	return out, nil
 }
 
+// Scorer scores many rows of a pool, a batch at a time, reusing its gather buffers between
+// calls. One Scorer serves one goroutine.
+type Scorer struct {
+	buf [][]float32
+	x   []fmap.Maps
+}
+
 // Scores scores rows of pool with head at theta, size rows at a time, against the reference
-// ref (one map per scale). Runs of consecutive rows are scored in place, without copying.
-func Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int) []float32 {
-	out := make([]float32, 0, len(rows))
-	x := make([]fmap.Maps, len(pool.Scales))
-	buf := make([][]float32, len(pool.Scales))
+// ref (one map per scale), and writes the scores into out (len(rows)). Runs of consecutive
+// rows are scored in place, without copying.
+func (s *Scorer) Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int, out []float32) {
+	if len(s.buf) != len(pool.Scales) {
+		s.buf = make([][]float32, len(pool.Scales))
+		s.x = make([]fmap.Maps, len(pool.Scales))
+	}
 	for a := 0; a < len(rows); a += size {
 		b := min(a+size, len(rows))
 		for k, m := range pool.Scales {
-			x[k] = gatherInto(&buf[k], m, rows[a:b])
+			s.x[k] = gatherInto(&s.buf[k], m, rows[a:b])
 		}
-		out = append(out, head.Scores(theta, heads.Batch{X: x, Ref: ref})...)
+		copy(out[a:b], head.Scores(theta, heads.Batch{X: s.x, Ref: ref}))
 	}
+}
+
+// Scores scores rows of pool with head at theta, size rows at a time, against the reference
+// ref (one map per scale; AHL_SPEC.md: the mean map of all training normals when scoring).
+func Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int) []float32 {
+	out := make([]float32, len(rows))
+	var s Scorer
+	s.Scores(head, theta, pool, rows, ref, size, out)
 	return out
 }
 

@@ -1,0 +1,287 @@
+package batchtest
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/hadg"
+	"github.com/pipe-ahl/pipe/ahl/heads"
+)
+
+// SynthConfig sizes a synthetic open-set data set.
+type SynthConfig struct {
+	C        int      // channels
+	Sizes    [][2]int // H, W per scale
+	Clusters int      // normal modes
+	PerMode  int      // training normals per mode
+	Seen     int      // labelled anomalies, all from the seen class
+	Test     int      // test normals, and test anomalies per class
+	Unseen   int      // unseen anomaly classes
+	Amp      float64  // anomaly amplitude, in units of the per-value noise
+	T        int      // tasks
+}
+
+// DefaultSynth is small enough for unit tests: 16 channels at 4x4 and 2x2, 3 modes of 30
+// normals, 10 seen anomalies, 2 unseen classes, 7 tasks.
+func DefaultSynth() SynthConfig {
+	return SynthConfig{C: 16, Sizes: [][2]int{{4, 4}, {2, 2}}, Clusters: 3, PerMode: 30, Seen: 10,
+		Test: 60, Unseen: 2, Amp: 3, T: 7}
+}
+
+// Synth is a synthetic open-set problem in feature space. Normals sit around one of a few
+// mode centres with unit noise. An anomaly adds Amp times a unit direction at a few positions:
+// the seen class along one direction, each unseen class along its own direction, different
+// from the seen one; pseudo anomalies (two generators, one copy of every training normal each)
+// perturb normals along random directions scattered around a pseudo direction that the unseen
+// directions partly share, so what is learnt from pseudo anomalies carries over to unseen
+// classes while the seen class alone does not.
+type Synth struct {
+	Pool    fmap.Set      // training normals, seen anomalies, pseudo copies
+	Labels  []int         // label of every pool row
+	Samples []hadg.Sample // T HADG tasks over the pool
+	Test    fmap.Set      // test normals, then Test seen anomalies, then Test per unseen class
+	Class   []string      // "normal", "seen" or "unseen<k>" per test row
+}
+
+type gen struct {
+	cfg    SynthConfig
+	rng    *rand.Rand
+	center [][]float64
+}
+
+func unit(v []float64) []float64 {
+	var n float64
+	for _, x := range v {
+		n += x * x
+	}
+	n = math.Sqrt(n)
+	for i := range v {
+		v[i] /= n
+	}
+	return v
+}
+
+func (g *gen) randDir() []float64 {
+	v := make([]float64, g.cfg.C)
+	for i := range v {
+		v[i] = g.rng.NormFloat64()
+	}
+	return unit(v)
+}
+
+// normal returns a normal's values at every scale (C x H x W each).
+func (g *gen) normal(mode int) [][]float32 {
+	out := make([][]float32, len(g.cfg.Sizes))
+	for s, hw := range g.cfg.Sizes {
+		n := hw[0] * hw[1]
+		x := make([]float32, g.cfg.C*n)
+		for c := 0; c < g.cfg.C; c++ {
+			for p := 0; p < n; p++ {
+				x[c*n+p] = float32(g.center[mode][c] + g.rng.NormFloat64())
+			}
+		}
+		out[s] = x
+	}
+	return out
+}
+
+// perturb adds amp * dir at one random position of the coarsest scale and the positions it
+// covers at every finer scale.
+func (g *gen) perturb(x [][]float32, dir []float64) {
+	last := g.cfg.Sizes[len(g.cfg.Sizes)-1]
+	py, px := g.rng.IntN(last[0]), g.rng.IntN(last[1])
+	for s, hw := range g.cfg.Sizes {
+		fy, fx := hw[0]/last[0], hw[1]/last[1]
+		n := hw[0] * hw[1]
+		for y := py * fy; y < (py+1)*fy; y++ {
+			for xx := px * fx; xx < (px+1)*fx; xx++ {
+				for c := 0; c < g.cfg.C; c++ {
+					x[s][c*n+y*hw[1]+xx] += float32(g.cfg.Amp * dir[c])
+				}
+			}
+		}
+	}
+}
+
+type builder struct {
+	ids  []string
+	maps [][][]float32
+}
+
+func (b *builder) add(id string, x [][]float32) {
+	b.ids = append(b.ids, id)
+	b.maps = append(b.maps, x)
+}
+
+func (b *builder) set(cfg SynthConfig) fmap.Set {
+	s := fmap.Set{IDs: b.ids}
+	for k, hw := range cfg.Sizes {
+		m := fmap.New(len(b.ids), cfg.C, hw[0], hw[1])
+		for i, x := range b.maps {
+			copy(m.At(i), x[k])
+		}
+		s.Scales = append(s.Scales, m)
+	}
+	return s
+}
+
+// NewSynth draws a synthetic problem from seed.
+func NewSynth(cfg SynthConfig, seed uint64) Synth {
+	g := &gen{cfg: cfg, rng: rand.New(rand.NewPCG(seed, 0))}
+	for k := 0; k < cfg.Clusters; k++ {
+		c := g.randDir()
+		for i := range c {
+			c[i] *= 2
+		}
+		g.center = append(g.center, c)
+	}
+	seenDir, pseudoDir := g.randDir(), g.randDir()
+	unseen := make([][]float64, cfg.Unseen)
+	for k := range unseen {
+		e := g.randDir()
+		d := make([]float64, cfg.C)
+		for i := range d {
+			d[i] = 0.6*pseudoDir[i] + 0.8*e[i]
+		}
+		unseen[k] = unit(d)
+	}
+	anomaly := func(dir []float64) [][]float32 {
+		x := g.normal(g.rng.IntN(cfg.Clusters))
+		g.perturb(x, dir)
+		if g.rng.IntN(2) == 0 { // half the anomalies are hit at two places
+			g.perturb(x, dir)
+		}
+		return x
+	}
+	var train builder
+	var labels, mode []int
+	var normals [][][]float32
+	for k := 0; k < cfg.Clusters; k++ {
+		for i := 0; i < cfg.PerMode; i++ {
+			x := g.normal(k)
+			normals = append(normals, x)
+			train.add(fmt.Sprintf("normal%03d", len(labels)), x)
+			labels = append(labels, heads.Normal)
+			mode = append(mode, k)
+		}
+	}
+	nNormals := len(labels)
+	for i := 0; i < cfg.Seen; i++ {
+		train.add(fmt.Sprintf("seen%02d", i), anomaly(seenDir))
+		labels = append(labels, heads.Seen)
+	}
+	gens := []string{"gen_a", "gen_b"}
+	for _, gn := range gens {
+		for i := 0; i < nNormals; i++ {
+			x := make([][]float32, len(normals[i]))
+			for s := range x {
+				x[s] = append([]float32(nil), normals[i][s]...)
+			}
+			d := g.randDir()
+			for c := range d {
+				d[c] = pseudoDir[c] + 0.8*d[c]
+			}
+			g.perturb(x, unit(d))
+			train.add(fmt.Sprintf("normal%03d/%s", i, gn), x)
+			labels = append(labels, heads.Pseudo)
+		}
+	}
+	var test builder
+	var class []string
+	for i := 0; i < cfg.Test; i++ {
+		test.add(fmt.Sprintf("test_normal%03d", i), g.normal(g.rng.IntN(cfg.Clusters)))
+		class = append(class, "normal")
+	}
+	for i := 0; i < cfg.Test; i++ {
+		test.add(fmt.Sprintf("test_seen%03d", i), anomaly(seenDir))
+		class = append(class, "seen")
+	}
+	for k, d := range unseen {
+		for i := 0; i < cfg.Test; i++ {
+			test.add(fmt.Sprintf("test_unseen%d_%03d", k, i), anomaly(d))
+			class = append(class, fmt.Sprintf("unseen%d", k))
+		}
+	}
+	syn := Synth{Pool: train.set(cfg), Labels: labels, Test: test.set(cfg), Class: class}
+	syn.Samples = tasks(cfg, rand.New(rand.NewPCG(seed, 1)), syn.Pool.IDs, nNormals, mode, gens)
+	return syn
+}
+
+// tasks builds HADG tasks as AHL_SPEC.md describes them: task 0 holistic (all normals, shuffled,
+// halves), tasks 1..T-1 on ordered pairs of modes (support normals from one, query normals
+// from the other), seen anomalies split into virtual seen (both sets) and virtual unseen
+// (query only), and in each set every normal replaced with probability 0.5 by its copy from
+// that set's generator, the two sets using different generators.
+func tasks(cfg SynthConfig, rng *rand.Rand, ids []string, nNormals int, mode []int, gens []string) []hadg.Sample {
+	var pairs [][2]int
+	for a := 0; a < cfg.Clusters; a++ {
+		for b := 0; b < cfg.Clusters; b++ {
+			if a != b {
+				pairs = append(pairs, [2]int{a, b})
+			}
+		}
+	}
+	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	members := func(k int) []int {
+		var r []int
+		for i := 0; i < nNormals; i++ {
+			if mode[i] == k {
+				r = append(r, i)
+			}
+		}
+		return r
+	}
+	var out []hadg.Sample
+	for t := 0; t < cfg.T; t++ {
+		var sup, qry []int
+		if t == 0 || len(pairs) == 0 {
+			all := rng.Perm(nNormals)
+			sup, qry = all[:nNormals/2], all[nNormals/2:]
+		} else {
+			p := pairs[(t-1)%len(pairs)]
+			sup, qry = members(p[0]), members(p[1])
+		}
+		g := rng.Perm(len(gens))
+		add := func(role hadg.Role, normals []int, gen string) {
+			for _, i := range normals {
+				if rng.Float64() < 0.5 {
+					out = append(out, hadg.Sample{Task: t, Role: role, ID: ids[i] + "/" + gen, Label: heads.Pseudo, Kind: hadg.KindPseudo, Generator: gen})
+				} else {
+					out = append(out, hadg.Sample{Task: t, Role: role, ID: ids[i], Label: heads.Normal, Kind: hadg.KindNormal})
+				}
+			}
+		}
+		add(hadg.Support, sup, gens[g[0]])
+		add(hadg.Query, qry, gens[g[1%len(gens)]])
+		seen := rng.Perm(cfg.Seen)
+		half := (cfg.Seen + 1) / 2
+		for k, a := range seen {
+			id := ids[nNormals+a]
+			if k < half {
+				out = append(out, hadg.Sample{Task: t, Role: hadg.Support, ID: id, Label: heads.Seen, Kind: hadg.KindSeen},
+					hadg.Sample{Task: t, Role: hadg.Query, ID: id, Label: heads.Seen, Kind: hadg.KindSeen})
+			} else {
+				out = append(out, hadg.Sample{Task: t, Role: hadg.Query, ID: id, Label: heads.Seen, Kind: hadg.KindUnseen})
+			}
+		}
+	}
+	return out
+}
+
+// UnseenRows returns the test rows of normals and unseen-class anomalies, and which of them
+// are anomalies: the data of the unseen-class AUROC.
+func (s Synth) UnseenRows() (rows []int, positive []bool) {
+	for i, c := range s.Class {
+		switch {
+		case c == "normal":
+			rows = append(rows, i)
+			positive = append(positive, false)
+		case len(c) > 6 && c[:6] == "unseen":
+			rows = append(rows, i)
+			positive = append(positive, true)
+		}
+	}
+	return rows, positive
+}

@@ -1,0 +1,260 @@
+package cdl
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pipe-ahl/pipe/ahl/batch"
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/hadg"
+	"github.com/pipe-ahl/pipe/ahl/heads"
+	"github.com/pipe-ahl/pipe/ahl/optim"
+	"github.com/pipe-ahl/pipe/ahl/psi"
+)
+
+// Random streams: every draw comes from rand.NewPCG(cfg.Seed, stream) with one of these
+// streams, so each consumer's draws are independent of how the others are scheduled. Task i's
+// support and query samplers use batch streams 2i and 2i+1 (PCG streams 6i .. 6i+5).
+const (
+	streamInit     = 1 << 40 // theta_g's initial weights
+	streamPrior    = 1<<40 + 1
+	streamPsi      = 1<<40 + 2
+	streamGatherer = 1 << 41 // + task: each task's reference-map draws
+)
+
+// LogRow is one line of the training log: one task in one epoch.
+type LogRow struct {
+	Epoch     int     `json:"epoch"`
+	Task      int     `json:"task"`
+	QueryLoss float64 `json:"query_loss"` // mean query loss at the adapted theta_i (mean over meta steps)
+	Weight    float64 `json:"weight"`     // w_i used for this epoch's meta-gradient
+	Seconds   float64 `json:"seconds"`    // wall-clock seconds of the task's adaptation and scoring
+}
+
+// Result is what CDL produces.
+type Result struct {
+	Theta        []float32   // g's weights theta_g after the last epoch
+	Log          []LogRow    // one row per epoch and task, epoch-major
+	Weights      [][]float64 // the importance weights w of every epoch
+	EpochSeconds []float64   // wall-clock seconds of every epoch
+	Prior        heads.Prior // the deviation loss's prior used throughout
+}
+
+// Train runs CDL on the HADG task samples, whose IDs name rows of pool (normals, real and
+// pseudo anomalies, every scale), and returns g's trained weights and the training log.
+func Train(ctx context.Context, cfg Config, head heads.Head, pool fmap.Set, samples []hadg.Sample) (Result, error) {
+	if err := batch.CheckPool(pool); err != nil {
+		return Result{}, fmt.Errorf("cdl: %w", err)
+	}
+	ts, err := ResolveTasks(pool, samples)
+	if err != nil {
+		return Result{}, err
+	}
+	return TrainTasks(ctx, cfg, head, pool, ts)
+}
+
+// task is one base model's state, kept across epochs so its batch streams run on endlessly.
+type task struct {
+	i                int
+	support, query   *batch.Sampler
+	gather           *batch.Gatherer
+	scorer           batch.Scorer
+	theta, grad, sum []float32
+	scores           []float32
+	loss             float64 // mean query loss of the last adaptation
+	seconds          float64
+	err              error
+}
+
+func newTask(cfg Config, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error) {
+	tk := &task{i: i, theta: make([]float32, nWeights), grad: make([]float32, nWeights),
+		sum: make([]float32, nWeights), scores: make([]float32, len(ts.Rows))}
+	var err error
+	s, q := ts.Support[i], ts.Query[i]
+	if tk.support, err = batch.NewSampler(s.Rows, s.Labels, cfg.BatchSize, cfg.Seed, uint64(2*i)); err != nil {
+		return nil, fmt.Errorf("cdl: task %d support: %w", i, err)
+	}
+	if tk.query, err = batch.NewSampler(q.Rows, q.Labels, cfg.BatchSize, cfg.Seed, uint64(2*i+1)); err != nil {
+		return nil, fmt.Errorf("cdl: task %d query: %w", i, err)
+	}
+	if tk.gather, err = batch.NewGatherer(pool, ts.Normals, cfg.NRef, cfg.Seed, streamGatherer+uint64(i)); err != nil {
+		return nil, fmt.Errorf("cdl: task %d: %w", i, err)
+	}
+	return tk, nil
+}
+
+// adapt sets theta_i <- theta_g, takes the inner SGD steps on support batches, and then
+// averages the query loss and its gradient at theta_i over the query batches into tk.sum
+// (the first-order meta-gradient G_i).
+func (tk *task) adapt(ctx context.Context, cfg Config, head heads.Head, prior heads.Prior, thetaG []float32) error {
+	copy(tk.theta, thetaG)
+	for s := 0; s < cfg.InnerSteps; s++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		head.LossGrad(tk.theta, tk.gather.Batch(tk.support.Next()), prior, tk.grad)
+		optim.SGD(tk.theta, tk.grad, cfg.InnerLR)
+	}
+	clear(tk.sum)
+	var loss float64
+	for s := 0; s < cfg.QuerySteps; s++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		loss += float64(head.LossGrad(tk.theta, tk.gather.Batch(tk.query.Next()), prior, tk.grad))
+		for k, g := range tk.grad {
+			tk.sum[k] += g
+		}
+	}
+	inv := 1 / float32(cfg.QuerySteps)
+	for k := range tk.sum {
+		tk.sum[k] *= inv
+	}
+	tk.loss = loss / float64(cfg.QuerySteps)
+	return nil
+}
+
+// TrainTasks is Train on tasks already resolved against the pool.
+func TrainTasks(ctx context.Context, cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	if head == nil {
+		return Result{}, fmt.Errorf("cdl: no head")
+	}
+	t := ts.T
+	thetaG := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
+	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
+	scoreRef, err := batch.Ref(pool, ts.Normals)
+	if err != nil {
+		return Result{}, fmt.Errorf("cdl: %w", err)
+	}
+	tasks := make([]*task, t)
+	for i := range tasks {
+		if tasks[i], err = newTask(cfg, ts, pool, i, len(thetaG)); err != nil {
+			return Result{}, err
+		}
+	}
+	model, err := psi.New(t, cfg.Seed, streamPsi, cfg.PsiLR, cfg.PsiWeightDecay)
+	if err != nil {
+		return Result{}, fmt.Errorf("cdl: %w", err)
+	}
+	adam := optim.NewAdam(len(thetaG), cfg.MetaWeightDecay)
+	meta := make([]float32, len(thetaG))
+	// psi reads epochs t-K .. t-1 at epoch t >= K+1 and trains on them at t >= K, so the score
+	// vectors s^t are needed only for t <= E-2, and only when psi is used at all.
+	usePsi := cfg.Epochs >= cfg.K+2
+	var history [][]float64 // s^t per epoch: N x T, row-major
+	res := Result{Prior: prior}
+	n := len(ts.Rows)
+
+	for epoch := 0; epoch < cfg.Epochs; epoch++ {
+		start := time.Now()
+		// Step 1: importance weights.
+		w := Uniform(t)
+		if epoch >= cfg.K+1 {
+			pred, err := model.Predict(sequences(history[epoch-cfg.K:epoch], n, t))
+			if err != nil {
+				return Result{}, fmt.Errorf("cdl: epoch %d: %w", epoch, err)
+			}
+			w, _ = Importance(pred, ts, float64(prior.Margin))
+		}
+		record := usePsi && epoch <= cfg.Epochs-2
+		losses := make([]float64, t)
+		seconds := make([]float64, t)
+		for m := 0; m < cfg.MetaSteps; m++ {
+			last := m == cfg.MetaSteps-1
+			// Step 2: adapt every task (in parallel; each task owns its buffers and streams).
+			runTasks(cfg.workers(t), tasks, func(tk *task) {
+				t0 := time.Now()
+				tk.err = tk.adapt(ctx, cfg, head, prior, thetaG)
+				if tk.err == nil && last && record {
+					tk.scorer.Scores(head, tk.theta, pool, ts.Rows, scoreRef, cfg.BatchSize, tk.scores)
+				}
+				tk.seconds = time.Since(t0).Seconds()
+			})
+			for _, tk := range tasks {
+				if tk.err != nil {
+					return Result{}, fmt.Errorf("cdl: epoch %d task %d: %w", epoch, tk.i, tk.err)
+				}
+				losses[tk.i] += tk.loss / float64(cfg.MetaSteps)
+				seconds[tk.i] += tk.seconds
+			}
+			// Step 3: G = sum_i w_i G_i (Eq. 4), clipped to norm 1, one Adam step on theta_g.
+			clear(meta)
+			for i, tk := range tasks {
+				wi := float32(w[i])
+				for k, g := range tk.sum {
+					meta[k] += wi * g
+				}
+			}
+			optim.ClipNorm(meta, cfg.ClipNorm)
+			adam.Step(thetaG, meta, optim.StepDecay(cfg.MetaLR, epoch, cfg.LRDecayEvery, cfg.LRDecay))
+		}
+		// Step 4: record s^t, and train psi on [s^{t-K} .. s^{t-1}] -> s^t.
+		if record {
+			s := make([]float64, n*t)
+			for i, tk := range tasks {
+				for j, v := range tk.scores {
+					s[j*t+i] = float64(v)
+				}
+			}
+			history = append(history, s)
+			if epoch >= cfg.K && cfg.PsiSteps > 0 {
+				if _, err := model.Train(sequences(history[epoch-cfg.K:epoch], n, t), s, cfg.PsiSteps); err != nil {
+					return Result{}, fmt.Errorf("cdl: epoch %d: %w", epoch, err)
+				}
+			}
+		}
+		for i := range tasks {
+			res.Log = append(res.Log, LogRow{Epoch: epoch, Task: i, QueryLoss: losses[i], Weight: w[i], Seconds: seconds[i]})
+		}
+		res.Weights = append(res.Weights, w)
+		res.EpochSeconds = append(res.EpochSeconds, time.Since(start).Seconds())
+		if cfg.Progress != nil {
+			cfg.Progress(epoch+1, cfg.Epochs)
+		}
+	}
+	res.Theta = thetaG
+	return res, nil
+}
+
+// runTasks calls f on every task, at most workers at a time, and waits for all of them.
+func runTasks(workers int, tasks []*task, f func(*task)) {
+	if workers <= 1 {
+		for _, tk := range tasks {
+			f(tk)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan *task)
+	for range workers {
+		wg.Go(func() {
+			for tk := range next {
+				f(tk)
+			}
+		})
+	}
+	for _, tk := range tasks {
+		next <- tk
+	}
+	close(next)
+	wg.Wait()
+}
+
+// sequences lays out psi's input: for every sample j, the K score vectors of the given epochs
+// (each N x T) in time order, as N x K x T.
+func sequences(epochs [][]float64, n, t int) psi.Sequences {
+	k := len(epochs)
+	x := psi.Sequences{N: n, K: k, T: t, Data: make([]float64, n*k*t)}
+	for e, s := range epochs {
+		for j := 0; j < n; j++ {
+			copy(x.Data[(j*k+e)*t:(j*k+e+1)*t], s[j*t:(j+1)*t])
+		}
+	}
+	return x
+}
