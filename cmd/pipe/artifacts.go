@@ -1,0 +1,476 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/spf13/cobra"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/pipeline"
+)
+
+func newArtifactsCommand(g *GlobalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "artifacts",
+		Short: "List, show, export and verify stored artifacts",
+		Long: `An artifact is one output table of one stage instance, stored as Arrow IPC bytes and
+named by their sha256 digest. REF is a digest prefix (at least 4 hex digits) or
+DAG:stage[/output] for the latest run of a stage; DAG is a DAG name or a DAG file, and a
+matrix instance is named in brackets: demo:train[seed=1]/model.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newArtifactsLsCommand(g), newArtifactsShowCommand(g), newArtifactsExportCommand(g),
+		newArtifactsVerifyCommand(g))
+	return cmd
+}
+
+// ArtifactsLsOptions holds the flags of `pipe artifacts ls`.
+type ArtifactsLsOptions struct {
+	DAG  string
+	JSON bool
+}
+
+// AddFlags adds the ls flags to cmd.
+func (o *ArtifactsLsOptions) AddFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.DAG, "dag", "", "only artifacts of this DAG (a name or a DAG file)")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print a JSON list on stdout")
+}
+
+func newArtifactsLsCommand(g *GlobalOptions) *cobra.Command {
+	var opts ArtifactsLsOptions
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List stored artifacts (every output of every stored manifest)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runArtifactsLs(cmd.Context(), g, opts)
+		},
+	}
+	opts.AddFlags(cmd)
+	return cmd
+}
+
+type artifactJSON struct {
+	Digest   string    `json:"digest"`
+	DAG      string    `json:"dag"`
+	Stage    string    `json:"stage"`
+	Instance string    `json:"instance"`
+	Name     string    `json:"name"`
+	Rows     int64     `json:"rows"`
+	Bytes    int64     `json:"bytes"`
+	Created  time.Time `json:"created"`
+}
+
+func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptions) error {
+	dag := ""
+	if opts.DAG != "" {
+		var err error
+		if dag, err = dagName(opts.DAG); err != nil {
+			return err
+		}
+	}
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ms, err := store.Manifests(ctx)
+	if err != nil {
+		return err
+	}
+	out := []artifactJSON{}
+	for _, m := range ms {
+		if dag != "" && m.DAG != dag {
+			continue
+		}
+		for name, o := range m.Outputs {
+			out = append(out, artifactJSON{string(o.Digest), m.DAG, m.Stage, m.Instance, name, o.Rows, o.Bytes, m.Created})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.DAG != b.DAG {
+			return a.DAG < b.DAG
+		}
+		if a.Stage != b.Stage {
+			return a.Stage < b.Stage
+		}
+		if a.Instance != b.Instance {
+			return a.Instance < b.Instance
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.Created.Before(b.Created)
+	})
+	if opts.JSON {
+		return writeJSON(g.Stdout, out)
+	}
+	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DIGEST\tDAG\tSTAGE\tOUTPUT\tROWS\tBYTES\tCREATED")
+	for _, a := range out {
+		id := a.Stage
+		if a.Instance != "" {
+			id += "[" + a.Instance + "]"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.Digest[:12], a.DAG, id, a.Name, a.Rows, humanBytes(a.Bytes),
+			a.Created.Local().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
+}
+
+// ArtifactsShowOptions holds the flags of `pipe artifacts show`.
+type ArtifactsShowOptions struct {
+	Rows int
+}
+
+func newArtifactsShowCommand(g *GlobalOptions) *cobra.Command {
+	var opts ArtifactsShowOptions
+	cmd := &cobra.Command{
+		Use:   "show REF",
+		Short: "Show an artifact's schema, first rows and lineage (params, inputs, key parts)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runArtifactsShow(cmd.Context(), g, opts, args[0])
+		},
+	}
+	cmd.Flags().IntVar(&opts.Rows, "rows", 10, "print the first `N` rows")
+	return cmd
+}
+
+func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowOptions, ref string) error {
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	m, names, err := resolveRef(ctx, store, ref)
+	if err != nil {
+		return err
+	}
+	w := g.Stdout
+	id := m.Stage
+	if m.Instance != "" {
+		id += "[" + m.Instance + "]"
+	}
+	for _, name := range names {
+		o := m.Outputs[name]
+		fmt.Fprintf(w, "artifact %s\n", o.Digest)
+		fmt.Fprintf(w, "  %s:%s/%s, %d rows, %s\n", m.DAG, id, name, o.Rows, humanBytes(o.Bytes))
+		rec, err := artifacts.Get(ctx, store, o.Digest)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "schema:")
+		for _, f := range rec.Schema().Fields() {
+			fmt.Fprintf(w, "  %s: %s\n", f.Name, f.Type)
+		}
+		printRows(w, rec, opts.Rows)
+		rec.Release()
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "lineage:")
+	fmt.Fprintf(w, "  key      %s\n", m.Key)
+	fmt.Fprintf(w, "  kind     %s (code version %d)\n", m.Kind, m.Version)
+	params, _ := json.Marshal(m.Params)
+	fmt.Fprintf(w, "  params   %s\n", params)
+	fmt.Fprintf(w, "  seed     %d\n", m.Seed)
+	fmt.Fprintf(w, "  ran      %s in %.2fs\n", m.Created.Local().Format(time.RFC3339), m.Seconds)
+	keys := make([]string, 0, len(m.Inputs))
+	for k := range m.Inputs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  input    %s %s\n", k, m.Inputs[k])
+	}
+	fmt.Fprintln(w, "  key lines:")
+	for _, l := range pipeline.PartsOf(m).Lines() {
+		fmt.Fprintf(w, "    %s\n", l)
+	}
+	return nil
+}
+
+// printRows prints the first n rows of rec as a table, long cells shortened.
+func printRows(w io.Writer, rec arrow.RecordBatch, n int) {
+	if n <= 0 {
+		return
+	}
+	rows := int(rec.NumRows())
+	if n > rows {
+		n = rows
+	}
+	fmt.Fprintf(w, "first %d of %d rows:\n", n, rows)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var head []string
+	for _, f := range rec.Schema().Fields() {
+		head = append(head, f.Name)
+	}
+	fmt.Fprintf(tw, "  %s\n", strings.Join(head, "\t"))
+	for i := 0; i < n; i++ {
+		var cells []string
+		for c := 0; c < int(rec.NumCols()); c++ {
+			s := rec.Column(c).ValueStr(i)
+			if len(s) > 40 {
+				s = s[:37] + "..."
+			}
+			cells = append(cells, s)
+		}
+		fmt.Fprintf(tw, "  %s\n", strings.Join(cells, "\t"))
+	}
+	tw.Flush()
+}
+
+// ArtifactsExportOptions holds the flags of `pipe artifacts export`.
+type ArtifactsExportOptions struct {
+	Output string
+}
+
+func newArtifactsExportCommand(g *GlobalOptions) *cobra.Command {
+	var opts ArtifactsExportOptions
+	cmd := &cobra.Command{
+		Use:   "export REF -o FILE",
+		Short: "Write an artifact as an Arrow IPC file (.arrow) or CSV (.csv)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runArtifactsExport(cmd.Context(), g, opts, args[0])
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "the `FILE` to write: .arrow (Arrow IPC file) or .csv")
+	return cmd
+}
+
+func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExportOptions, ref string) error {
+	ext := strings.ToLower(filepath.Ext(opts.Output))
+	if opts.Output == "" || (ext != ".arrow" && ext != ".csv") {
+		return usagef("artifacts export: -o FILE must end in .arrow or .csv, got %q", opts.Output)
+	}
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	m, names, err := resolveRef(ctx, store, ref)
+	if err != nil {
+		return err
+	}
+	if len(names) != 1 {
+		return usagef("artifacts export: %s has several outputs (%s); name one, as %s/%s", ref, strings.Join(names, ", "), ref, names[0])
+	}
+	rec, err := artifacts.Get(ctx, store, m.Outputs[names[0]].Digest)
+	if err != nil {
+		return err
+	}
+	defer rec.Release()
+	f, err := os.Create(opts.Output)
+	if err != nil {
+		return err
+	}
+	if ext == ".arrow" {
+		err = artifacts.ExportIPCFile(rec, f)
+	} else {
+		err = artifacts.ExportCSV(rec, f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(opts.Output)
+		return fmt.Errorf("export %s: %w", opts.Output, err)
+	}
+	fmt.Fprintf(g.Stderr, "wrote %s (%d rows)\n", opts.Output, rec.NumRows())
+	return nil
+}
+
+// ArtifactsVerifyOptions holds the flags of `pipe artifacts verify`.
+type ArtifactsVerifyOptions struct {
+	JSON bool
+}
+
+func newArtifactsVerifyCommand(g *GlobalOptions) *cobra.Command {
+	var opts ArtifactsVerifyOptions
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Re-hash every blob and check every manifest and head (exit 1 on damage)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runArtifactsVerify(cmd.Context(), g, opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the report as JSON on stdout")
+	return cmd
+}
+
+func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVerifyOptions) error {
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rep, err := artifacts.Verify(ctx, store)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if err := writeJSON(g.Stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range rep.Problems() {
+			fmt.Fprintln(g.Stdout, p)
+		}
+	}
+	fmt.Fprintf(g.Stderr, "verify: %d blobs (%s), %d manifests, %d heads", rep.Blobs, humanBytes(rep.Bytes), rep.Manifests, rep.Heads)
+	if len(rep.Incomplete) > 0 {
+		fmt.Fprintf(g.Stderr, ", %d incomplete writes (harmless; gc removes them)", len(rep.Incomplete))
+	}
+	if !rep.OK() {
+		fmt.Fprintf(g.Stderr, ": %d problems\n", len(rep.Problems()))
+		return exitCodeError{exitFailed, errSilent}
+	}
+	fmt.Fprintln(g.Stderr, ": clean")
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// dagName turns a DAG argument (a name, or a DAG file) into the DAG's name.
+func dagName(arg string) (string, error) {
+	ext := filepath.Ext(arg)
+	if ext == ".yaml" || ext == ".yml" || strings.ContainsRune(arg, filepath.Separator) {
+		f, err := pipeline.ReadFile(arg)
+		if err != nil {
+			return "", err
+		}
+		return f.Name, nil
+	}
+	return arg, nil
+}
+
+// resolveRef finds the manifest a REF names and the output names it selects.
+func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, error) {
+	if i := strings.LastIndex(ref, ":"); i > 0 {
+		return resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:])
+	}
+	prefix := strings.ToLower(ref)
+	if len(prefix) < 4 || strings.Trim(prefix, "0123456789abcdef") != "" {
+		return artifacts.Manifest{}, nil, usagef("REF %q: want a digest prefix of at least 4 hex digits or DAG:stage[/output]", ref)
+	}
+	ms, err := store.Manifests(ctx)
+	if err != nil {
+		return artifacts.Manifest{}, nil, err
+	}
+	var found []artifacts.Manifest
+	var names []string
+	digests := map[artifacts.Digest]bool{}
+	for _, m := range ms {
+		for name, o := range m.Outputs {
+			if strings.HasPrefix(string(o.Digest), prefix) {
+				found, names = append(found, m), append(names, name)
+				digests[o.Digest] = true
+			}
+		}
+	}
+	switch {
+	case len(digests) == 0:
+		return artifacts.Manifest{}, nil, usagef("REF %q: no stored artifact has a digest starting with %s", ref, prefix)
+	case len(digests) > 1:
+		return artifacts.Manifest{}, nil, usagef("REF %q: %d artifacts have digests starting with %s; give more digits", ref, len(digests), prefix)
+	}
+	best := 0 // the latest manifest that produced these bytes
+	for i := range found {
+		if found[i].Created.After(found[best].Created) {
+			best = i
+		}
+	}
+	return found[best], names[best : best+1], nil
+}
+
+func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, rest string) (artifacts.Manifest, []string, error) {
+	dag, err := dagName(dagArg)
+	if err != nil {
+		return artifacts.Manifest{}, nil, err
+	}
+	stage, output := rest, ""
+	if i := strings.LastIndex(rest, "/"); i > strings.LastIndex(rest, "]") {
+		stage, output = rest[:i], rest[i+1:]
+	}
+	instance, hasInstance := "", false
+	if i := strings.Index(stage, "["); i > 0 && strings.HasSuffix(stage, "]") {
+		stage, instance, hasInstance = stage[:i], stage[i+1:len(stage)-1], true
+	}
+	if stage == "" {
+		return artifacts.Manifest{}, nil, usagef("REF %q: want DAG:stage[/output]", ref)
+	}
+	var head artifacts.Head
+	if hasInstance {
+		head, err = store.Head(ctx, dag, stage, instance)
+	} else {
+		heads, herr := store.Heads(ctx, dag)
+		if herr != nil {
+			return artifacts.Manifest{}, nil, herr
+		}
+		var matches []artifacts.Head
+		for _, h := range heads {
+			if h.Stage == stage {
+				matches = append(matches, h)
+			}
+		}
+		switch len(matches) {
+		case 0:
+			err = artifacts.ErrNotFound
+		case 1:
+			head = matches[0]
+		default:
+			var labels []string
+			for _, h := range matches {
+				labels = append(labels, stage+"["+h.Instance+"]")
+			}
+			return artifacts.Manifest{}, nil, usagef("REF %q: stage %s has %d instances; name one: %s", ref, stage, len(matches), strings.Join(labels, ", "))
+		}
+	}
+	if err != nil {
+		return artifacts.Manifest{}, nil, usagef("REF %q: DAG %s has no stored run of stage %s: %v", ref, dag, stage+bracket(instance), err)
+	}
+	m, err := store.Manifest(ctx, head.Key)
+	if err != nil {
+		return artifacts.Manifest{}, nil, err
+	}
+	var names []string
+	for name := range m.Outputs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	if output != "" {
+		if _, ok := m.Outputs[output]; !ok {
+			return artifacts.Manifest{}, nil, usagef("REF %q: stage %s has no output %q (outputs: %s)", ref, stage, output, strings.Join(names, ", "))
+		}
+		names = []string{output}
+	}
+	return m, names, nil
+}
+
+func bracket(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "[" + s + "]"
+}

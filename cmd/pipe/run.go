@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/pipeline"
+)
+
+// RunOptions holds the flags of `pipe run`.
+type RunOptions struct {
+	Sets   []string
+	JSON   bool
+	DryRun bool
+	Force  []string
+	Jobs   int
+}
+
+// AddFlags adds the run flags to cmd.
+func (o *RunOptions) AddFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`) or a stage param (STAGE.PARAM=V); repeatable")
+	f.BoolVar(&o.JSON, "json", false, "print the run as one JSON object on stdout")
+	f.BoolVar(&o.DryRun, "dry-run", false, "report what would run; run and store nothing")
+	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")
+	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
+}
+
+func newRunCommand(g *GlobalOptions) *cobra.Command {
+	var opts RunOptions
+	cmd := &cobra.Command{
+		Use:   "run DAG",
+		Short: "Run a DAG: every stage instance whose cache key is stored is reused, the rest run",
+		Example: `  pipe run dags/demo.yaml
+  pipe run dags/mvtec_hard.yaml --set T=5 --jobs 2
+  pipe run dags/demo.yaml --set train.epochs=10 --json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRun(cmd.Context(), g, opts, args[0])
+		},
+	}
+	opts.AddFlags(cmd)
+	return cmd
+}
+
+// runJSON is the object `pipe run --json` prints.
+type runJSON struct {
+	RunID   string         `json:"run_id"`
+	DAG     string         `json:"dag"`
+	Status  string         `json:"status"`
+	Stages  []stageJSON    `json:"stages"`
+	Metrics map[string]any `json:"metrics"`
+}
+
+type stageJSON struct {
+	Name     string            `json:"name"`
+	Instance string            `json:"instance"`
+	Kind     string            `json:"kind"`
+	Status   string            `json:"status"`
+	Reason   string            `json:"reason"`
+	Key      string            `json:"key"`
+	Seconds  float64           `json:"seconds"`
+	Outputs  map[string]string `json:"outputs"`
+	Error    string            `json:"error,omitempty"`
+}
+
+func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) error {
+	if opts.Jobs < 1 {
+		return usagef("--jobs must be at least 1, got %d", opts.Jobs)
+	}
+	plan, err := loadPlan(dag, opts.Sets)
+	if err != nil {
+		return err
+	}
+	stageNames := map[string]bool{}
+	for _, in := range plan.Instances {
+		stageNames[in.Stage] = true
+	}
+	for _, f := range opts.Force {
+		if !stageNames[f] {
+			return usagef("--force %s: no stage named %q in %s", f, f, dag)
+		}
+	}
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	h := newHumanOutput(g.Stderr)
+	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
+		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun,
+		Log: g.Stderr, OnStart: h.start, OnResult: h.result, Progress: h.progress,
+	})
+	if rep == nil {
+		return runErr
+	}
+	h.summary(rep)
+	if opts.JSON {
+		out := runJSON{RunID: rep.RunID, DAG: rep.DAG, Status: rep.Status, Metrics: metrics(context.WithoutCancel(ctx), store, rep)}
+		if opts.DryRun {
+			out.RunID = ""
+		}
+		for _, r := range rep.Results {
+			s := stageJSON{Name: r.Instance.Stage, Instance: r.Instance.Label, Kind: r.Instance.Kind, Status: r.Status,
+				Reason: r.Reason, Key: r.Key, Seconds: r.Seconds, Outputs: map[string]string{}}
+			for name, o := range r.Outputs {
+				s.Outputs[name] = string(o.Digest)
+			}
+			if r.Err != nil {
+				s.Error = r.Err.Error()
+			}
+			out.Stages = append(out.Stages, s)
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "%s\n", b)
+	}
+	if errors.Is(runErr, pipeline.ErrStageFailed) {
+		// Each failure was reported on its own line already; say it once more, briefly.
+		return exitCodeError{exitFailed, runErr}
+	}
+	return runErr
+}
+
+// metrics collects the metrics table of every evaluate instance that ran or was cached,
+// keyed by instance ID: {"evaluate[seed=1]": [{"metric":"auroc","class":"all","value":0.9}]}.
+func metrics(ctx context.Context, store artifacts.Store, rep *pipeline.Report) map[string]any {
+	out := map[string]any{}
+	for _, r := range rep.Results {
+		o, ok := r.Outputs["metrics"]
+		if r.Instance.Kind != "evaluate" || !ok || !slices.Contains([]string{pipeline.Ran, pipeline.Cached}, r.Status) {
+			continue
+		}
+		rec, err := artifacts.Get(ctx, store, o.Digest)
+		if err != nil {
+			continue
+		}
+		m, err1 := artifacts.StringCol(rec, "metric")
+		c, err2 := artifacts.StringCol(rec, "class")
+		v, err3 := artifacts.Float64Col(rec, "value")
+		rec.Release()
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		rows := make([]map[string]any, len(m))
+		for i := range m {
+			rows[i] = map[string]any{"metric": m[i], "class": c[i], "value": v[i]}
+		}
+		out[r.Instance.ID()] = rows
+	}
+	return out
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipe-ahl/pipe/pipeline"
+)
+
+// StatusOptions holds the flags of `pipe status`.
+type StatusOptions struct {
+	Sets []string
+	JSON bool
+}
+
+// AddFlags adds the status flags to cmd.
+func (o *StatusOptions) AddFlags(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`) or a stage param (STAGE.PARAM=V); repeatable")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print a JSON list on stdout")
+}
+
+func newStatusCommand(g *GlobalOptions) *cobra.Command {
+	var opts StatusOptions
+	cmd := &cobra.Command{
+		Use:   "status DAG",
+		Short: "Say per stage instance whether it is fresh, stale (and why) or missing",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runStatus(cmd.Context(), g, opts, args[0])
+		},
+	}
+	opts.AddFlags(cmd)
+	return cmd
+}
+
+type statusJSON struct {
+	Name     string `json:"name"`
+	Instance string `json:"instance"`
+	Kind     string `json:"kind"`
+	State    string `json:"state"`
+	Reason   string `json:"reason"`
+	Key      string `json:"key"`
+}
+
+func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag string) error {
+	plan, err := loadPlan(dag, opts.Sets)
+	if err != nil {
+		return err
+	}
+	store, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := pipeline.Status(ctx, plan, pipeline.Options{Store: store})
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		out := []statusJSON{}
+		for _, s := range st {
+			out = append(out, statusJSON{s.Instance.Stage, s.Instance.Label, s.Instance.Kind, s.State, s.Reason, s.Key})
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "%s\n", b)
+		return nil
+	}
+	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGE\tKIND\tSTATE\tWHY")
+	for _, s := range st {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Instance.ID(), s.Instance.Kind, s.State, s.Reason)
+	}
+	return tw.Flush()
+}
