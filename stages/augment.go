@@ -1,0 +1,333 @@
+package stages
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/ahl/augment"
+	"github.com/pipe-ahl/pipe/ahl/backbone"
+	"github.com/pipe-ahl/pipe/ahl/imgs"
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// augmentVersion is the augment stage's code version (part of its cache key).
+const augmentVersion = 1
+
+// augmentChunk is how many training normals are augmented and passed through the backbone at
+// once: their augmented copies (chunk x generators images at S x S) are the stage's peak
+// memory besides the output.
+const augmentChunk = 8
+
+// AugmentParams configures the augment stage (AHL_SPEC.md, "Pseudo anomalies").
+type AugmentParams struct {
+	// Generators lists the pseudo-anomaly generators to run (default: all three).
+	Generators []string `json:"generators"`
+	// Source is a folder of images (PNG or JPEG, e.g. DTD textures) draem takes its anomaly
+	// sources from; "" generates textures in code.
+	Source string `json:"source"`
+	// Preview is a folder the stage writes the first PreviewCount training normals'
+	// augmented copies to, as PNG (<source id with / as _>#<generator>.png), for a person to
+	// look at. Written only when the stage runs (not when it is cached).
+	Preview string `json:"preview"`
+	// PreviewCount is how many training normals get previews (default 4).
+	PreviewCount int `json:"preview_count"`
+}
+
+func init() {
+	Register(Definition{
+		Kind:    "augment",
+		Version: augmentVersion,
+		Params: func() any {
+			return &AugmentParams{Generators: slices.Clone(augment.Generators), PreviewCount: 4}
+		},
+		Run: runAugment,
+	})
+}
+
+// Validate checks the generator names and counts.
+func (p *AugmentParams) Validate() error {
+	if len(p.Generators) == 0 {
+		return fmt.Errorf("generators: empty, want some of %s", strings.Join(augment.Generators, ", "))
+	}
+	seen := map[string]bool{}
+	for _, g := range p.Generators {
+		if err := augment.Valid(g); err != nil {
+			return fmt.Errorf("generators: %w", err)
+		}
+		if seen[g] {
+			return fmt.Errorf("generators: %q listed twice", g)
+		}
+		seen[g] = true
+	}
+	if p.PreviewCount < 0 {
+		return fmt.Errorf("preview_count: %d, want >= 0", p.PreviewCount)
+	}
+	return nil
+}
+
+// Fingerprint digests the draem source folder's images (relative path, size, modification
+// time), so changed textures make the stage stale; without a source it is a constant.
+func (p *AugmentParams) Fingerprint(ctx context.Context) (string, error) {
+	if p.Source == "" {
+		return "generated textures", nil
+	}
+	files, err := sourceFiles(p.Source)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, f := range files {
+		info, err := os.Stat(filepath.Join(p.Source, f))
+		if err != nil {
+			return "", fmt.Errorf("source: %w", err)
+		}
+		fmt.Fprintf(h, "%s %d %d\n", f, info.Size(), info.ModTime().UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// augmentBackbone rebuilds the frozen backbone from the features stage's backbone table. It is
+// a variable so the tests can run the stage on a small stand-in backbone.
+var augmentBackbone = func(rec arrow.RecordBatch) (backbone.Backbone, error) {
+	return nil, errors.New("the backbone table reader (backboneFromTable in stages/features.go) is not built yet")
+}
+
+// runAugment makes one pseudo anomaly per training normal per generator (each from its own
+// seeded stream, so the copies do not depend on the order or set of generators), passes them
+// through the frozen backbone at both scales and writes the pseudo table (stages/TABLES.md).
+// The augmentation runs at the backbone's input size S, as the reference code resizes before
+// augmenting.
+func runAugment(ctx context.Context, env *Env) error {
+	p, ok := env.Params.(*AugmentParams)
+	if !ok {
+		return fmt.Errorf("stage %s: params are %T, want *AugmentParams", env.Stage, env.Params)
+	}
+	fail := func(err error) error { return fmt.Errorf("stage %s (augment): %w", env.Stage, err) }
+
+	bb, err := openBackbone(ctx, env)
+	if err != nil {
+		return fail(err)
+	}
+	s := bb.Size()
+	ids, normals, err := trainingNormals(ctx, env, s)
+	if err != nil {
+		return fail(err)
+	}
+	if len(normals) < 2 && slices.Contains(p.Generators, "cutmix") {
+		return fail(fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals)))
+	}
+	aug := augment.Augmenter{}
+	if p.Source != "" {
+		if aug.Textures, err = loadSource(p.Source, s); err != nil {
+			return fail(err)
+		}
+	}
+	if p.Preview != "" {
+		if err := os.MkdirAll(p.Preview, 0o755); err != nil {
+			return fail(fmt.Errorf("preview: %w", err))
+		}
+	}
+
+	var (
+		outID, outSrc, outGen []string
+		outScale, outC        []int64
+		outH, outW            []int64
+		outVals               [][]float32
+	)
+	total := len(normals) * len(p.Generators)
+	others := make([]imgs.Image, 0, len(normals))
+	for lo := 0; lo < len(normals); lo += augmentChunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hi := min(lo+augmentChunk, len(normals))
+		var batch []imgs.Image
+		var batchSrc, batchGen []string
+		for i := lo; i < hi; i++ {
+			others = append(append(others[:0], normals[:i]...), normals[i+1:]...)
+			for _, g := range p.Generators {
+				rng := rand.New(rand.NewPCG(env.Seed, augmentStream(i, g)))
+				out, err := aug.Apply(g, normals[i], others, rng)
+				if err != nil {
+					return fail(fmt.Errorf("image %s: %w", ids[i], err))
+				}
+				if p.Preview != "" && i < p.PreviewCount {
+					if err := writePreview(p.Preview, ids[i], g, out); err != nil {
+						return fail(err)
+					}
+				}
+				batch = append(batch, out)
+				batchSrc = append(batchSrc, ids[i])
+				batchGen = append(batchGen, g)
+			}
+		}
+		maps, err := bb.Extract(ctx, batch)
+		if err != nil {
+			return fail(err)
+		}
+		for k := range batch {
+			for scale, m := range maps {
+				outID = append(outID, batchSrc[k]+"#"+batchGen[k])
+				outSrc = append(outSrc, batchSrc[k])
+				outGen = append(outGen, batchGen[k])
+				outScale = append(outScale, int64(scale))
+				outC, outH, outW = append(outC, int64(m.C)), append(outH, int64(m.H)), append(outW, int64(m.W))
+				outVals = append(outVals, m.At(k))
+			}
+		}
+		env.Progress(hi*len(p.Generators), total)
+	}
+	rec, err := artifacts.NewTable(
+		artifacts.Strings("id", outID), artifacts.Strings("source", outSrc), artifacts.Strings("generator", outGen),
+		artifacts.Int64s("scale", outScale), artifacts.Int64s("c", outC), artifacts.Int64s("h", outH), artifacts.Int64s("w", outW),
+		artifacts.Float32Lists("values", outVals))
+	if err != nil {
+		return fail(err)
+	}
+	if env.Log != nil {
+		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",
+			env.Stage, total, strings.Join(p.Generators, ", "), len(normals), s, s)
+	}
+	env.Output("pseudo", rec)
+	return nil
+}
+
+// augmentStream is the random stream of training normal i's copy by generator g: the
+// generator's position in augment.Generators keeps a copy the same when the params list
+// other generators.
+func augmentStream(i int, g string) uint64 {
+	return uint64(i)<<8 | uint64(slices.Index(augment.Generators, g))
+}
+
+// openBackbone reads the backbone table of the input that has one.
+func openBackbone(ctx context.Context, env *Env) (backbone.Backbone, error) {
+	in, err := singleInputWith(env, "backbone")
+	if err != nil {
+		return nil, err
+	}
+	rec, err := in.Open(ctx, "backbone")
+	if err != nil {
+		return nil, fmt.Errorf("input %s backbone: %w", in.Stage, err)
+	}
+	defer rec.Release()
+	bb, err := augmentBackbone(rec)
+	if err != nil {
+		return nil, fmt.Errorf("input %s backbone: %w", in.Stage, err)
+	}
+	return bb, nil
+}
+
+// trainingNormals decodes the training normals (split train, label 0) of the images input,
+// in table order, resized to s x s.
+func trainingNormals(ctx context.Context, env *Env, s int) ([]string, []imgs.Image, error) {
+	in, err := singleInputWith(env, "images")
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := in.Open(ctx, "images")
+	if err != nil {
+		return nil, nil, fmt.Errorf("input %s images: %w", in.Stage, err)
+	}
+	defer rec.Release()
+	ids, e1 := artifacts.StringCol(rec, "id")
+	splits, e2 := artifacts.StringCol(rec, "split")
+	labels, e3 := artifacts.Int64Col(rec, "label")
+	data, e4 := artifacts.BinaryCol(rec, "bytes")
+	if err := errors.Join(e1, e2, e3, e4); err != nil {
+		return nil, nil, fmt.Errorf("input %s images: %w", in.Stage, err)
+	}
+	var outIDs []string
+	var out []imgs.Image
+	for i := range ids {
+		if splits[i] != "train" || labels[i] != 0 {
+			continue
+		}
+		img, err := imgs.Decode(data[i])
+		if err != nil {
+			return nil, nil, fmt.Errorf("input %s image %s: %w", in.Stage, ids[i], err)
+		}
+		outIDs = append(outIDs, ids[i])
+		out = append(out, imgs.Resize(img, s, s))
+	}
+	if len(out) == 0 {
+		return nil, nil, fmt.Errorf("input %s has no training normals (split train, label 0)", in.Stage)
+	}
+	return outIDs, out, nil
+}
+
+// sourceFiles lists the image files under dir (recursively, as DTD nests them by class),
+// slash-separated relative paths, sorted.
+func sourceFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".png", ".jpg", ".jpeg":
+			if !d.IsDir() {
+				rel, err := filepath.Rel(dir, p)
+				if err != nil {
+					return err
+				}
+				files = append(files, filepath.ToSlash(rel))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("source %s: no PNG or JPEG images", dir)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// loadSource decodes the draem source images, resized to s x s.
+func loadSource(dir string, s int) ([]imgs.Image, error) {
+	files, err := sourceFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]imgs.Image, len(files))
+	for i, f := range files {
+		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f)))
+		if err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		img, err := imgs.Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("source image %s: %w", filepath.Join(dir, f), err)
+		}
+		out[i] = imgs.Resize(img, s, s)
+	}
+	return out, nil
+}
+
+// writePreview writes one augmented image as PNG into dir.
+func writePreview(dir, id, generator string, img imgs.Image) error {
+	data, err := imgs.EncodePNG(img)
+	if err != nil {
+		return fmt.Errorf("preview: %w", err)
+	}
+	name := strings.ReplaceAll(id, "/", "_")
+	name = strings.TrimSuffix(name, filepath.Ext(name)) + "#" + generator + ".png"
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		return fmt.Errorf("preview: %w", err)
+	}
+	return nil
+}

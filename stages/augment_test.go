@@ -1,0 +1,248 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/ahl/backbone"
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/imgs"
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// pixelBackbone is a stand-in backbone whose feature maps are the (resized) images
+// themselves: 3 x S x S at scale 0 and 3 x S/2 x S/2 at scale 1.
+type pixelBackbone struct{ size int }
+
+func (b pixelBackbone) Name() string               { return "pixels" }
+func (b pixelBackbone) Size() int                  { return b.size }
+func (b pixelBackbone) Weights() []backbone.Tensor { return nil }
+func (b pixelBackbone) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Maps, error) {
+	var out []fmap.Maps
+	for _, s := range []int{b.size, b.size / 2} {
+		m := fmap.New(len(images), 3, s, s)
+		for i, img := range images {
+			copy(m.At(i), imgs.Resize(img, s, s).Pix)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// augmentEnv runs ingest on a small tree and returns an augment env whose inputs are that
+// images table and a (placeholder) backbone table, with the stand-in backbone installed.
+func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *Env {
+	t.Helper()
+	old := augmentBackbone
+	augmentBackbone = func(arrow.RecordBatch) (backbone.Backbone, error) { return pixelBackbone{size: 16}, nil }
+	t.Cleanup(func() { augmentBackbone = old })
+	root := writeMVTecTree(t, map[string]int{"train/good": 5, "test/good": 2, "test/crack": 3, "test/hole": 3})
+	ing, err := runIngestFor(t, ingestParams(func(ip *IngestParams) { ip.Format, ip.Root, ip.Anomalies = "mvtec", root, 2 }), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := ing.Outputs()["images"]
+	bbTable, err := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bbTable.Release() })
+	open := func(rec arrow.RecordBatch) func(context.Context, string) (arrow.RecordBatch, error) {
+		return func(context.Context, string) (arrow.RecordBatch, error) { rec.Retain(); return rec, nil }
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &Env{
+		Stage: "augment", Params: p, Seed: seed, Log: &bytes.Buffer{}, Progress: func(int, int) {},
+		Inputs: []Input{
+			{Stage: "ingest", Outputs: []string{"images"}, Open: open(images)},
+			{Stage: "features", Outputs: []string{"backbone", "features"}, Open: open(bbTable)},
+		},
+	}
+}
+
+func augmentParams(change func(p *AugmentParams)) *AugmentParams {
+	d, _ := Lookup("augment")
+	p := d.Params().(*AugmentParams)
+	change(p)
+	return p
+}
+
+type pseudoRows struct {
+	id, src, gen []string
+	scale, c, h  []int64
+	values       [][]float32
+}
+
+func readPseudo(t *testing.T, env *Env) pseudoRows {
+	t.Helper()
+	rec, ok := env.Outputs()["pseudo"]
+	if !ok {
+		t.Fatal("no pseudo output")
+	}
+	var r pseudoRows
+	var errs [7]error
+	r.id, errs[0] = artifacts.StringCol(rec, "id")
+	r.src, errs[1] = artifacts.StringCol(rec, "source")
+	r.gen, errs[2] = artifacts.StringCol(rec, "generator")
+	r.scale, errs[3] = artifacts.Int64Col(rec, "scale")
+	r.c, errs[4] = artifacts.Int64Col(rec, "c")
+	r.h, errs[5] = artifacts.Int64Col(rec, "h")
+	r.values, errs[6] = artifacts.Float32ListCol(rec, "values")
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func TestAugmentStage(t *testing.T) {
+	env := augmentEnv(t, augmentParams(func(*AugmentParams) {}), 3)
+	if err := runAugment(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	r := readPseudo(t, env)
+	// 5 training normals x 3 generators x 2 scales.
+	if len(r.id) != 30 {
+		t.Fatalf("%d rows, want 30", len(r.id))
+	}
+	for i := range r.id {
+		if r.id[i] != r.src[i]+"#"+r.gen[i] || !strings.HasPrefix(r.src[i], "train/good/") {
+			t.Fatalf("row %d: id %s, source %s, generator %s", i, r.id[i], r.src[i], r.gen[i])
+		}
+		want := int64(16) >> r.scale[i]
+		if r.c[i] != 3 || r.h[i] != want || len(r.values[i]) != int(3*want*want) {
+			t.Fatalf("row %d: scale %d shape %dx%d with %d values", i, r.scale[i], r.c[i], r.h[i], len(r.values[i]))
+		}
+	}
+	if r.gen[0] != "cutpaste" || r.gen[2] != "cutmix" || r.gen[4] != "draem" || r.scale[0] != 0 || r.scale[1] != 1 {
+		t.Fatalf("row order: generators %v, scales %v", r.gen[:6], r.scale[:6])
+	}
+
+	// Same seed: identical; another seed: different.
+	again := augmentEnv(t, augmentParams(func(*AugmentParams) {}), 3)
+	if err := runAugment(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	other := augmentEnv(t, augmentParams(func(*AugmentParams) {}), 4)
+	if err := runAugment(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	r2, r3 := readPseudo(t, again), readPseudo(t, other)
+	same, differ := true, false
+	for i := range r.values {
+		same = same && slices.Equal(r.values[i], r2.values[i])
+		differ = differ || !slices.Equal(r.values[i], r3.values[i])
+	}
+	if !same || !differ {
+		t.Fatalf("same seed identical: %v, other seed differs: %v", same, differ)
+	}
+
+	// Running draem alone gives the same draem copies as running all three.
+	solo := augmentEnv(t, augmentParams(func(p *AugmentParams) { p.Generators = []string{"draem"} }), 3)
+	if err := runAugment(context.Background(), solo); err != nil {
+		t.Fatal(err)
+	}
+	rs := readPseudo(t, solo)
+	if len(rs.id) != 10 || rs.id[0] != r.id[4] || !slices.Equal(rs.values[0], r.values[4]) {
+		t.Fatalf("draem alone: %d rows, first %s; differs from the full run's %s", len(rs.id), rs.id[0], r.id[4])
+	}
+}
+
+func TestAugmentPreviewAndSource(t *testing.T) {
+	prev := filepath.Join(t.TempDir(), "preview")
+	src := t.TempDir()
+	// One pure-red texture: draem copies can only move towards red inside the mask.
+	red := imgs.NewImage(6, 6)
+	for i := range red.Plane(0) {
+		red.Plane(0)[i] = 1
+	}
+	data, _ := imgs.EncodePNG(red)
+	os.MkdirAll(filepath.Join(src, "banded"), 0o755)
+	os.WriteFile(filepath.Join(src, "banded", "r.png"), data, 0o644)
+	p := augmentParams(func(p *AugmentParams) { p.Preview, p.PreviewCount, p.Source = prev, 2, src })
+	env := augmentEnv(t, p, 1)
+	if err := runAugment(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(prev, "*.png"))
+	if len(files) != 6 {
+		t.Fatalf("preview files %v, want 2 normals x 3 generators", files)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		img, err := imgs.Decode(b)
+		if err != nil || img.H != 16 {
+			t.Fatalf("preview %s: %v, %dx%d", f, err, img.H, img.W)
+		}
+	}
+	// The source images are grey; with a red texture, draem rows have red above green
+	// somewhere, and nowhere green above red.
+	r := readPseudo(t, env)
+	for i := range r.id {
+		if r.gen[i] != "draem" || r.scale[i] != 0 {
+			continue
+		}
+		v := r.values[i]
+		hw := len(v) / 3
+		redder := false
+		for k := 0; k < hw; k++ {
+			if v[k] > v[hw+k]+1e-3 {
+				redder = true
+			}
+			if v[hw+k] > v[k]+1e-6 {
+				t.Fatalf("%s: green above red at %d", r.id[i], k)
+			}
+		}
+		if !redder {
+			t.Fatalf("%s: no trace of the red source texture", r.id[i])
+		}
+	}
+	// The fingerprint follows the source folder.
+	a, err := p.Fingerprint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(src, "banded", "s.png"), data, 0o644)
+	if b, _ := p.Fingerprint(context.Background()); a == b {
+		t.Fatal("adding a source image left the fingerprint unchanged")
+	}
+}
+
+func TestAugmentErrors(t *testing.T) {
+	for i, c := range []struct {
+		p    func(p *AugmentParams)
+		want string
+	}{
+		{func(p *AugmentParams) { p.Generators = nil }, "generators"},
+		{func(p *AugmentParams) { p.Generators = []string{"mixup"} }, "cutpaste, cutmix, draem"},
+		{func(p *AugmentParams) { p.Generators = []string{"draem", "draem"} }, "twice"},
+		{func(p *AugmentParams) { p.PreviewCount = -1 }, "preview_count"},
+	} {
+		if err := augmentParams(c.p).Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("case %d: %v, want an error mentioning %q", i, err, c.want)
+		}
+	}
+	empty := t.TempDir()
+	env := augmentEnv(t, augmentParams(func(p *AugmentParams) { p.Source = empty }), 1)
+	if err := runAugment(context.Background(), env); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Errorf("empty source folder: %v", err)
+	}
+	env = augmentEnv(t, augmentParams(func(*AugmentParams) {}), 1)
+	env.Inputs = env.Inputs[:1]
+	if err := runAugment(context.Background(), env); err == nil || !strings.Contains(err.Error(), "backbone") {
+		t.Errorf("missing backbone input: %v", err)
+	}
+	if len(env.Outputs()) != 0 {
+		t.Error("output written despite the error")
+	}
+}
