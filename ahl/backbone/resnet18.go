@@ -90,6 +90,36 @@ func NewResNet18(size int, ts []Tensor) (*ResNet18, error) {
 	return r, nil
 }
 
+// ResNet18Shapes lists the shape of every tensor NewResNet18 reads, by torchvision name
+// (weights and batch norm parameters and statistics, no fc.*).
+func ResNet18Shapes() map[string][]int {
+	out := map[string][]int{}
+	convBN := func(conv, bn string, cin, cout, k int) {
+		out[conv+".weight"] = []int{cout, cin, k, k}
+		for _, s := range []string{"weight", "bias", "running_mean", "running_var"} {
+			out[bn+"."+s] = []int{cout}
+		}
+	}
+	convBN("conv1", "bn1", 3, 64, 7)
+	cin := 64
+	for li, cout := range resnet18Stages {
+		for bi := 0; bi < 2; bi++ {
+			p := fmt.Sprintf("layer%d.%d.", li+1, bi)
+			in := cout
+			if bi == 0 {
+				in = cin
+			}
+			convBN(p+"conv1", p+"bn1", in, cout, 3)
+			convBN(p+"conv2", p+"bn2", cout, cout, 3)
+			if in != cout {
+				convBN(p+"downsample.0", p+"downsample.1", in, cout, 1)
+			}
+		}
+		cin = cout
+	}
+	return out
+}
+
 // convBN reads `<convName>.weight` (no bias, as in torchvision) and the batch norm
 // `<bnName>.{weight,bias,running_mean,running_var}` and folds them into one convolution.
 func (r *ResNet18) convBN(m map[string]Tensor, convName, bnName string, cin, cout, k, stride, pad int) (conv, error) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -14,49 +15,40 @@ import (
 
 // randomResNet18 returns torchvision-named resnet18 tensors with Kaiming-normal convolution
 // weights and batch norm statistics near the identity, plus the tensors a real state dict
-// also has and the loader must ignore (fc.*).
+// also has and the loader must ignore (fc.*, num_batches_tracked is never F32).
 func randomResNet18(rng *rand.Rand) []Tensor {
+	shapes := ResNet18Shapes()
+	names := make([]string, 0, len(shapes))
+	for n := range shapes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	var ts []Tensor
-	convT := func(name string, cout, cin, k int) {
-		v := make([]float32, cout*cin*k*k)
-		std := math.Sqrt(2 / float64(cin*k*k))
-		for i := range v {
-			v[i] = float32(rng.NormFloat64() * std)
+	for _, name := range names {
+		sh := shapes[name]
+		n := 1
+		for _, d := range sh {
+			n *= d
 		}
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{cout, cin, k, k}, Values: v})
-	}
-	bnT := func(name string, c int) {
-		for _, p := range []struct {
-			suffix   string
-			lo, span float64
-		}{{"weight", 0.5, 0.5}, {"bias", -0.1, 0.2}, {"running_mean", -0.1, 0.2}, {"running_var", 0.8, 0.4}} {
-			v := make([]float32, c)
+		v := make([]float32, n)
+		if len(sh) == 4 {
+			std := math.Sqrt(2 / float64(sh[1]*sh[2]*sh[3]))
 			for i := range v {
-				v[i] = float32(p.lo + p.span*rng.Float64())
+				v[i] = float32(rng.NormFloat64() * std)
 			}
-			ts = append(ts, Tensor{Name: name + "." + p.suffix, Shape: []int{c}, Values: v})
+		} else {
+			// Uniform on [lo, lo + span) by batch norm parameter.
+			r := map[string][2]float64{
+				"weight": {0.5, 0.5}, "bias": {-0.1, 0.2}, "running_mean": {-0.1, 0.2}, "running_var": {0.8, 0.4},
+			}[name[strings.LastIndex(name, ".")+1:]]
+			for i := range v {
+				v[i] = float32(r[0] + r[1]*rng.Float64())
+			}
 		}
+		ts = append(ts, Tensor{Name: name, Shape: sh, Values: v})
 	}
-	convT("conv1", 64, 3, 7)
-	bnT("bn1", 64)
-	cin := 64
-	for li, cout := range resnet18Stages {
-		for bi := 0; bi < 2; bi++ {
-			p := fmt.Sprintf("layer%d.%d.", li+1, bi)
-			in := cout
-			if bi == 0 {
-				in = cin
-			}
-			convT(p+"conv1", cout, in, 3)
-			bnT(p+"bn1", cout)
-			convT(p+"conv2", cout, cout, 3)
-			bnT(p+"bn2", cout)
-			if bi == 0 && li > 0 {
-				convT(p+"downsample.0", cout, cin, 1)
-				bnT(p+"downsample.1", cout)
-			}
-		}
-		cin = cout
+	if len(ts) != 20*5 { // conv1, 16 block convs and 3 downsamples, each with 4 BN tensors
+		panic(fmt.Sprintf("resnet18 has %d tensors", len(ts)))
 	}
 	ts = append(ts, Tensor{Name: "fc.weight", Shape: []int{1000, 512}, Values: make([]float32, 512000)},
 		Tensor{Name: "fc.bias", Shape: []int{1000}, Values: make([]float32, 1000)})
