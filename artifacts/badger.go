@@ -146,6 +146,10 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		WithNumGoroutines(2).
 		WithCompression(options.None).
 		WithValueThreshold(valueThreshold).
+		// No transaction reads a key and writes based on it (blobs are immutable and
+		// content-addressed; a head is simply overwritten), so conflict detection would
+		// only cost memory and turn concurrent writes into spurious ErrConflict.
+		WithDetectConflicts(false).
 		WithValueLogFileSize(valueLogFileSize)
 	st := &Badger{dir: dir, log: cfg.log, chunk: ChunkSize, txnBytes: txnBytes}
 	if cfg.inMemory {
@@ -361,16 +365,17 @@ func (s *Badger) PutManifest(ctx context.Context, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
-		for _, name := range sortedKeys(m.Outputs) {
-			d := m.Outputs[name].Digest
-			if _, err := txn.Get(metaKey(d)); err != nil {
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					return fmt.Errorf("output %q: blob %s is not stored (store blobs before the manifest)", name, d)
-				}
-				return err
-			}
+	for _, name := range sortedKeys(m.Outputs) {
+		d := m.Outputs[name].Digest
+		ok, err := s.HasBlob(ctx, d)
+		if err == nil && !ok {
+			err = fmt.Errorf("output %q: blob %s is not stored (store blobs before the manifest)", name, d)
 		}
+		if err != nil {
+			return fmt.Errorf("artifacts: manifest %s of %s/%s[%s]: %w", m.Key, m.DAG, m.Stage, m.Instance, err)
+		}
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(manifestKey(m.Key), mb); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -372,6 +373,13 @@ func TestInMemoryStore(t *testing.T) {
 	if err != nil || DigestOf(b) != d {
 		t.Fatalf("in-memory blob: %v", err)
 	}
+	rep, err := GC(ctx, s, false)
+	if err != nil || rep.BlobsDeleted != 1 {
+		t.Fatalf("in-memory gc: %+v, %v", rep, err)
+	}
+	if ok, _ := s.HasBlob(ctx, d); ok {
+		t.Fatal("in-memory gc kept an unreachable blob")
+	}
 	if _, err := Open(""); err == nil {
 		t.Fatal("Open with no folder succeeded")
 	}
@@ -387,4 +395,32 @@ func putRawManifest(t testing.TB, s *Badger, m Manifest) {
 		t.Fatal(err)
 	}
 	rawSet(t, s, manifestKey(m.Key), b)
+}
+
+// TestConcurrentWriters stores overlapping blobs and manifests from several goroutines
+// (run with -race).
+func TestConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			// Goroutines g and g+4 write the same bytes.
+			data := randomBytes(ChunkSize+g%4, uint64(g%4))
+			d, err := s.PutBlob(ctx, data)
+			if err == nil {
+				err = s.PutManifest(ctx, testManifest(fmt.Sprintf("k%d", g), "demo", "s", fmt.Sprint(g%4), map[string]Digest{"o": d}, nil))
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := Verify(ctx, s)
+	if err != nil || !rep.OK() || rep.Blobs != 4 || rep.Manifests != 8 || rep.Heads != 4 {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
 }
