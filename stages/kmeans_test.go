@@ -34,20 +34,27 @@ func imagesTableT(t *testing.T, imgs []testImage) arrow.RecordBatch {
 	return rec
 }
 
-// mapsTableT builds a features table (or, with generators, a pseudo table) with two scales:
-// scale 0 is c x 2 x 2, scale 1 is c x 1 x 1; every value of id's maps is fill(id, scale,
-// channel).
+// mapsTableT builds a features table (or, with pseudo, a pseudo table whose ids are
+// "<source>#<generator>") with two scales: scale 0 is c x 2 x 2, scale 1 is c x 1 x 1; every
+// value of id's maps is fill(id, scale, channel).
 func mapsTableT(t *testing.T, ids []string, c int, fill func(id string, scale, ch int) float32, pseudo bool) arrow.RecordBatch {
+	t.Helper()
+	return mapsTableSized(t, ids, c, []int{2, 1}, func(id string, s, ch, _ int) float32 { return fill(id, s, ch) }, pseudo)
+}
+
+// mapsTableSized is mapsTableT with square maps of the given sizes per scale and a value per
+// position: fill(id, scale, channel, position).
+func mapsTableSized(t *testing.T, ids []string, c int, sizes []int, fill func(id string, scale, ch, pos int) float32, pseudo bool) arrow.RecordBatch {
 	t.Helper()
 	var rid, src, gen []string
 	var sc, cc, hh, ww []int64
 	var vals [][]float32
 	for _, id := range ids {
-		for s, hw := range []int{2, 1} {
+		for s, hw := range sizes {
 			v := make([]float32, c*hw*hw)
 			for ch := 0; ch < c; ch++ {
 				for k := 0; k < hw*hw; k++ {
-					v[ch*hw*hw+k] = fill(id, s, ch)
+					v[ch*hw*hw+k] = fill(id, s, ch, k)
 				}
 			}
 			rid, sc, cc, hh, ww = append(rid, id), append(sc, int64(s)), append(cc, int64(c)), append(hh, int64(hw)), append(ww, int64(hw))

@@ -1,0 +1,137 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/pipe-ahl/pipe/ahl/batch"
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// scoreVersion is the score stage's code version (part of its cache key).
+const scoreVersion = 1
+
+// ScoreParams configures the score stage.
+type ScoreParams struct {
+	// BatchSize is how many test images are scored at once (memory, not results).
+	BatchSize int `json:"batch_size"`
+}
+
+// Validate checks the score params.
+func (p *ScoreParams) Validate() error {
+	if p.BatchSize < 1 {
+		return fmt.Errorf("batch_size: %d, want >= 1", p.BatchSize)
+	}
+	return nil
+}
+
+func init() {
+	Register(Definition{
+		Kind:    "score",
+		Version: scoreVersion,
+		Params:  func() any { return &ScoreParams{BatchSize: 64} },
+		Run:     runScore,
+	})
+}
+
+// runScore scores every test image (split test of the ingest images table) with the trained
+// model, without adaptation (AHL_SPEC.md, "Inference"). Heads score against the reference
+// map the dra head's composite sub-head needs: the mean map of all training normals. The
+// scores table carries the model's method and head as schema metadata.
+func runScore(ctx context.Context, env *Env) error {
+	p := env.Params.(*ScoreParams)
+	imgs, err := loadImageIndex(ctx, env)
+	if err != nil {
+		return err
+	}
+	in, err := singleInputWith(env, "model")
+	if err != nil {
+		return err
+	}
+	rec, err := in.Open(ctx, "model")
+	if err != nil {
+		return fmt.Errorf("stage %s: input %s model: %w", env.Stage, in.Stage, err)
+	}
+	defer rec.Release()
+	model, err := readModel(rec)
+	if err != nil {
+		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
+	}
+	meta := metaOf(rec, modelMethodKey, modelHeadKey)
+
+	var testIDs []string
+	var labels []int64
+	var classes []string
+	for i, id := range imgs.IDs {
+		if imgs.Split[i] == "test" {
+			testIDs = append(testIDs, id)
+			labels = append(labels, imgs.Label[i])
+			classes = append(classes, imgs.Class[i])
+		}
+	}
+	if len(testIDs) == 0 {
+		return fmt.Errorf("stage %s: the images table has no test images", env.Stage)
+	}
+	normals := imgs.trainNormals()
+	want := setOf(append(append([]string(nil), testIDs...), normals...))
+	set, err := loadMapSet(ctx, env, "features", want)
+	if err != nil {
+		return err
+	}
+	if set.Len() != len(want) {
+		return fmt.Errorf("stage %s: features cover %d of the %d test images and training normals", env.Stage, set.Len(), len(want))
+	}
+	pos := make(map[string]int, set.Len())
+	for i, id := range set.IDs {
+		pos[id] = i
+	}
+	testRows := make([]int, len(testIDs))
+	for i, id := range testIDs {
+		testRows[i] = pos[id]
+	}
+	scores := make([]float64, len(testIDs))
+	switch model.Method {
+	case MethodKNN:
+		test := set.Gather(testRows)
+		s, err := model.KNN.Scores(test.Scales)
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", env.Stage, err)
+		}
+		copy(scores, s)
+	default:
+		if model.Head.Channels != set.Scales[0].C {
+			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Head.Channels, set.Scales[0].C)
+		}
+		head, err := model.Head.build()
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", env.Stage, err)
+		}
+		normalRows := make([]int, len(normals))
+		for i, id := range normals {
+			normalRows[i] = pos[id]
+		}
+		ref, err := batch.Ref(set, normalRows)
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", env.Stage, err)
+		}
+		// An ensemble scores by the mean of its members' scores; ahl and devnet have one head.
+		for k, theta := range model.Thetas {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			s := batch.Scores(head, theta, set, testRows, ref, p.BatchSize)
+			for i, v := range s {
+				scores[i] += float64(v) / float64(len(model.Thetas))
+			}
+			env.Progress(k+1, len(model.Thetas))
+		}
+	}
+	out, err := artifacts.NewTable(artifacts.Strings("id", testIDs), artifacts.Int64s("label", labels),
+		artifacts.Strings("class", classes), artifacts.Float64s("score", scores))
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", env.Stage, err)
+	}
+	env.Output("scores", withMeta(out, meta))
+	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.Summary)
+	return nil
+}

@@ -1,0 +1,210 @@
+package stages
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+)
+
+// spotSet is a small synthetic anomaly detection problem on 4-channel maps of 6 x 6 (scale 0)
+// and 3 x 3 (scale 1): normals are unit noise; anomalies (seen class cut in training and
+// test, unseen class hole in test only) and pseudo anomalies add a bright spot to channel 0.
+type spotSet struct {
+	images, features, pseudo arrow.RecordBatch
+}
+
+func newSpotSet(t *testing.T) spotSet {
+	t.Helper()
+	var imgs []testImage
+	for i := 0; i < 24; i++ {
+		imgs = append(imgs, testImage{fmt.Sprintf("train/good/n%02d.png", i), "train", 0, "good"})
+	}
+	for i := 0; i < 4; i++ {
+		imgs = append(imgs, testImage{fmt.Sprintf("train/cut/c%d.png", i), "train", 1, "cut"})
+	}
+	for i := 0; i < 10; i++ {
+		imgs = append(imgs, testImage{fmt.Sprintf("test/good/t%02d.png", i), "test", 0, "good"})
+	}
+	for i := 0; i < 5; i++ {
+		imgs = append(imgs, testImage{fmt.Sprintf("test/cut/c%d.png", i), "test", 1, "cut"},
+			testImage{fmt.Sprintf("test/hole/h%d.png", i), "test", 1, "hole"})
+	}
+	var ids, pids []string
+	for _, im := range imgs {
+		ids = append(ids, im.id)
+		if im.split == "train" && im.label == 0 {
+			for _, g := range testGenerators {
+				pids = append(pids, im.id+"#"+g)
+			}
+		}
+	}
+	fill := func(id string, s, ch, pos int) float32 {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		r := rand.New(rand.NewPCG(h.Sum64(), uint64(s*1000+ch*100+pos)))
+		v := float32(r.NormFloat64())
+		anomalous := strings.Contains(id, "/cut/") || strings.Contains(id, "/hole/") || strings.Contains(id, "#")
+		if anomalous && ch == 0 && pos%5 == int(h.Sum64()%5) {
+			v += 4
+		}
+		return v
+	}
+	return spotSet{
+		images:   imagesTableT(t, imgs),
+		features: mapsTableSized(t, ids, 4, []int{6, 3}, fill, false),
+		pseudo:   mapsTableSized(t, pids, 4, []int{6, 3}, fill, true),
+	}
+}
+
+// chain runs clusters -> tasks -> train -> score -> evaluate on the set and returns the
+// train, score and evaluate outputs.
+func (s spotSet) chain(t *testing.T, p *TrainParams, seed uint64) (train, score, eval map[string]arrow.RecordBatch) {
+	t.Helper()
+	ingest := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": s.images})
+	feat := memInput("features", "", nil, map[string]arrow.RecordBatch{"features": s.features})
+	aug := memInput("augment", "", nil, map[string]arrow.RecordBatch{"pseudo": s.pseudo})
+	km := runKind(t, "kmeans", &KMeansParams{K: 2, Restarts: 2, Features: "pooled"}, seed, ingest, feat)
+	tasks := runKind(t, "hadg", &HADGParams{T: 3}, seed, memInput("clusters", "", nil, km), ingest, aug)
+	train = runKind(t, "train", p, seed, memInput("tasks", "", nil, tasks), feat, aug, ingest)
+	score = runKind(t, "score", nil, seed, memInput("train", "", nil, train), feat, ingest)
+	eval = runKind(t, "evaluate", nil, seed, memInput("score", "", nil, score))
+	return train, score, eval
+}
+
+// quick returns train params small enough for a unit test.
+func quick(method, head string, epochs int) *TrainParams {
+	p := defaultTrainParams()
+	p.Method, p.Head, p.Epochs = method, head, epochs
+	p.CompositeWidth, p.BatchSize, p.InnerSteps, p.QuerySteps, p.StepsPerEpoch, p.K = 4, 12, 2, 2, 5, 2
+	return p
+}
+
+func metricOf(t *testing.T, rec arrow.RecordBatch, metric, class string) float64 {
+	t.Helper()
+	m, _ := artifacts.StringCol(rec, "metric")
+	c, _ := artifacts.StringCol(rec, "class")
+	v, _ := artifacts.Float64Col(rec, "value")
+	for i := range m {
+		if m[i] == metric && c[i] == class {
+			return v[i]
+		}
+	}
+	t.Fatalf("no %s of class %s", metric, class)
+	return 0
+}
+
+func TestTrainScoreEveryMethod(t *testing.T) {
+	s := newSpotSet(t)
+	for _, tc := range []struct {
+		method, head string
+		epochs       int
+		logRows      int
+	}{
+		{"ahl", "dra", 4, 4 * 3},
+		{"ahl", "devnet", 4, 4 * 3},
+		{"devnet", "devnet", 3, 3},
+		{"ensemble", "devnet", 2, 2 * 3},
+		{"knn", "devnet", 0, 0},
+	} {
+		t.Run(tc.method+"/"+tc.head, func(t *testing.T) {
+			train, score, eval := s.chain(t, quick(tc.method, tc.head, tc.epochs), 5)
+			if got := schemaMeta(train["model"], modelMethodKey); got != tc.method {
+				t.Errorf("model method %q", got)
+			}
+			if n := int(train["log"].NumRows()); n != tc.logRows {
+				t.Errorf("log has %d rows, want %d", n, tc.logRows)
+			}
+			ids, _ := artifacts.StringCol(score["scores"], "id")
+			cls, _ := artifacts.StringCol(score["scores"], "class")
+			if len(ids) != 20 || !strings.HasPrefix(ids[0], "test/good/") || cls[19] != "hole" {
+				t.Errorf("scores cover %d images (%v ...), want the 20 test images in ingest order", len(ids), ids[:1])
+			}
+			want := tc.method
+			if tc.method != "knn" {
+				want += "/" + tc.head
+			}
+			if got := methodLabel(eval["metrics"]); got != want {
+				t.Errorf("evaluate carries method %q, want %q", got, want)
+			}
+			m, err := readModel(train["model"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.method == "ensemble" && len(m.Thetas) != 3 {
+				t.Errorf("ensemble has %d members, want T = 3", len(m.Thetas))
+			}
+			// Same seed, same bytes.
+			again, _, _ := s.chain(t, quick(tc.method, tc.head, tc.epochs), 5)
+			if !tablesEqual(train["model"], again["model"]) {
+				t.Error("same seed, different model")
+			}
+			t.Logf("auroc all %.3f", metricOf(t, eval["metrics"], "auroc", "all"))
+		})
+	}
+}
+
+func TestTrainLearnsTheSpot(t *testing.T) {
+	// The devnet baseline with a larger rate: the trained head must rank the test anomalies,
+	// seen and unseen, above the normals.
+	p := quick("devnet", "devnet", 10)
+	p.LR = 0.02
+	_, _, eval := newSpotSet(t).chain(t, p, 9)
+	if a := metricOf(t, eval["metrics"], "auroc", "all"); a < 0.95 {
+		t.Errorf("auroc %.3f after training, want >= 0.95", a)
+	}
+	if a := metricOf(t, eval["metrics"], "auroc", "hole"); a < 0.9 {
+		t.Errorf("auroc of the unseen class %.3f, want >= 0.9", a)
+	}
+}
+
+func TestTrainErrors(t *testing.T) {
+	s := newSpotSet(t)
+	ingest := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": s.images})
+	feat := memInput("features", "", nil, map[string]arrow.RecordBatch{"features": s.features})
+	if _, err := tryKind("train", quick("ahl", "devnet", 1), 1, ingest, feat); err == nil || !strings.Contains(err.Error(), `"tasks" output`) {
+		t.Errorf("ahl without tasks: err = %v", err)
+	}
+	for _, p := range []*TrainParams{quick("maml", "devnet", 1), quick("ahl", "resnet", 1), quick("ahl", "dra", -1)} {
+		if err := p.Validate(); err == nil {
+			t.Errorf("%+v should not validate", p)
+		}
+	}
+	// A model table without the train stage's metadata is refused by score.
+	bare, _ := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{1}}})
+	if _, err := tryKind("score", nil, 1, memInput("train", "", nil, map[string]arrow.RecordBatch{"model": bare}), feat, ingest); err == nil || !strings.Contains(err.Error(), "metadata") {
+		t.Errorf("bare model: err = %v", err)
+	}
+}
+
+func TestModelTensorsRoundTrip(t *testing.T) {
+	hs := headSpec{Name: "dra", Channels: 3, CompositeWidth: 2, Stride: 1}
+	h, err := hs.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theta := h.Init(rand.New(rand.NewPCG(1, 2)))
+	byName := map[string]artifacts.Tensor{}
+	for _, tn := range headTensors(h, "member1/", theta) {
+		byName[tn.Name] = tn
+	}
+	back, err := thetaFromTensors(h, "member1/", byName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(back) != fmt.Sprint(theta) {
+		t.Error("weights changed on the way through tensors")
+	}
+	if _, err := thetaFromTensors(h, "member2/", byName); err == nil || !strings.Contains(err.Error(), "no tensor") {
+		t.Errorf("wrong prefix: err = %v", err)
+	}
+	other, _ := headSpec{Name: "dra", Channels: 4, CompositeWidth: 2, Stride: 1}.build()
+	if _, err := thetaFromTensors(other, "member1/", byName); err == nil || !strings.Contains(err.Error(), "shape") {
+		t.Errorf("wrong channels: err = %v", err)
+	}
+}
