@@ -1,31 +1,45 @@
-# pipe: make demo runs the main job on embedded data; make test runs the tests.
+# pipe: `make demo` runs the main job on embedded data; `make test` runs the tests.
 GO      ?= go
 BIN     := bin/pipe
 PKGS    := ./...
+# The go directive of go.mod: the oldest Go toolchain that builds pipe.
+GO_MIN  := 1.26
 
 .PHONY: all build test integration demo bench lint deps clean
 
 all: build
 
+# deps checks the Go toolchain and downloads the modules (from the Go module proxy) so that
+# later steps work offline. Everything else pipe needs (the embedded Fashion-MNIST subset)
+# is in the repository.
 deps:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make deps: Go $(GO_MIN) or newer is needed (https://go.dev/dl/); it is not on PATH"; exit 1; }
+	@v=$$($(GO) env GOVERSION | sed 's/^go//'); \
+	  if [ "$$(printf '%s\n%s\n' "$(GO_MIN)" "$$v" | sort -V | head -1)" != "$(GO_MIN)" ]; then \
+	    echo "make deps: Go $(GO_MIN) or newer is needed, found $$v (or set GOTOOLCHAIN=auto)"; exit 1; fi
 	$(GO) mod download
 
-build:
+build: deps
 	$(GO) build -o $(BIN) ./cmd/pipe
 
-test:
+test: deps
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 # Tests on the real benchmark data in ../shared/data (skipped with a message when absent).
-integration:
+integration: deps
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
 
+# The demo: the AHL DAG on the embedded Fashion-MNIST subset, then its results table. The
+# store is .pipe/store; run `make demo` again to see every stage cached.
 demo: build
 	./$(BIN) run dags/demo.yaml
 	./$(BIN) report dags/demo.yaml
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m $(PKGS)
+# Benchmarks (speed and memory targets); quote medians. BENCH selects them, e.g.
+# make bench BENCH=NoopRerun PKGS=./cmd/pipe
+BENCH   ?= .
+bench: deps
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count 5 -timeout 60m $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
