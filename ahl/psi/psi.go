@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 
 	"github.com/pipe-ahl/pipe/ahl/optim"
 )
@@ -50,6 +52,7 @@ type Model struct {
 	adam  *optim.Adam
 	lr    float64
 	off   offsets
+	parts [][]float64 // per-chunk gradients
 }
 
 type offsets struct {
@@ -160,14 +163,55 @@ func (m *Model) Train(x Sequences, targets []float64, steps int) (float64, error
 	return loss, nil
 }
 
+// chunk is the number of sequences whose gradient one goroutine accumulates; the chunks'
+// gradients are summed in chunk order, so the result does not depend on the number of cores.
+const chunk = 64
+
 // lossGrad returns the mean squared error of theta on (x, y) and writes its gradient into grad.
 func (m *Model) lossGrad(theta []float64, x Sequences, y []float64, grad []float64) float64 {
+	nc := (x.N + chunk - 1) / chunk
+	if len(m.parts) < nc {
+		m.parts = make([][]float64, nc)
+		for i := range m.parts {
+			m.parts[i] = make([]float64, len(theta))
+		}
+	}
+	losses := make([]float64, nc)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(runtime.GOMAXPROCS(0), nc)) {
+		wg.Go(func() {
+			c := newCache(m, x.K)
+			for i := range next {
+				a, b := i*chunk, min((i+1)*chunk, x.N)
+				losses[i] = m.chunkLossGrad(theta, x, y, a, b, c, m.parts[i])
+			}
+		})
+	}
+	for i := 0; i < nc; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	clear(grad)
-	c := newCache(m, x.K)
+	var loss float64
+	for i := 0; i < nc; i++ {
+		loss += losses[i]
+		for k, g := range m.parts[i] {
+			grad[k] += g
+		}
+	}
+	return loss
+}
+
+// chunkLossGrad returns the squared-error sum of sequences a..b-1 divided by N*T, and writes
+// its gradient into grad.
+func (m *Model) chunkLossGrad(theta []float64, x Sequences, y []float64, a, b int, c *cache, grad []float64) float64 {
+	clear(grad)
 	var loss float64
 	scale := 1 / float64(x.N*m.T)
 	dout := make([]float64, m.T)
-	for n := 0; n < x.N; n++ {
+	for n := a; n < b; n++ {
 		out := m.forward(theta, x.Data[n*x.K*x.T:(n+1)*x.K*x.T], c)
 		for k, v := range out {
 			d := v - y[n*m.T+k]

@@ -3,6 +3,7 @@ package psi
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
@@ -220,18 +221,23 @@ func TestTrainLearns(t *testing.T) {
 	}
 }
 
+// TestDeterministic checks bit-identical predictions run after run and whatever the number of
+// cores (150 sequences make three gradient chunks).
 func TestDeterministic(t *testing.T) {
-	x, y := randomData(10, 5, 7, 7)
-	run := func() []float64 {
+	x, y := randomData(150, 5, 7, 7)
+	procs := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(procs)
+	run := func(procs int) []float64 {
+		runtime.GOMAXPROCS(procs)
 		m, _ := New(7, 8, 1, LR, WeightDecay)
 		m.Train(x, y, 5)
 		p, _ := m.Predict(x)
 		return p
 	}
-	a, b := run(), run()
+	a, b, c := run(1), run(1), run(3)
 	for i := range a {
-		if a[i] != b[i] {
-			t.Fatalf("prediction %d differs between runs: %v vs %v", i, a[i], b[i])
+		if a[i] != b[i] || a[i] != c[i] {
+			t.Fatalf("prediction %d differs between runs: %v, %v, %v", i, a[i], b[i], c[i])
 		}
 	}
 }

@@ -26,8 +26,8 @@ type SynthConfig struct {
 // DefaultSynth is small enough for unit tests: 16 channels at 4x4 and 2x2, 3 modes of 30
 // normals, 10 seen anomalies, 2 unseen classes, 7 tasks.
 func DefaultSynth() SynthConfig {
-	return SynthConfig{C: 16, Sizes: [][2]int{{4, 4}, {2, 2}}, Clusters: 3, PerMode: 30, Seen: 10,
-		Test: 60, Unseen: 2, Amp: 3, T: 7}
+	return SynthConfig{C: 64, Sizes: [][2]int{{4, 4}, {2, 2}}, Clusters: 3, PerMode: 30, Seen: 10,
+		Test: 60, Unseen: 2, Amp: 6, T: 7}
 }
 
 // Synth is a synthetic open-set problem in feature space. Normals sit around one of a few
@@ -40,7 +40,7 @@ func DefaultSynth() SynthConfig {
 type Synth struct {
 	Pool    fmap.Set      // training normals, seen anomalies, pseudo copies
 	Labels  []int         // label of every pool row
-	Samples []hadg.Sample // T HADG tasks over the pool
+	Samples []hadg.Sample // T HADG tasks over the pool (hadg.Build with the true modes as clusters)
 	Test    fmap.Set      // test normals, then Test seen anomalies, then Test per unseen class
 	Class   []string      // "normal", "seen" or "unseen<k>" per test row
 }
@@ -184,7 +184,8 @@ func NewSynth(cfg SynthConfig, seed uint64) Synth {
 				d[c] = pseudoDir[c] + 0.8*d[c]
 			}
 			g.perturb(x, unit(d))
-			train.add(fmt.Sprintf("normal%03d/%s", i, gn), x)
+			id, _ := hadg.DefaultPseudoID(train.ids[i], gn)
+			train.add(id, x)
 			labels = append(labels, heads.Pseudo)
 		}
 	}
@@ -205,69 +206,14 @@ func NewSynth(cfg SynthConfig, seed uint64) Synth {
 		}
 	}
 	syn := Synth{Pool: train.set(cfg), Labels: labels, Test: test.set(cfg), Class: class}
-	syn.Samples = tasks(cfg, rand.New(rand.NewPCG(seed, 1)), syn.Pool.IDs, nNormals, mode, gens)
+	var err error
+	syn.Samples, _, err = hadg.Build(hadg.Input{Normals: train.ids[:nNormals], Clusters: mode,
+		Anomalies: train.ids[nNormals : nNormals+cfg.Seen], Generators: gens, Tasks: cfg.T},
+		rand.New(rand.NewPCG(seed, 1)))
+	if err != nil {
+		panic(fmt.Sprintf("batchtest: hadg.Build on synthetic data: %v", err))
+	}
 	return syn
-}
-
-// tasks builds HADG tasks as AHL_SPEC.md describes them: task 0 holistic (all normals, shuffled,
-// halves), tasks 1..T-1 on ordered pairs of modes (support normals from one, query normals
-// from the other), seen anomalies split into virtual seen (both sets) and virtual unseen
-// (query only), and in each set every normal replaced with probability 0.5 by its copy from
-// that set's generator, the two sets using different generators.
-func tasks(cfg SynthConfig, rng *rand.Rand, ids []string, nNormals int, mode []int, gens []string) []hadg.Sample {
-	var pairs [][2]int
-	for a := 0; a < cfg.Clusters; a++ {
-		for b := 0; b < cfg.Clusters; b++ {
-			if a != b {
-				pairs = append(pairs, [2]int{a, b})
-			}
-		}
-	}
-	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
-	members := func(k int) []int {
-		var r []int
-		for i := 0; i < nNormals; i++ {
-			if mode[i] == k {
-				r = append(r, i)
-			}
-		}
-		return r
-	}
-	var out []hadg.Sample
-	for t := 0; t < cfg.T; t++ {
-		var sup, qry []int
-		if t == 0 || len(pairs) == 0 {
-			all := rng.Perm(nNormals)
-			sup, qry = all[:nNormals/2], all[nNormals/2:]
-		} else {
-			p := pairs[(t-1)%len(pairs)]
-			sup, qry = members(p[0]), members(p[1])
-		}
-		g := rng.Perm(len(gens))
-		add := func(role hadg.Role, normals []int, gen string) {
-			for _, i := range normals {
-				if rng.Float64() < 0.5 {
-					out = append(out, hadg.Sample{Task: t, Role: role, ID: ids[i] + "/" + gen, Label: heads.Pseudo, Kind: hadg.KindPseudo, Generator: gen})
-				} else {
-					out = append(out, hadg.Sample{Task: t, Role: role, ID: ids[i], Label: heads.Normal, Kind: hadg.KindNormal})
-				}
-			}
-		}
-		add(hadg.Support, sup, gens[g[0]])
-		add(hadg.Query, qry, gens[g[1%len(gens)]])
-		seen := rng.Perm(cfg.Seen)
-		half := (cfg.Seen + 1) / 2
-		for k, a := range seen {
-			id := ids[nNormals+a]
-			if k < half {
-				out = append(out, hadg.Sample{Task: t, Role: hadg.Support, ID: id, Label: heads.Seen, Kind: hadg.KindSeen},
-					hadg.Sample{Task: t, Role: hadg.Query, ID: id, Label: heads.Seen, Kind: hadg.KindSeen})
-			} else {
-				out = append(out, hadg.Sample{Task: t, Role: hadg.Query, ID: id, Label: heads.Seen, Kind: hadg.KindUnseen})
-			}
-		}
-	}
-	return out
 }
 
 // UnseenRows returns the test rows of normals and unseen-class anomalies, and which of them
