@@ -367,3 +367,35 @@ func TestCheckBatch(t *testing.T) {
 		t.Error("NewDevNet accepted 0 channels")
 	}
 }
+
+// TestGorgoniaReference checks the hand-written heads against the gorgonia graphs: loss
+// and every gradient value, to float32 rounding (both sides compute in float32, in different
+// orders; 1e-4 relative plus 1e-6 absolute covers sums of a few thousand O(1) terms).
+func TestGorgoniaReference(t *testing.T) {
+	b := testBatch(17, 6, 6, 7, 4, []int{0, 0, 1, 1, 2, 2})
+	p := NewPrior(newRand(18))
+	dn, _ := NewDevNet(6)
+	dra3, _ := NewDRA(6, 5, 3)
+	dra1, _ := NewDRA(6, 4, 1)
+	for _, h := range []Head{dn, dra3, dra1} {
+		theta := h.Init(newRand(19))
+		want := make([]float32, len(theta))
+		got := make([]float32, len(theta))
+		wl := h.LossGrad(theta, b, p, want)
+		gl, err := GorgoniaLossGrad(h, theta, b, p, got)
+		if err != nil {
+			t.Fatalf("%s: %v", h.Name(), err)
+		}
+		if math.Abs(float64(gl-wl)) > 1e-4*(1+math.Abs(float64(wl))) {
+			t.Errorf("%s: gorgonia loss %v, heads %v", h.Name(), gl, wl)
+		}
+		for _, s := range h.Layout() {
+			for j := s.Offset; j < s.Offset+specSize(s); j++ {
+				if d := math.Abs(float64(got[j] - want[j])); d > 1e-4*math.Abs(float64(want[j]))+1e-6 {
+					t.Errorf("%s: %s[%d]: gorgonia %v, heads %v", h.Name(), s.Name, j-s.Offset, got[j], want[j])
+					break
+				}
+			}
+		}
+	}
+}

@@ -103,6 +103,21 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, pc, mc, kc int, alph
 	for ir := 0; ir < mc; ir += MR {
 		mr := min(MR, mc-ir)
 		p := dst[ir*kc : ir*kc+kc*MR]
+		if !trans && mr == MR && alpha == 1 {
+			// The common case: interleave six contiguous rows, writing p in order.
+			r := (ic + ir) * lda
+			a0 := a[r+pc : r+pc+kc]
+			a1 := a[r+lda+pc : r+lda+pc+kc]
+			a2 := a[r+2*lda+pc : r+2*lda+pc+kc]
+			a3 := a[r+3*lda+pc : r+3*lda+pc+kc]
+			a4 := a[r+4*lda+pc : r+4*lda+pc+kc]
+			a5 := a[r+5*lda+pc : r+5*lda+pc+kc]
+			for q := range a0 {
+				d := p[q*MR : q*MR+MR : q*MR+MR]
+				d[0], d[1], d[2], d[3], d[4], d[5] = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
+			}
+			continue
+		}
 		for i := 0; i < MR; i++ {
 			if i >= mr {
 				for q := 0; q < kc; q++ {

@@ -1,0 +1,305 @@
+package heads
+
+import (
+	"fmt"
+	"sort"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+)
+
+// GorgoniaLossGrad computes h.LossGrad(theta, b, prior, grad) a second way: as a gorgonia
+// float32 expression graph, differentiated symbolically and run on gorgonia's tape machine.
+// It is the reference the hand-written heads are tested against, and the measurement behind
+// choosing them for training (see README: one dra LossGrad on a batch of 48 takes seconds
+// here, tens of milliseconds there). Top-k has no gorgonia op: the graph multiplies |z| by a
+// mask of 1/k at the top-k positions, and the masks are chosen from a first run of the same
+// graph, which is exact because top-k is piecewise linear. Parts that do not depend on theta
+// (the composite difference D = Ref - F, global average pools) are computed in Go.
+func GorgoniaLossGrad(h Head, theta []float32, b Batch, prior Prior, grad []float32) (float32, error) {
+	if err := CheckBatch(h, b, true); err != nil {
+		return 0, err
+	}
+	if len(theta) != len(grad) {
+		return 0, fmt.Errorf("heads %s: grad has %d values, theta %d", h.Name(), len(grad), len(theta))
+	}
+	// First graph: the forward pass up to every |.| argument that top-k selects from; its
+	// outputs are read back (gorgonia computes in place, so only graph outputs are safe to
+	// read) and turned into masks for the second graph.
+	probe := &gorgoniaBuilder{g: G.NewGraph(), theta: theta, specs: h.Layout(), params: map[string]*G.Node{}, probe: true}
+	if _, err := probe.build(h, b, prior); err != nil {
+		return 0, err
+	}
+	pm := G.NewTapeMachine(probe.g)
+	defer pm.Close()
+	if err := pm.RunAll(); err != nil {
+		return 0, fmt.Errorf("heads %s: gorgonia run: %w", h.Name(), err)
+	}
+	var masks [][]float32
+	for _, m := range probe.masks {
+		z := m.z.Value().Data().([]float32)
+		mask := make([]float32, len(z))
+		k := topK(m.p)
+		for i := 0; i < m.n; i++ {
+			row := z[i*m.p : (i+1)*m.p]
+			pos := make([]int, m.p)
+			for j := range pos {
+				pos[j] = j
+			}
+			sort.SliceStable(pos, func(a, c int) bool { return abs32(row[pos[a]]) > abs32(row[pos[c]]) })
+			for _, j := range pos[:k] {
+				mask[i*m.p+j] = 1 / float32(k)
+			}
+		}
+		masks = append(masks, mask)
+	}
+	// Second graph: the loss with the masks as constants, and its gradient.
+	gb := &gorgoniaBuilder{g: G.NewGraph(), theta: theta, specs: h.Layout(), params: map[string]*G.Node{}, given: masks}
+	loss, err := gb.build(h, b, prior)
+	if err != nil {
+		return 0, err
+	}
+	var wrt G.Nodes
+	for _, s := range gb.specs {
+		wrt = append(wrt, gb.params[s.Name])
+	}
+	if _, err := G.Grad(loss, wrt...); err != nil {
+		return 0, fmt.Errorf("heads %s: gorgonia gradient: %w", h.Name(), err)
+	}
+	vm := G.NewTapeMachine(gb.g, G.BindDualValues(wrt...))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		return 0, fmt.Errorf("heads %s: gorgonia run: %w", h.Name(), err)
+	}
+	for i, s := range gb.specs {
+		gv, err := wrt[i].Grad()
+		if err != nil {
+			return 0, fmt.Errorf("heads %s: gradient of %s: %w", h.Name(), s.Name, err)
+		}
+		switch d := gv.Data().(type) {
+		case []float32:
+			copy(grad[s.Offset:s.Offset+specSize(s)], d)
+		case float32:
+			grad[s.Offset] = d
+		}
+	}
+	return loss.Value().Data().(float32), nil
+}
+
+// topkMask is an argument z (n x p) of a top-k mean of |.|.
+type topkMask struct {
+	z    *G.Node
+	n, p int
+}
+
+type gorgoniaBuilder struct {
+	g      *G.ExprGraph
+	theta  []float32
+	specs  []Spec
+	params map[string]*G.Node
+	probe  bool        // build only up to the top-k arguments, recording them in masks
+	masks  []topkMask  // probe: the top-k arguments, in build order
+	given  [][]float32 // not probe: the masks, in build order
+	nconst int
+}
+
+// build returns the loss graph of h on b.
+func (gb *gorgoniaBuilder) build(h Head, b Batch, p Prior) (*G.Node, error) {
+	var (
+		loss *G.Node
+		err  error
+	)
+	switch h := h.(type) {
+	case *DevNet:
+		loss, err = gb.devnet(b, p)
+	case *DRA:
+		loss, err = gb.dra(h, b, p)
+	default:
+		return nil, fmt.Errorf("heads: no gorgonia reference for head %q", h.Name())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("heads %s: gorgonia graph: %w", h.Name(), err)
+	}
+	return loss, nil
+}
+
+// param is the weight tensor name as a graph node with shape (a scalar for one value).
+func (gb *gorgoniaBuilder) param(name string, shape ...int) *G.Node {
+	for _, s := range gb.specs {
+		if s.Name != name {
+			continue
+		}
+		v := append([]float32(nil), gb.theta[s.Offset:s.Offset+specSize(s)]...)
+		var n *G.Node
+		if len(shape) == 0 {
+			n = G.NewScalar(gb.g, tensor.Float32, G.WithName(name), G.WithValue(v[0]))
+		} else {
+			n = G.NewTensor(gb.g, tensor.Float32, len(shape), G.WithName(name), G.WithShape(shape...),
+				G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))))
+		}
+		gb.params[name] = n
+		return n
+	}
+	panic("heads: no tensor " + name)
+}
+
+// constant is data as a graph node. Each gets its own name: gorgonia merges unnamed input
+// nodes of equal type and shape into one, whatever their values.
+func (gb *gorgoniaBuilder) constant(data []float32, shape ...int) *G.Node {
+	gb.nconst++
+	return G.NewTensor(gb.g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(fmt.Sprintf("const%d", gb.nconst)),
+		G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))))
+}
+
+func (gb *gorgoniaBuilder) scalar(v float32) *G.Node {
+	return G.NewConstant(v)
+}
+
+// topKAbs is the mean of the top-k |z| per row of z (n x p), as sum(mask * |z|) with the
+// next given mask. When probing it records z and returns zeros, so that nothing computes
+// over z in place.
+func (gb *gorgoniaBuilder) topKAbs(z *G.Node, n, p int) *G.Node {
+	if gb.probe {
+		gb.masks = append(gb.masks, topkMask{z: z, n: n, p: p})
+		return gb.constant(make([]float32, n), n)
+	}
+	mask := gb.constant(gb.given[0], n, p)
+	gb.given = gb.given[1:]
+	return G.Must(G.Sum(G.Must(G.HadamardProd(G.Must(G.Abs(z)), mask)), 1))
+}
+
+// conv1x1TopK is the devnet score of every map of x: z = w . x + bias, then top-k mean |z|.
+func (gb *gorgoniaBuilder) conv1x1TopK(x fmap.Maps, w, bias *G.Node) *G.Node {
+	hw := x.H * x.W
+	// x as (N*HW) x C rows, so that z = X w.
+	xt := make([]float32, x.N*hw*x.C)
+	for i := 0; i < x.N; i++ {
+		xi := x.At(i)
+		for c := 0; c < x.C; c++ {
+			for p := 0; p < hw; p++ {
+				xt[(i*hw+p)*x.C+c] = xi[c*hw+p]
+			}
+		}
+	}
+	X := gb.constant(xt, x.N*hw, x.C)
+	z := G.Must(G.Mul(X, G.Must(G.Reshape(w, tensor.Shape{x.C, 1}))))
+	z = G.Must(G.Add(G.Must(G.Reshape(z, tensor.Shape{x.N, hw})), bias))
+	return gb.topKAbs(z, x.N, hw)
+}
+
+// deviation is the deviation loss sum_i a_i |dev_i| + c_i max(0, m - dev_i) with
+// a_i = (1 - y_i) / n and c_i = y_i / n on the rows in the subset (0 elsewhere).
+func (gb *gorgoniaBuilder) deviation(score *G.Node, y []float32, in []bool, p Prior) *G.Node {
+	n := 0
+	for _, ok := range in {
+		if ok {
+			n++
+		}
+	}
+	a := make([]float32, len(y))
+	c := make([]float32, len(y))
+	for i := range y {
+		if in[i] {
+			a[i] = (1 - y[i]) / float32(n)
+			c[i] = y[i] / float32(n)
+		}
+	}
+	dev := G.Must(G.Mul(G.Must(G.Sub(score, gb.scalar(p.Mean))), gb.scalar(1/p.Std)))
+	t1 := G.Must(G.HadamardProd(gb.constant(a, len(y)), G.Must(G.Abs(dev))))
+	t2 := G.Must(G.HadamardProd(gb.constant(c, len(y)), G.Must(G.Rectify(G.Must(G.Sub(gb.scalar(p.Margin), dev))))))
+	return G.Must(G.Sum(G.Must(G.Add(t1, t2))))
+}
+
+func (gb *gorgoniaBuilder) meanOverScales(per []*G.Node) *G.Node {
+	s := per[0]
+	for _, v := range per[1:] {
+		s = G.Must(G.Add(s, v))
+	}
+	return G.Must(G.Mul(s, gb.scalar(1/float32(len(per)))))
+}
+
+func (gb *gorgoniaBuilder) devnet(b Batch, p Prior) (loss *G.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	c := b.X[0].C
+	w := gb.param("conv.weight", 1, c, 1, 1)
+	bias := gb.param("conv.bias")
+	var per []*G.Node
+	for _, x := range b.X {
+		per = append(per, gb.conv1x1TopK(x, w, bias))
+	}
+	n := b.X[0].N
+	y, all := make([]float32, n), make([]bool, n)
+	for i, l := range b.Labels {
+		all[i] = true
+		if l != Normal {
+			y[i] = 1
+		}
+	}
+	return gb.deviation(gb.meanOverScales(per), y, all, p), nil
+}
+
+func (gb *gorgoniaBuilder) dra(h *DRA, b Batch, p Prior) (loss *G.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	c, cp, n := h.c, h.cp, b.X[0].N
+	fc1w := gb.param("holistic.fc1.weight", HolisticWidth, c)
+	fc1b := gb.param("holistic.fc1.bias", 1, HolisticWidth)
+	fc2w := gb.param("holistic.fc2.weight", 1, HolisticWidth)
+	fc2b := gb.param("holistic.fc2.bias")
+	seenW, seenB := gb.param("seen.weight", 1, c, 1, 1), gb.param("seen.bias")
+	pseudoW, pseudoB := gb.param("pseudo.weight", 1, c, 1, 1), gb.param("pseudo.bias")
+	convW := gb.param("composite.conv.weight", cp, c, 3, 3)
+	gamma := gb.param("composite.gamma", 1, cp, 1, 1)
+	beta := gb.param("composite.beta", 1, cp, 1, 1)
+	outW := gb.param("composite.out.weight", 1, cp, 1, 1)
+	outB := gb.param("composite.out.bias")
+	var per [nSub][]*G.Node
+	for s, x := range b.X {
+		// h0: |FC(256 -> 1)(ReLU(FC(C -> 256)(GAP F)))|.
+		gap := fmap.Maps{N: x.N, C: x.C, H: x.H, W: x.W, Data: x.Data}.Pooled()
+		hid := G.Must(G.Mul(gb.constant(gap, n, c), G.Must(G.Transpose(fc1w))))
+		hid = G.Must(G.Rectify(G.Must(G.BroadcastAdd(hid, fc1b, nil, []byte{0}))))
+		o := G.Must(G.Add(G.Must(G.Reshape(G.Must(G.Mul(hid, G.Must(G.Transpose(fc2w)))), tensor.Shape{n})), fc2b))
+		per[subHolistic] = append(per[subHolistic], G.Must(G.Abs(o)))
+		per[subSeen] = append(per[subSeen], gb.conv1x1TopK(x, seenW, seenB))
+		per[subPseudo] = append(per[subPseudo], gb.conv1x1TopK(x, pseudoW, pseudoB))
+		// h3: D = Ref - F -> conv3x3 -> gamma * . + beta -> ReLU -> conv1x1 -> top-k |.|.
+		d := make([]float32, len(x.Data))
+		ref := b.Ref[s].Data
+		for i := range d {
+			d[i] = ref[i%len(ref)] - x.Data[i]
+		}
+		u := G.Must(G.Conv2d(gb.constant(d, n, c, x.H, x.W), convW, tensor.Shape{3, 3}, []int{0, 0}, []int{h.stride, h.stride}, []int{1, 1}))
+		u = G.Must(G.BroadcastHadamardProd(u, gamma, nil, []byte{0, 2, 3}))
+		u = G.Must(G.Rectify(G.Must(G.BroadcastAdd(u, beta, nil, []byte{0, 2, 3}))))
+		v := G.Must(G.Conv2d(u, outW, tensor.Shape{1, 1}, []int{0, 0}, []int{1, 1}, []int{1, 1}))
+		np := v.Shape()[2] * v.Shape()[3]
+		v = G.Must(G.Add(G.Must(G.Reshape(v, tensor.Shape{n, np})), outB))
+		per[subComposite] = append(per[subComposite], gb.topKAbs(v, n, np))
+	}
+	for k := range per {
+		y, in := make([]float32, n), make([]bool, n)
+		for i, l := range b.Labels {
+			in[i] = !((k == subSeen && l == Pseudo) || (k == subPseudo && l == Seen))
+			if (k == subHolistic) == (l == Normal) {
+				y[i] = 1
+			}
+		}
+		lk := gb.deviation(gb.meanOverScales(per[k]), y, in, p)
+		if loss == nil {
+			loss = lk
+		} else {
+			loss = G.Must(G.Add(loss, lk))
+		}
+	}
+	return loss, nil
+}
