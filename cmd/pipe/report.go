@@ -31,7 +31,7 @@ type ReportOptions struct {
 	Format string // table, csv or json
 	Plots  string // folder for PNG plots; "" for none
 	Stage  string // the report stage's name; "" for the DAG's only stage of kind report
-	Store  string // store folder; "" for the root command's --store, PIPE_STORE or .pipe/store
+	Store  string // store folder (tests); "" for the root command's --store, PIPE_STORE or .pipe/store
 }
 
 // AddFlags registers the options' flags.
@@ -40,9 +40,6 @@ func (o *ReportOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Format, "format", "table", "output format: table, csv or json")
 	f.StringVar(&o.Plots, "plots", "", "write PNG plots (ROC curves per method, CDL weights and query loss per epoch) into this folder")
 	f.StringVar(&o.Stage, "stage", "", "name of the report stage (default: the DAG's only stage of kind report)")
-	if cmd.Flags().Lookup("store") == nil && cmd.PersistentFlags().Lookup("store") == nil {
-		f.StringVar(&o.Store, "store", "", "store folder (default $PIPE_STORE or .pipe/store)")
-	}
 }
 
 // newReportCommand returns `pipe report DAG`: the results of the DAG's report stage as a
