@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"sort"
@@ -74,6 +75,7 @@ type blobInfo struct {
 	sum       string
 	keyBytes  int64 // bytes of keys and values, for GC reports
 	oddKeyErr string
+	readErr   string // a chunk failed its value-log checksum or could not be read
 }
 
 // scanBlobs walks every blob key in order. With hashing it streams each chunk through sha256
@@ -136,12 +138,17 @@ func (s *Badger) scanBlobs(ctx context.Context, hashing bool, fn func(blobInfo) 
 			}
 			cur.chunks++
 			if hashing {
+				// Badger logs a value it cannot read (failed checksum, cut-off file) and
+				// hands back an empty one; no stored chunk is empty.
 				if err := item.Value(func(v []byte) error {
+					if len(v) == 0 {
+						return errors.New("empty value (damaged on disk)")
+					}
 					h.Write(v)
 					cur.bytes += int64(len(v))
 					return nil
-				}); err != nil {
-					return fmt.Errorf("artifacts: read blob %s chunk %d: %w", d, i, err)
+				}); err != nil && cur.readErr == "" {
+					cur.readErr = fmt.Sprintf("chunk %d is unreadable: %v", i, err)
 				}
 			}
 		}
@@ -166,6 +173,8 @@ func Verify(ctx context.Context, s *Badger) (VerifyReport, error) {
 		r.Blobs++
 		r.Bytes += b.bytes
 		switch {
+		case b.readErr != "":
+			r.Mismatched = append(r.Mismatched, BlobProblem{b.digest, b.readErr})
 		case b.oddKeyErr != "":
 			r.MissingChunks = append(r.MissingChunks, BlobProblem{b.digest, b.oddKeyErr})
 		case b.chunks != b.meta.Chunks || b.gap:
