@@ -119,107 +119,136 @@ func (tk *task) adapt(ctx context.Context, cfg Config, head heads.Head, prior he
 
 // TrainTasks is Train on tasks already resolved against the pool.
 func TrainTasks(ctx context.Context, cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (Result, error) {
-	if err := cfg.Validate(); err != nil {
+	tr, err := newTrainer(cfg, head, pool, ts)
+	if err != nil {
 		return Result{}, err
 	}
-	if head == nil {
-		return Result{}, fmt.Errorf("cdl: no head")
-	}
-	t := ts.T
-	thetaG := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
-	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
-	scoreRef, err := batch.Ref(pool, ts.Normals)
-	if err != nil {
-		return Result{}, fmt.Errorf("cdl: %w", err)
-	}
-	tasks := make([]*task, t)
-	for i := range tasks {
-		if tasks[i], err = newTask(cfg, ts, pool, i, len(thetaG)); err != nil {
+	for epoch := 0; epoch < cfg.Epochs; epoch++ {
+		if err := tr.epoch(ctx, epoch); err != nil {
 			return Result{}, err
 		}
-	}
-	model, err := psi.New(t, cfg.Seed, streamPsi, cfg.PsiLR, cfg.PsiWeightDecay)
-	if err != nil {
-		return Result{}, fmt.Errorf("cdl: %w", err)
-	}
-	adam := optim.NewAdam(len(thetaG), cfg.MetaWeightDecay)
-	meta := make([]float32, len(thetaG))
-	// psi reads epochs t-K .. t-1 at epoch t >= K+1 and trains on them at t >= K, so the score
-	// vectors s^t are needed only for t <= E-2, and only when psi is used at all.
-	usePsi := cfg.Epochs >= cfg.K+2
-	var history [][]float64 // s^t per epoch: N x T, row-major
-	res := Result{Prior: prior}
-	n := len(ts.Rows)
-
-	for epoch := 0; epoch < cfg.Epochs; epoch++ {
-		start := time.Now()
-		// Step 1: importance weights.
-		w := Uniform(t)
-		if epoch >= cfg.K+1 {
-			pred, err := model.Predict(sequences(history[epoch-cfg.K:epoch], n, t))
-			if err != nil {
-				return Result{}, fmt.Errorf("cdl: epoch %d: %w", epoch, err)
-			}
-			w, _ = Importance(pred, ts, float64(prior.Margin))
-		}
-		record := usePsi && epoch <= cfg.Epochs-2
-		losses := make([]float64, t)
-		seconds := make([]float64, t)
-		for m := 0; m < cfg.MetaSteps; m++ {
-			last := m == cfg.MetaSteps-1
-			// Step 2: adapt every task (in parallel; each task owns its buffers and streams).
-			runTasks(cfg.workers(t), tasks, func(tk *task) {
-				t0 := time.Now()
-				tk.err = tk.adapt(ctx, cfg, head, prior, thetaG)
-				if tk.err == nil && last && record {
-					tk.scorer.Scores(head, tk.theta, pool, ts.Rows, scoreRef, cfg.BatchSize, tk.scores)
-				}
-				tk.seconds = time.Since(t0).Seconds()
-			})
-			for _, tk := range tasks {
-				if tk.err != nil {
-					return Result{}, fmt.Errorf("cdl: epoch %d task %d: %w", epoch, tk.i, tk.err)
-				}
-				losses[tk.i] += tk.loss / float64(cfg.MetaSteps)
-				seconds[tk.i] += tk.seconds
-			}
-			// Step 3: G = sum_i w_i G_i (Eq. 4), clipped to norm 1, one Adam step on theta_g.
-			clear(meta)
-			for i, tk := range tasks {
-				wi := float32(w[i])
-				for k, g := range tk.sum {
-					meta[k] += wi * g
-				}
-			}
-			optim.ClipNorm(meta, cfg.ClipNorm)
-			adam.Step(thetaG, meta, optim.StepDecay(cfg.MetaLR, epoch, cfg.LRDecayEvery, cfg.LRDecay))
-		}
-		// Step 4: record s^t, and train psi on [s^{t-K} .. s^{t-1}] -> s^t.
-		if record {
-			s := make([]float64, n*t)
-			for i, tk := range tasks {
-				for j, v := range tk.scores {
-					s[j*t+i] = float64(v)
-				}
-			}
-			history = append(history, s)
-			if epoch >= cfg.K && cfg.PsiSteps > 0 {
-				if _, err := model.Train(sequences(history[epoch-cfg.K:epoch], n, t), s, cfg.PsiSteps); err != nil {
-					return Result{}, fmt.Errorf("cdl: epoch %d: %w", epoch, err)
-				}
-			}
-		}
-		for i := range tasks {
-			res.Log = append(res.Log, LogRow{Epoch: epoch, Task: i, QueryLoss: losses[i], Weight: w[i], Seconds: seconds[i]})
-		}
-		res.Weights = append(res.Weights, w)
-		res.EpochSeconds = append(res.EpochSeconds, time.Since(start).Seconds())
 		if cfg.Progress != nil {
 			cfg.Progress(epoch+1, cfg.Epochs)
 		}
 	}
-	res.Theta = thetaG
-	return res, nil
+	tr.res.Theta = tr.thetaG
+	return tr.res, nil
+}
+
+// trainer is CDL's state between epochs.
+type trainer struct {
+	cfg      Config
+	head     heads.Head
+	pool     fmap.Set
+	ts       Tasks
+	thetaG   []float32
+	prior    heads.Prior
+	scoreRef []fmap.Maps
+	tasks    []*task
+	psi      *psi.Model
+	adam     *optim.Adam
+	meta     []float32   // G
+	history  [][]float64 // s^t per epoch: N x T, row-major
+	res      Result
+}
+
+func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if head == nil {
+		return nil, fmt.Errorf("cdl: no head")
+	}
+	tr := &trainer{cfg: cfg, head: head, pool: pool, ts: ts}
+	tr.thetaG = head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
+	tr.prior = heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
+	tr.res.Prior = tr.prior
+	var err error
+	if tr.scoreRef, err = batch.Ref(pool, ts.Normals); err != nil {
+		return nil, fmt.Errorf("cdl: %w", err)
+	}
+	tr.tasks = make([]*task, ts.T)
+	for i := range tr.tasks {
+		if tr.tasks[i], err = newTask(cfg, ts, pool, i, len(tr.thetaG)); err != nil {
+			return nil, err
+		}
+	}
+	if tr.psi, err = psi.New(ts.T, cfg.Seed, streamPsi, cfg.PsiLR, cfg.PsiWeightDecay); err != nil {
+		return nil, fmt.Errorf("cdl: %w", err)
+	}
+	tr.adam = optim.NewAdam(len(tr.thetaG), cfg.MetaWeightDecay)
+	tr.meta = make([]float32, len(tr.thetaG))
+	return tr, nil
+}
+
+// epoch runs CDL's epoch t (AHL_SPEC.md, "CDL", steps 1-4).
+func (tr *trainer) epoch(ctx context.Context, epoch int) error {
+	cfg, t, n := tr.cfg, tr.ts.T, len(tr.ts.Rows)
+	start := time.Now()
+	// Step 1: importance weights.
+	w := Uniform(t)
+	if epoch >= cfg.K+1 {
+		pred, err := tr.psi.Predict(sequences(tr.history[epoch-cfg.K:epoch], n, t))
+		if err != nil {
+			return fmt.Errorf("cdl: epoch %d: %w", epoch, err)
+		}
+		w, _ = Importance(pred, tr.ts, float64(tr.prior.Margin))
+	}
+	// psi reads epochs t-K .. t-1 at epoch t >= K+1 and trains on them at t >= K, so the score
+	// vectors s^t are needed only for t <= E-2, and only when psi is used at all.
+	record := cfg.Epochs >= cfg.K+2 && epoch <= cfg.Epochs-2
+	losses := make([]float64, t)
+	seconds := make([]float64, t)
+	for m := 0; m < cfg.MetaSteps; m++ {
+		last := m == cfg.MetaSteps-1
+		// Step 2: adapt every task (in parallel; each task owns its buffers and streams).
+		runTasks(cfg.workers(t), tr.tasks, func(tk *task) {
+			t0 := time.Now()
+			tk.err = tk.adapt(ctx, cfg, tr.head, tr.prior, tr.thetaG)
+			if tk.err == nil && last && record {
+				tk.scorer.Scores(tr.head, tk.theta, tr.pool, tr.ts.Rows, tr.scoreRef, cfg.BatchSize, tk.scores)
+			}
+			tk.seconds = time.Since(t0).Seconds()
+		})
+		for _, tk := range tr.tasks {
+			if tk.err != nil {
+				return fmt.Errorf("cdl: epoch %d task %d: %w", epoch, tk.i, tk.err)
+			}
+			losses[tk.i] += tk.loss / float64(cfg.MetaSteps)
+			seconds[tk.i] += tk.seconds
+		}
+		// Step 3: G = sum_i w_i G_i (Eq. 4), clipped to norm 1, one Adam step on theta_g.
+		clear(tr.meta)
+		for i, tk := range tr.tasks {
+			wi := float32(w[i])
+			for k, g := range tk.sum {
+				tr.meta[k] += wi * g
+			}
+		}
+		optim.ClipNorm(tr.meta, cfg.ClipNorm)
+		tr.adam.Step(tr.thetaG, tr.meta, optim.StepDecay(cfg.MetaLR, epoch, cfg.LRDecayEvery, cfg.LRDecay))
+	}
+	// Step 4: record s^t, and train psi on [s^{t-K} .. s^{t-1}] -> s^t.
+	if record {
+		s := make([]float64, n*t)
+		for i, tk := range tr.tasks {
+			for j, v := range tk.scores {
+				s[j*t+i] = float64(v)
+			}
+		}
+		tr.history = append(tr.history[:epoch], s)
+		if epoch >= cfg.K && cfg.PsiSteps > 0 {
+			if _, err := tr.psi.Train(sequences(tr.history[epoch-cfg.K:epoch], n, t), s, cfg.PsiSteps); err != nil {
+				return fmt.Errorf("cdl: epoch %d: %w", epoch, err)
+			}
+		}
+	}
+	for i := range tr.tasks {
+		tr.res.Log = append(tr.res.Log, LogRow{Epoch: epoch, Task: i, QueryLoss: losses[i], Weight: w[i], Seconds: seconds[i]})
+	}
+	tr.res.Weights = append(tr.res.Weights, w)
+	tr.res.EpochSeconds = append(tr.res.EpochSeconds, time.Since(start).Seconds())
+	return nil
 }
 
 // runTasks calls f on every task, at most workers at a time, and waits for all of them.
