@@ -214,6 +214,7 @@ func TestOpenLockedStore(t *testing.T) {
 	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "another pipe process") {
 		t.Fatalf("lock error %q should name %s and say another pipe process holds it", err, dir)
 	}
+	t.Logf("second Open: %v (after %v)", err, took)
 	if took > time.Second {
 		t.Fatalf("second Open took %v, want an immediate failure", took)
 	}
