@@ -29,6 +29,9 @@ type ReportParams struct {
 	// the setting). Default "method". When an instance has no such key, the method comes
 	// from the evaluated model's metadata (see modelMethodKey).
 	MethodKey string `json:"method_key"`
+	// Setting is a label put in front of every instance's setting, for what the matrix does
+	// not say (e.g. "general M=${M}" when the protocol and M are DAG vars).
+	Setting string `json:"setting"`
 }
 
 // Validate checks the report params.
@@ -134,6 +137,13 @@ func runReport(ctx context.Context, env *Env) error {
 			return err
 		}
 		setting, method, rep := reportLabels(p, in.Matrix)
+		if p.Setting != "" {
+			if setting == "default" {
+				setting = p.Setting
+			} else {
+				setting = p.Setting + " " + setting
+			}
+		}
 		switch {
 		case hasOutput(in, "metrics"):
 			nEval++

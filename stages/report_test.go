@@ -156,15 +156,15 @@ func TestReportMethodFromMetadataAndLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	mx := map[string]string{"seed": "3"}
-	out := runKind(t, "report", nil, 0,
+	out := runKind(t, "report", &ReportParams{Replicates: []string{"seed"}, MethodKey: "method", Setting: "hard M=1"}, 0,
 		memInput("evaluate", "seed=3", mx, map[string]arrow.RecordBatch{"metrics": rec, "roc": roc}),
 		memInput("train", "seed=3", mx, map[string]arrow.RecordBatch{"model": rec, "log": withMeta(lg, map[string]string{modelMethodKey: "ahl", modelHeadKey: "dra"})}))
 	rows, err := ReadResults(out["results"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Method != "ahl/dra" || rows[0].Setting != "default" || rows[0].Mean != 0.75 {
-		t.Fatalf("rows %+v, want one ahl/dra row in setting default", rows)
+	if len(rows) != 1 || rows[0].Method != "ahl/dra" || rows[0].Setting != "hard M=1" || rows[0].Mean != 0.75 {
+		t.Fatalf("rows %+v, want one ahl/dra row in setting %q", rows, "hard M=1")
 	}
 	if out["roc"].NumRows() != 2 {
 		t.Errorf("roc has %d rows, want 2", out["roc"].NumRows())
