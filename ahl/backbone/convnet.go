@@ -164,7 +164,7 @@ func (n *ConvNet) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Maps
 // features runs the convolutions (not the head) on a prepared batch.
 func (n *ConvNet) features(x act) act {
 	for i := range n.convs {
-		x, _ = n.convs[i].forward(x, true)
+		x = n.convs[i].forward(x, true)
 	}
 	return x
 }

@@ -173,7 +173,7 @@ func topK(hw int) int { return max(hw/10, 1) }
 // score: the mean of the k largest |z| over the H x W positions of z = head(F).
 func (n *ConvNet) scores(x act) []float32 {
 	f := n.features(x)
-	z, _ := n.head.forward(f, false)
+	z := n.head.forward(f, false)
 	out := make([]float32, z.B)
 	for i := range out {
 		s, _ := topKMean(z.plane(0, i))
@@ -217,10 +217,10 @@ func (n *ConvNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []floa
 	h := x
 	for l := range n.convs {
 		ins[l] = h
-		outs[l], cols[l] = n.convs[l].forward(h, true)
+		outs[l], cols[l] = n.convs[l].forwardCols(h, true)
 		h = outs[l]
 	}
-	z, _ := n.head.forward(h, false)
+	z := n.head.forward(h, false)
 
 	// Loss and its gradient with respect to z.
 	dz := newAct(1, z.B, z.H, z.W)

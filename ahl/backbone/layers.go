@@ -35,75 +35,106 @@ func (c *conv) outSize(n int) int { return (n+2*c.Pad-c.K)/c.Stride + 1 }
 // direct reports whether the input itself is the im2col matrix (1x1, stride 1, no padding).
 func (c *conv) direct() bool { return c.K == 1 && c.Stride == 1 && c.Pad == 0 }
 
-// forward returns conv(x) + bias, followed by ReLU when relu is set. It also returns the
-// im2col matrix it used (x.Data itself for a direct 1x1 convolution), which training keeps
-// for the weight gradient.
-func (c *conv) forward(x act, relu bool) (act, []float32) {
+// forward returns conv(x) + bias, followed by ReLU when relu is set.
+func (c *conv) forward(x act, relu bool) act {
 	ho, wo := c.outSize(x.H), c.outSize(x.W)
 	n := x.B * ho * wo
+	out := newAct(c.Cout, x.B, ho, wo)
+	if c.direct() {
+		c.product(x.Data, out, relu)
+		return out
+	}
+	cols := getScratch(c.Cin * c.K * c.K * n)
+	im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
+	c.product(cols, out, relu)
+	putScratch(cols)
+	return out
+}
+
+// forwardCols is forward for training: it also returns the im2col matrix it used (x.Data
+// itself for a direct 1x1 convolution), which the weight gradient needs.
+func (c *conv) forwardCols(x act, relu bool) (act, []float32) {
+	ho, wo := c.outSize(x.H), c.outSize(x.W)
+	out := newAct(c.Cout, x.B, ho, wo)
 	cols := x.Data
 	if !c.direct() {
-		cols = make([]float32, c.Cin*c.K*c.K*n)
+		cols = make([]float32, c.Cin*c.K*c.K*x.B*ho*wo)
 		im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
 	}
-	out := newAct(c.Cout, x.B, ho, wo)
-	sgemm(false, false, c.Cout, n, c.Cin*c.K*c.K, 1, c.W, c.Cin*c.K*c.K, cols, n, 0, out.Data, n)
-	for o := 0; o < c.Cout; o++ {
-		row := out.Data[o*n : (o+1)*n]
-		var b float32
-		if c.B != nil {
-			b = c.B[o]
-		}
-		if relu {
-			for j, v := range row {
-				v += b
-				if v < 0 {
-					v = 0
-				}
-				row[j] = v
-			}
-		} else if b != 0 {
-			for j := range row {
-				row[j] += b
-			}
-		}
-	}
+	c.product(cols, out, relu)
 	return out, cols
+}
+
+// product sets out = W * cols + bias (Cout x n), then ReLU when relu is set.
+func (c *conv) product(cols []float32, out act, relu bool) {
+	n := out.B * out.H * out.W
+	sgemm(false, false, c.Cout, n, c.Cin*c.K*c.K, 1, c.W, c.Cin*c.K*c.K, cols, n, 0, out.Data, n)
+	parallel(c.Cout, n, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			row := out.Data[o*n : (o+1)*n]
+			var b float32
+			if c.B != nil {
+				b = c.B[o]
+			}
+			if relu {
+				for j, v := range row {
+					v += b
+					if v < 0 {
+						v = 0
+					}
+					row[j] = v
+				}
+			} else if b != 0 {
+				for j := range row {
+					row[j] += b
+				}
+			}
+		}
+	})
 }
 
 // im2col writes the patches of x into cols, (Cin*K*K) x (B*Ho*Wo) row-major: row
 // (ci*K + ky)*K + kx, column (b*Ho + oy)*Wo + ox holds x[ci, b, oy*s - p + ky, ox*s - p + kx]
-// (zero outside the image).
+// (zero outside the image). Every entry is written. Rows are filled in parallel.
 func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
 	n := x.B * ho * wo
-	for ci := 0; ci < x.C; ci++ {
-		for ky := 0; ky < k; ky++ {
-			for kx := 0; kx < k; kx++ {
-				row := cols[((ci*k+ky)*k+kx)*n:]
-				for b := 0; b < x.B; b++ {
-					src := x.plane(ci, b)
-					dst := row[b*ho*wo : (b+1)*ho*wo]
-					for oy := 0; oy < ho; oy++ {
-						iy := oy*stride - pad + ky
-						d := dst[oy*wo : (oy+1)*wo]
-						if iy < 0 || iy >= x.H {
-							clear(d)
-							continue
-						}
-						srow := src[iy*x.W : (iy+1)*x.W]
-						for ox := range d {
-							ix := ox*stride - pad + kx
-							if ix < 0 || ix >= x.W {
-								d[ox] = 0
-							} else {
-								d[ox] = srow[ix]
-							}
+	parallel(x.C*k*k, n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			ci, ky, kx := r/(k*k), r/k%k, r%k
+			row := cols[r*n : (r+1)*n]
+			for b := 0; b < x.B; b++ {
+				src := x.plane(ci, b)
+				dst := row[b*ho*wo : (b+1)*ho*wo]
+				// Output columns ox whose input column ix = ox*stride - pad + kx is inside.
+				oxLo := max(0, (pad-kx+stride-1)/stride)
+				oxHi := min(wo, (x.W-1+pad-kx)/stride+1)
+				if x.W-1+pad-kx < 0 {
+					oxHi = 0
+				}
+				for oy := 0; oy < ho; oy++ {
+					iy := oy*stride - pad + ky
+					d := dst[oy*wo : (oy+1)*wo]
+					if iy < 0 || iy >= x.H || oxLo >= oxHi {
+						clear(d)
+						continue
+					}
+					srow := src[iy*x.W : (iy+1)*x.W]
+					clear(d[:oxLo])
+					if stride == 1 {
+						ix := oxLo - pad + kx
+						copy(d[oxLo:oxHi], srow[ix:ix+oxHi-oxLo])
+					} else {
+						ix := oxLo*stride - pad + kx
+						for ox := oxLo; ox < oxHi; ox++ {
+							d[ox] = srow[ix]
+							ix += stride
 						}
 					}
+					clear(d[oxHi:])
 				}
 			}
 		}
-	}
+	})
 }
 
 // col2im is im2col's adjoint: it adds every entry of cols back onto the input position it was
@@ -111,7 +142,13 @@ func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
 func col2im(cols []float32, dx act, k, stride, pad, ho, wo int) {
 	clear(dx.Data)
 	n := dx.B * ho * wo
-	for ci := 0; ci < dx.C; ci++ {
+	parallel(dx.C, k*k*n, func(clo, chi int) { col2imChannels(cols, dx, k, stride, pad, ho, wo, clo, chi) })
+}
+
+// col2imChannels is col2im for input channels [clo, chi).
+func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int) {
+	n := dx.B * ho * wo
+	for ci := clo; ci < chi; ci++ {
 		for ky := 0; ky < k; ky++ {
 			for kx := 0; kx < k; kx++ {
 				row := cols[((ci*k+ky)*k+kx)*n:]
@@ -137,46 +174,55 @@ func col2im(cols []float32, dx act, k, stride, pad, ho, wo int) {
 	}
 }
 
-// maxPool is PyTorch's MaxPool2d(k, stride, pad): padding never wins the maximum.
+// maxPool is PyTorch's MaxPool2d(k, stride, pad): padding never wins the maximum. The
+// window is separable: a horizontal pass takes each input row's maximum over the k columns
+// of every output column, a vertical pass the maximum of k of those rows.
 func maxPool(x act, k, stride, pad int) act {
 	ho := (x.H+2*pad-k)/stride + 1
 	wo := (x.W+2*pad-k)/stride + 1
 	out := newAct(x.C, x.B, ho, wo)
-	for c := 0; c < x.C; c++ {
-		for b := 0; b < x.B; b++ {
-			src, dst := x.plane(c, b), out.plane(c, b)
-			for oy := 0; oy < ho; oy++ {
-				for ox := 0; ox < wo; ox++ {
-					m := float32(math.Inf(-1))
-					for ky := 0; ky < k; ky++ {
-						iy := oy*stride - pad + ky
-						if iy < 0 || iy >= x.H {
-							continue
-						}
-						for kx := 0; kx < k; kx++ {
-							ix := ox*stride - pad + kx
-							if ix >= 0 && ix < x.W && src[iy*x.W+ix] > m {
-								m = src[iy*x.W+ix]
-							}
-						}
+	parallel(x.C*x.B, x.H*wo*k+ho*wo*k, func(lo, hi int) {
+		rows := make([]float32, x.H*wo) // horizontal maxima of one plane
+		for p := lo; p < hi; p++ {
+			src, dst := x.plane(p/x.B, p%x.B), out.plane(p/x.B, p%x.B)
+			for y := 0; y < x.H; y++ {
+				s, r := src[y*x.W:(y+1)*x.W], rows[y*wo:(y+1)*wo]
+				for ox := range r {
+					a, b := max(0, ox*stride-pad), min(x.W, ox*stride-pad+k)
+					m := s[a]
+					for _, v := range s[a+1 : b] {
+						m = max(m, v)
 					}
-					dst[oy*wo+ox] = m
+					r[ox] = m
+				}
+			}
+			for oy := 0; oy < ho; oy++ {
+				a, b := max(0, oy*stride-pad), min(x.H, oy*stride-pad+k)
+				d := dst[oy*wo : (oy+1)*wo]
+				copy(d, rows[a*wo:(a+1)*wo])
+				for y := a + 1; y < b; y++ {
+					for ox, v := range rows[y*wo : (y+1)*wo] {
+						d[ox] = max(d[ox], v)
+					}
 				}
 			}
 		}
-	}
+	})
 	return out
 }
 
 // addReLU sets a = max(a + b, 0) elementwise (a residual connection followed by ReLU).
 func addReLU(a, b act) {
-	for i, v := range b.Data {
-		s := a.Data[i] + v
-		if s < 0 {
-			s = 0
+	parallel(len(a.Data), 1, func(lo, hi int) {
+		ad := a.Data[lo:hi]
+		for i, v := range b.Data[lo:hi] {
+			s := ad[i] + v
+			if s < 0 {
+				s = 0
+			}
+			ad[i] = s
 		}
-		a.Data[i] = s
-	}
+	})
 }
 
 // bnEps is PyTorch BatchNorm2d's default epsilon, which torchvision's ResNet uses.

@@ -33,7 +33,7 @@ func TestConvByHand(t *testing.T) {
 	// out[0,0] = 1*1 + 2*2 + 0*4 - 5 = 0;  out[0,1] = 2 + 2*3 - 6 = 2
 	// out[1,0] = 4 + 2*5 - 8 = 6;          out[1,1] = 5 + 2*6 - 9 = 8.
 	c := conv{Cin: 1, Cout: 1, K: 2, Stride: 1, Pad: 0, W: []float32{1, 2, 0, -1}}
-	y, _ := c.forward(x, false)
+	y := c.forward(x, false)
 	if y.C != 1 || y.H != 2 || y.W != 2 {
 		t.Fatalf("shape %dx%dx%d, want 1x2x2", y.C, y.H, y.W)
 	}
@@ -51,9 +51,9 @@ func TestConvByHand(t *testing.T) {
 	}
 	w[9+4] = -1
 	c2 := conv{Cin: 1, Cout: 2, K: 3, Stride: 2, Pad: 1, W: w, B: []float32{1, 0}}
-	y, _ = c2.forward(x, false)
+	y = c2.forward(x, false)
 	checkValues(t, "3x3/2 conv", y.Data, []float32{13, 17, 25, 29, -1, -3, -7, -9})
-	y, _ = c2.forward(x, true)
+	y = c2.forward(x, true)
 	checkValues(t, "3x3/2 conv+relu", y.Data, []float32{13, 17, 25, 29, 0, 0, 0, 0})
 
 	// Two input channels, batch of 2, 1x1 kernel [1, 10] (the direct path): out = x0 + 10 x1.
@@ -64,7 +64,7 @@ func TestConvByHand(t *testing.T) {
 		7, 8, // channel 1, image 1
 	}}
 	c3 := conv{Cin: 2, Cout: 1, K: 1, Stride: 1, W: []float32{1, 10}}
-	y, _ = c3.forward(xb, false)
+	y = c3.forward(xb, false)
 	checkValues(t, "1x1 conv", y.Data, []float32{51, 62, 73, 84})
 }
 
@@ -76,7 +76,7 @@ func TestFoldBN(t *testing.T) {
 	checkValues(t, "folded weight", fw, []float32{3})
 	checkValues(t, "folded bias", fb, []float32{0.25})
 	c := conv{Cin: 1, Cout: 1, K: 1, Stride: 1, W: fw, B: fb}
-	y, _ := c.forward(act{C: 1, B: 1, H: 1, W: 1, Data: []float32{2}}, false)
+	y := c.forward(act{C: 1, B: 1, H: 1, W: 1, Data: []float32{2}}, false)
 	checkValues(t, "conv+bn", y.Data, []float32{6.25})
 }
 
@@ -113,6 +113,7 @@ func TestCol2imAdjoint(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, tc := range []struct{ c, b, h, w, k, s, p int }{
 		{2, 3, 5, 6, 3, 1, 1}, {3, 2, 7, 7, 3, 2, 1}, {1, 1, 8, 5, 7, 2, 3}, {2, 2, 4, 4, 1, 2, 0},
+		{1, 2, 3, 2, 5, 1, 2}, {2, 1, 9, 9, 3, 3, 0}, {1, 1, 2, 9, 7, 2, 3}, {1, 3, 6, 7, 4, 2, 1},
 	} {
 		x := newAct(tc.c, tc.b, tc.h, tc.w)
 		for i := range x.Data {

@@ -164,7 +164,7 @@ func (r *ResNet18) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Map
 
 // forward runs the network on a prepared batch.
 func (r *ResNet18) forward(x act) act {
-	x, _ = r.conv1.forward(x, true)
+	x = r.conv1.forward(x, true)
 	x = maxPool(x, 3, 2, 1)
 	for i := range r.blocks {
 		x = r.blocks[i].forward(x)
@@ -173,11 +173,11 @@ func (r *ResNet18) forward(x act) act {
 }
 
 func (b *basicBlock) forward(x act) act {
-	h, _ := b.c1.forward(x, true)
-	h, _ = b.c2.forward(h, false)
+	h := b.c1.forward(x, true)
+	h = b.c2.forward(h, false)
 	short := x
 	if b.down != nil {
-		short, _ = b.down.forward(x, false)
+		short = b.down.forward(x, false)
 	}
 	addReLU(h, short)
 	return h
