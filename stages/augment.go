@@ -14,8 +14,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
@@ -100,9 +98,7 @@ func (p *AugmentParams) Fingerprint(ctx context.Context) (string, error) {
 
 // augmentBackbone rebuilds the frozen backbone from the features stage's backbone table. It is
 // a variable so the tests can run the stage on a small stand-in backbone.
-var augmentBackbone = func(rec arrow.RecordBatch) (backbone.Backbone, error) {
-	return nil, errors.New("the backbone table reader (backboneFromTable in stages/features.go) is not built yet")
-}
+var augmentBackbone = backboneFromTable
 
 // runAugment makes one pseudo anomaly per training normal per generator (each from its own
 // seeded stream, so the copies do not depend on the order or set of generators), passes them
@@ -140,12 +136,7 @@ func runAugment(ctx context.Context, env *Env) error {
 		}
 	}
 
-	var (
-		outID, outSrc, outGen []string
-		outScale, outC        []int64
-		outH, outW            []int64
-		outVals               [][]float32
-	)
+	var rows mapRows
 	total := len(normals) * len(p.Generators)
 	others := make([]imgs.Image, 0, len(normals))
 	for lo := 0; lo < len(normals); lo += augmentChunk {
@@ -154,7 +145,7 @@ func runAugment(ctx context.Context, env *Env) error {
 		}
 		hi := min(lo+augmentChunk, len(normals))
 		var batch []imgs.Image
-		var batchSrc, batchGen []string
+		var batchID, batchSrc, batchGen []string
 		for i := lo; i < hi; i++ {
 			others = append(append(others[:0], normals[:i]...), normals[i+1:]...)
 			for _, g := range p.Generators {
@@ -169,30 +160,18 @@ func runAugment(ctx context.Context, env *Env) error {
 					}
 				}
 				batch = append(batch, out)
+				batchID = append(batchID, ids[i]+"#"+g)
 				batchSrc = append(batchSrc, ids[i])
 				batchGen = append(batchGen, g)
 			}
 		}
-		maps, err := bb.Extract(ctx, batch)
+		err := rows.add(ctx, bb, batchID, batch, perImage{Name: "source", Values: batchSrc}, perImage{Name: "generator", Values: batchGen})
 		if err != nil {
 			return fail(err)
 		}
-		for k := range batch {
-			for scale, m := range maps {
-				outID = append(outID, batchSrc[k]+"#"+batchGen[k])
-				outSrc = append(outSrc, batchSrc[k])
-				outGen = append(outGen, batchGen[k])
-				outScale = append(outScale, int64(scale))
-				outC, outH, outW = append(outC, int64(m.C)), append(outH, int64(m.H)), append(outW, int64(m.W))
-				outVals = append(outVals, m.At(k))
-			}
-		}
 		env.Progress(hi*len(p.Generators), total)
 	}
-	rec, err := artifacts.NewTable(
-		artifacts.Strings("id", outID), artifacts.Strings("source", outSrc), artifacts.Strings("generator", outGen),
-		artifacts.Int64s("scale", outScale), artifacts.Int64s("c", outC), artifacts.Int64s("h", outH), artifacts.Int64s("w", outW),
-		artifacts.Float32Lists("values", outVals))
+	rec, err := rows.table()
 	if err != nil {
 		return fail(err)
 	}

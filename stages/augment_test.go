@@ -3,6 +3,7 @@ package stages
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
@@ -43,17 +45,23 @@ func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *Env {
 	old := augmentBackbone
 	augmentBackbone = func(arrow.RecordBatch) (backbone.Backbone, error) { return pixelBackbone{size: 16}, nil }
 	t.Cleanup(func() { augmentBackbone = old })
+	bbTable, err := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bbTable.Release() })
+	return augmentEnvWith(t, p, seed, bbTable)
+}
+
+// augmentEnvWith is augmentEnv with a given backbone table (and augmentBackbone as it is).
+func augmentEnvWith(t *testing.T, p *AugmentParams, seed uint64, bbTable arrow.RecordBatch) *Env {
+	t.Helper()
 	root := writeMVTecTree(t, map[string]int{"train/good": 5, "test/good": 2, "test/crack": 3, "test/hole": 3})
 	ing, err := runIngestFor(t, ingestParams(func(ip *IngestParams) { ip.Format, ip.Root, ip.Anomalies = "mvtec", root, 2 }), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	images := ing.Outputs()["images"]
-	bbTable, err := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{0}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bbTable.Release() })
 	open := func(rec arrow.RecordBatch) func(context.Context, string) (arrow.RecordBatch, error) {
 		return func(context.Context, string) (arrow.RecordBatch, error) { rec.Retain(); return rec, nil }
 	}
@@ -244,5 +252,54 @@ func TestAugmentErrors(t *testing.T) {
 	}
 	if len(env.Outputs()) != 0 {
 		t.Error("output written despite the error")
+	}
+}
+
+// TestAugmentConvNetBackbone runs the stage on a real (untrained, seeded) convnet stored as
+// the features stage stores it, and checks the rows against extracting the same augmented
+// copies directly.
+func TestAugmentConvNetBackbone(t *testing.T) {
+	root := writeMVTecTree(t, map[string]int{"train/good": 5})
+	var normals []imgs.Image
+	for i := 0; i < 5; i++ {
+		b, _ := os.ReadFile(filepath.Join(root, "train", "good", "a"+string(rune('0'+i))+".png"))
+		img, err := imgs.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		normals = append(normals, imgs.Resize(img, 16, 16))
+	}
+	net, _, err := backbone.TrainConvNet(context.Background(), backbone.ConvNetConfig{
+		Size: 16, Channels: []int{4, 8}, Epochs: 0, Steps: 1, Batch: 4, LR: 1e-3, Seed: 1,
+		Generators: []string{"cutpaste"}, Pseudo: augment.Apply,
+	}, normals, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := backboneTable(net)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { table.Release() })
+	env := augmentEnvWith(t, augmentParams(func(p *AugmentParams) { p.Generators = []string{"cutmix"} }), 9, table)
+	if err := runAugment(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	r := readPseudo(t, env)
+	if len(r.id) != 10 || r.c[0] != 8 || r.h[0] != 4 || r.h[1] != 2 {
+		t.Fatalf("%d rows, first shapes c %d h %d / %d", len(r.id), r.c[0], r.h[0], r.h[1])
+	}
+	// Normal 2's cutmix copy, made and extracted here, equals rows 4 and 5.
+	others := append(append([]imgs.Image{}, normals[:2]...), normals[3:]...)
+	copy2, err := augment.Apply("cutmix", normals[2], others, rand.New(rand.NewPCG(9, augmentStream(2, "cutmix"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := net.Extract(context.Background(), []imgs.Image{copy2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.id[4] != "train/good/a2.png#cutmix" || !slices.Equal(r.values[4], maps[0].At(0)) || !slices.Equal(r.values[5], maps[1].At(0)) {
+		t.Fatalf("row %s differs from extracting normal 2's cutmix copy directly", r.id[4])
 	}
 }
