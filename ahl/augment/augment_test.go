@@ -310,3 +310,20 @@ func TestTexture(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkApply448 measures one pseudo anomaly per generator at the paper's S = 448 (one
+// run of the augment stage makes 3 per training normal).
+func BenchmarkApply448(b *testing.B) {
+	img := noiseImage(448, 448, 1)
+	others := []imgs.Image{noiseImage(448, 448, 2)}
+	for _, g := range Generators {
+		b.Run(g, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			for b.Loop() {
+				if _, err := Apply(g, img, others, rng); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

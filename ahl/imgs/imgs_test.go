@@ -192,3 +192,14 @@ func TestResizeHandValues(t *testing.T) {
 		t.Fatalf("downscale: got %v want [5/7 2.5 ...]", got)
 	}
 }
+
+// BenchmarkResize1024To448 measures the MVTec case: a 1024 x 1024 image down to S = 448.
+func BenchmarkResize1024To448(b *testing.B) {
+	img := NewImage(1024, 1024)
+	for i := range img.Pix {
+		img.Pix[i] = float32(i%251) / 251
+	}
+	for b.Loop() {
+		Resize(img, 448, 448)
+	}
+}
