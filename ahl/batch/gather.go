@@ -21,7 +21,7 @@ type Gatherer struct {
 	refRows []int
 	nRef    int
 	rng     *rand.Rand
-	buf     [][]float32 // per scale: the gathered batch's storage
+	sc      Scorer // its buffers hold the gathered batches too
 	x, ref  []fmap.Maps
 	pick    []int
 }
@@ -50,7 +50,7 @@ func NewGatherer(pool fmap.Set, refRows []int, nRef int, seed, stream uint64) (*
 	}
 	g := &Gatherer{pool: pool, refRows: refRows, nRef: nRef,
 		rng:  rand.New(rand.NewPCG(seed, stream)),
-		buf:  make([][]float32, len(pool.Scales)),
+		sc:   Scorer{buf: make([][]float32, len(pool.Scales)), x: make([]fmap.Maps, len(pool.Scales))},
 		x:    make([]fmap.Maps, len(pool.Scales)),
 		ref:  make([]fmap.Maps, len(pool.Scales)),
 		pick: make([]int, 0, nRef)}
@@ -82,7 +82,7 @@ func CheckPool(pool fmap.Set) error {
 // as it is, not copied.
 func (g *Gatherer) Batch(rows, labels []int) heads.Batch {
 	for k, m := range g.pool.Scales {
-		g.x[k] = gatherInto(&g.buf[k], m, rows)
+		g.x[k] = gatherInto(&g.sc.buf[k], m, rows)
 	}
 	g.drawRef()
 	return heads.Batch{X: g.x, Labels: labels, Ref: g.ref}
@@ -117,6 +117,12 @@ func consecutive(rows []int) bool {
 		}
 	}
 	return true
+}
+
+// Scores is Scorer.Scores over the gatherer's pool, in the gatherer's buffers (a batch from
+// Batch is no longer valid afterwards).
+func (g *Gatherer) Scores(head heads.Head, theta []float32, rows []int, ref []fmap.Maps, size int, out []float32) {
+	g.sc.Scores(head, theta, g.pool, rows, ref, size, out)
 }
 
 // drawRef draws nRef distinct normals and writes their mean map, per scale, into g.ref.
@@ -176,19 +182,35 @@ type Scorer struct {
 
 // Scores scores rows of pool with head at theta, size rows at a time, against the reference
 // ref (one map per scale), and writes the scores into out (len(rows)). Runs of consecutive
-// rows are scored in place, without copying.
+// rows (a quarter of a batch or more) are scored in place, without copying; sorted rows make
+// the most of it.
 func (s *Scorer) Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int, out []float32) {
 	if len(s.buf) != len(pool.Scales) {
 		s.buf = make([][]float32, len(pool.Scales))
 		s.x = make([]fmap.Maps, len(pool.Scales))
 	}
-	for a := 0; a < len(rows); a += size {
-		b := min(a+size, len(rows))
+	for a := 0; a < len(rows); {
+		b := chunkEnd(rows, a, size)
 		for k, m := range pool.Scales {
 			s.x[k] = gatherInto(&s.buf[k], m, rows[a:b])
 		}
 		copy(out[a:b], head.Scores(theta, heads.Batch{X: s.x, Ref: ref}))
+		a = b
 	}
+}
+
+// chunkEnd returns the end of the batch of rows that starts at a: the run of consecutive rows
+// from a when it holds at least a quarter of a batch (scored in place), otherwise the next
+// size rows (copied).
+func chunkEnd(rows []int, a, size int) int {
+	b := a + 1
+	for b < len(rows) && b-a < size && rows[b] == rows[b-1]+1 {
+		b++
+	}
+	if b-a >= max(size/4, 1) {
+		return b
+	}
+	return min(a+size, len(rows))
 }
 
 // Scores scores rows of pool with head at theta, size rows at a time, against the reference

@@ -214,3 +214,38 @@ func TestGathererNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations per batch, want 0", a)
 	}
 }
+
+// TestScores checks batched scoring, in place or copied, against scoring one row at a time.
+func TestScores(t *testing.T) {
+	p := testPool(40)
+	head := linearForTest{}
+	rows := []int{3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 30, 1, 17, 18, 19, 0, 39}
+	got := Scores(head, nil, p, rows, nil, 8)
+	for k, r := range rows {
+		want := head.Scores(nil, heads.Batch{X: []fmap.Maps{p.Scales[0].Gather([]int{r}), p.Scales[1].Gather([]int{r})}})[0]
+		if got[k] != want {
+			t.Fatalf("row %d: batched score %v, alone %v", r, got[k], want)
+		}
+	}
+	for i, c := range []struct{ a, size, want int }{{0, 8, 8}, {8, 8, 10}, {10, 8, 17}, {12, 8, 15}, {0, 4, 4}, {16, 8, 17}} {
+		if got := chunkEnd(rows, c.a, c.size); got != c.want {
+			t.Errorf("case %d: chunkEnd(%d, %d) = %d, want %d", i, c.a, c.size, got, c.want)
+		}
+	}
+}
+
+// linearForTest scores a map by the sum of its values at every scale; the test pool's values
+// encode the row, so a row scored in the wrong place shows.
+type linearForTest struct{ heads.Head }
+
+func (linearForTest) Scores(theta []float32, b heads.Batch) []float32 {
+	out := make([]float32, b.X[0].N)
+	for _, m := range b.X {
+		for i := range out {
+			for _, v := range m.At(i) {
+				out[i] += v
+			}
+		}
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,7 +62,6 @@ type task struct {
 	i                int
 	support, query   *batch.Sampler
 	gather           *batch.Gatherer
-	scorer           batch.Scorer
 	theta, grad, sum []float32
 	scores           []float32
 	loss             float64 // mean query loss of the last adaptation
@@ -144,12 +144,15 @@ type trainer struct {
 	thetaG   []float32
 	prior    heads.Prior
 	scoreRef []fmap.Maps
-	tasks    []*task
-	psi      *psi.Model
-	adam     *optim.Adam
-	meta     []float32   // G
-	history  [][]float64 // s^t per epoch: N x T, row-major
-	res      Result
+	// scoreRows are the training samples' rows in increasing order, so runs of consecutive
+	// rows are scored without copying; scoreRows[k] is sample scoreJ[k].
+	scoreRows, scoreJ []int
+	tasks             []*task
+	psi               *psi.Model
+	adam              *optim.Adam
+	meta              []float32   // G
+	history           [][]float64 // s^t per epoch: N x T, row-major
+	res               Result
 }
 
 func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer, error) {
@@ -166,6 +169,14 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	var err error
 	if tr.scoreRef, err = batch.Ref(pool, ts.Normals); err != nil {
 		return nil, fmt.Errorf("cdl: %w", err)
+	}
+	tr.scoreJ = make([]int, len(ts.Rows))
+	for j := range tr.scoreJ {
+		tr.scoreJ[j] = j
+	}
+	slices.SortFunc(tr.scoreJ, func(a, b int) int { return ts.Rows[a] - ts.Rows[b] })
+	for _, j := range tr.scoreJ {
+		tr.scoreRows = append(tr.scoreRows, ts.Rows[j])
 	}
 	tr.tasks = make([]*task, ts.T)
 	for i := range tr.tasks {
@@ -206,7 +217,7 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 			t0 := time.Now()
 			tk.err = tk.adapt(ctx, cfg, tr.head, tr.prior, tr.thetaG)
 			if tk.err == nil && last && record {
-				tk.scorer.Scores(tr.head, tk.theta, tr.pool, tr.ts.Rows, tr.scoreRef, cfg.BatchSize, tk.scores)
+				tk.gather.Scores(tr.head, tk.theta, tr.scoreRows, tr.scoreRef, cfg.BatchSize, tk.scores)
 			}
 			tk.seconds = time.Since(t0).Seconds()
 		})
@@ -232,8 +243,8 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 	if record {
 		s := make([]float64, n*t)
 		for i, tk := range tr.tasks {
-			for j, v := range tk.scores {
-				s[j*t+i] = float64(v)
+			for k, v := range tk.scores {
+				s[tr.scoreJ[k]*t+i] = float64(v)
 			}
 		}
 		tr.history = append(tr.history[:epoch], s)
