@@ -248,7 +248,7 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 		case err == nil:
 			if missing := missingBlob(ctx, store, m); missing == "" {
 				res.Status, res.Outputs, res.Seconds = Cached, m.Outputs, 0
-				res.Reason = fmt.Sprintf("cached (ran %s in %s)", m.Created.Local().Format("2006-01-02 15:04"), fmtSeconds(m.Seconds))
+				res.Reason = fmt.Sprintf("unchanged since %s (took %s)", m.Created.Local().Format("2006-01-02 15:04"), fmtSeconds(m.Seconds))
 				return res
 			} else {
 				reason = "output " + missing + " missing from store"

@@ -130,9 +130,23 @@ func TestProgressLinesWhenNotATerminal(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("early progress printed %q", buf.String())
 	}
-	f(10, 10) // done always prints
-	if got := buf.String(); !strings.Contains(got, "progress train[seed=1] 10/10 (100%)") {
-		t.Errorf("progress line %q", got)
+	f(10, 10) // a stage that finished within progressEvery prints nothing either
+	if buf.Len() != 0 {
+		t.Errorf("short stage printed %q", buf.String())
+	}
+	saved := progressEvery
+	progressEvery = time.Millisecond
+	defer func() { progressEvery = saved }()
+	f = h.progress(in)
+	time.Sleep(2 * time.Millisecond)
+	f(3, 10)
+	f(4, 10) // within progressEvery of the last line: skipped
+	time.Sleep(2 * time.Millisecond)
+	f(10, 10)
+	got := buf.String()
+	if !strings.Contains(got, "progress train[seed=1] 3/10 (30%)") || !strings.Contains(got, "progress train[seed=1] 10/10 (100%)") ||
+		strings.Contains(got, "4/10") {
+		t.Errorf("progress lines %q", got)
 	}
 }
 

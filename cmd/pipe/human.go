@@ -13,8 +13,9 @@ import (
 )
 
 // progressEvery is how often a long stage reports progress when stderr is not a terminal:
-// often enough to show life in a CI log, rarely enough not to flood it.
-const progressEvery = 10 * time.Second
+// often enough to show life in a CI log, rarely enough not to flood it. A variable so that
+// tests can shorten it.
+var progressEvery = 10 * time.Second
 
 // humanOutput writes what a person reads on stderr: one line per stage instance (cached or
 // ran, why, how long), and progress of long stages: a bar on a terminal, plain periodic lines
@@ -84,11 +85,11 @@ func (h *humanOutput) progress(in *pipeline.Instance) func(done, total int) {
 			return
 		}
 		now := time.Now()
-		if now.Sub(last) < progressEvery && done < total {
-			return
-		}
-		if last.IsZero() && now.Sub(start) < progressEvery && done < total {
+		if last.IsZero() && now.Sub(start) < progressEvery {
 			return // short stages print no progress at all
+		}
+		if !last.IsZero() && now.Sub(last) < progressEvery && done < total {
+			return
 		}
 		last = now
 		pct := 0.0

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -84,6 +85,9 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.As(err, &ue), pipeline.IsInvalid(err):
 		return exitUsage
+	case strings.HasPrefix(err.Error(), "unknown command "), strings.HasPrefix(err.Error(), "accepts "),
+		strings.HasPrefix(err.Error(), "requires at least "):
+		return exitUsage // cobra's own usage errors
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	}
