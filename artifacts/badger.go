@@ -296,35 +296,19 @@ func (s *Badger) Blob(ctx context.Context, d Digest) ([]byte, error) {
 		if err != nil {
 			return err
 		}
+		// Chunks 0 .. Chunks-2 are full; the last holds 1 .. ChunkSize bytes.
+		if m.Chunks == 0 && m.Size != 0 || m.Chunks > 0 && (m.ChunkSize <= 0 ||
+			int64(m.Chunks-1)*int64(m.ChunkSize) >= m.Size || m.Size > int64(m.Chunks)*int64(m.ChunkSize)) {
+			return fmt.Errorf("artifacts: blob %s: meta is inconsistent (size %d, %d chunks of %d)", d, m.Size, m.Chunks, m.ChunkSize)
+		}
 		out = make([]byte, m.Size)
-		off := 0
 		for i := range m.Chunks {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			item, err := txn.Get(chunkKey(d, i))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("artifacts: blob %s: chunk %d of %d is missing (run pipe artifacts verify)", d, i, m.Chunks)
-			}
-			if err != nil {
-				return fmt.Errorf("artifacts: blob %s chunk %d: %w", d, i, err)
-			}
-			if err := item.Value(func(v []byte) error {
-				if len(v) == 0 {
-					// Badger logs a value it cannot read and hands back an empty one.
-					return fmt.Errorf("artifacts: blob %s: chunk %d of %d is unreadable, damaged on disk (run pipe artifacts verify)", d, i, m.Chunks)
-				}
-				if len(v) > len(out)-off {
-					return fmt.Errorf("artifacts: blob %s: chunk %d overruns the recorded size %d", d, i, m.Size)
-				}
-				off += copy(out[off:], v)
-				return nil
-			}); err != nil {
+			if err := readChunk(txn, d, m, i, out); err != nil {
 				return err
 			}
-		}
-		if off != len(out) {
-			return fmt.Errorf("artifacts: blob %s: chunks hold %d bytes, meta says %d", d, off, m.Size)
 		}
 		return nil
 	})
@@ -332,6 +316,30 @@ func (s *Badger) Blob(ctx context.Context, d Digest) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// readChunk copies chunk i of blob d into its place in out.
+func readChunk(txn *badger.Txn, d Digest, m blobMeta, i int, out []byte) error {
+	item, err := txn.Get(chunkKey(d, i))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("artifacts: blob %s: chunk %d of %d is missing (run pipe artifacts verify)", d, i, m.Chunks)
+	}
+	if err != nil {
+		return fmt.Errorf("artifacts: blob %s chunk %d: %w", d, i, err)
+	}
+	lo := i * m.ChunkSize
+	hi := min(lo+m.ChunkSize, len(out))
+	return item.Value(func(v []byte) error {
+		switch {
+		case len(v) == 0:
+			// Badger logs a value it cannot read and hands back an empty one.
+			return fmt.Errorf("artifacts: blob %s: chunk %d of %d is unreadable, damaged on disk (run pipe artifacts verify)", d, i, m.Chunks)
+		case len(v) != hi-lo:
+			return fmt.Errorf("artifacts: blob %s: chunk %d holds %d bytes, want %d", d, i, len(v), hi-lo)
+		}
+		copy(out[lo:hi], v)
+		return nil
+	})
 }
 
 // BlobSize returns the size in bytes of a stored blob.
