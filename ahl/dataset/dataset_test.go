@@ -352,3 +352,29 @@ func TestFashion(t *testing.T) {
 		t.Fatalf("fingerprint %q, %v", fp, err)
 	}
 }
+
+// TestSymlinkedClass checks that a class folder linked from elsewhere is listed and
+// fingerprinted like a real one.
+func TestSymlinkedClass(t *testing.T) {
+	root := writeTree(t, map[string]int{"train/good": 3, "test/crack": 2})
+	elsewhere := writeTree(t, map[string]int{"dent": 4})
+	if err := os.Symlink(filepath.Join(elsewhere, "dent"), filepath.Join(root, "test", "dent")); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	p, err := OpenMVTec(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Anomalies["dent"]) != 4 {
+		t.Fatalf("linked class dent has %d images, want 4", len(p.Anomalies["dent"]))
+	}
+	a, err := FingerprintMVTec(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(filepath.Join(elsewhere, "dent", "a1.png"), later, later)
+	if b, _ := FingerprintMVTec(root); a == b {
+		t.Fatal("touching an image in the linked class left the fingerprint unchanged")
+	}
+}

@@ -55,13 +55,22 @@ func listImages(root, rel string) ([]string, error) {
 	}
 	var ids []string
 	for _, de := range des {
-		if de.IsDir() || !imageExt(de.Name()) {
+		if isDir(filepath.Join(root, filepath.FromSlash(rel)), de) || !imageExt(de.Name()) {
 			continue
 		}
 		ids = append(ids, path.Join(rel, de.Name()))
 	}
 	sort.Strings(ids)
 	return ids, nil
+}
+
+// isDir reports whether the entry de of folder dir is a folder, following a symbolic link.
+func isDir(dir string, de fs.DirEntry) bool {
+	if de.Type()&fs.ModeSymlink == 0 {
+		return de.IsDir()
+	}
+	st, err := os.Stat(filepath.Join(dir, de.Name()))
+	return err == nil && st.IsDir()
 }
 
 // OpenMVTec lists a dataset folder in the MVTec AD layout: root/train/good (required),
@@ -95,7 +104,7 @@ func OpenMVTec(root string) (Pool, error) {
 		return Pool{}, err
 	}
 	for _, de := range des {
-		if !de.IsDir() {
+		if !isDir(filepath.Join(root, "test"), de) {
 			continue
 		}
 		rel := "test/" + de.Name()
@@ -122,38 +131,35 @@ func OpenMVTec(root string) (Pool, error) {
 }
 
 // FingerprintMVTec digests what OpenMVTec and reading the images would see: one line per
-// image file under root/train and root/test with its relative path, size and modification
-// time. A changed, added or removed image changes the fingerprint; nothing is read.
+// image file of train/good and the test/ class folders with its relative path, size and
+// modification time (of the target, for symbolic links). A changed, added or removed image
+// changes the fingerprint; no image is read.
 func FingerprintMVTec(root string) (string, error) {
 	if err := checkRoot(root); err != nil {
 		return "", err
 	}
+	dirs := []string{"train/good"}
+	des, err := os.ReadDir(filepath.Join(root, "test"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("fingerprint of %s: %w", root, err)
+	}
+	for _, de := range des {
+		if isDir(filepath.Join(root, "test"), de) {
+			dirs = append(dirs, "test/"+de.Name())
+		}
+	}
 	h := sha256.New()
-	for _, top := range []string{"train", "test"} {
-		dir := filepath.Join(root, top)
-		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) && p == dir {
-					return nil
-				}
-				return err
-			}
-			if d.IsDir() || !imageExt(d.Name()) {
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			rel, err := filepath.Rel(root, p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%s %d %d\n", filepath.ToSlash(rel), info.Size(), info.ModTime().UnixNano())
-			return nil
-		})
+	for _, dir := range dirs {
+		ids, err := listImages(root, dir)
 		if err != nil {
 			return "", fmt.Errorf("fingerprint of %s: %w", root, err)
+		}
+		for _, id := range ids {
+			info, err := os.Stat(filepath.Join(root, filepath.FromSlash(id)))
+			if err != nil {
+				return "", fmt.Errorf("fingerprint of %s: %w", root, err)
+			}
+			fmt.Fprintf(h, "%s %d %d\n", id, info.Size(), info.ModTime().UnixNano())
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
