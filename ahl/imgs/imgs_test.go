@@ -203,3 +203,16 @@ func BenchmarkResize1024To448(b *testing.B) {
 		Resize(img, 448, 448)
 	}
 }
+
+func TestDecodePaletted(t *testing.T) {
+	pal := color.Palette{color.RGBA{0, 0, 0, 255}, color.RGBA{255, 128, 0, 255}}
+	m := image.NewPaletted(image.Rect(0, 0, 2, 1), pal)
+	m.SetColorIndex(1, 0, 1)
+	img, err := Decode(encodePNG(t, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pixel(img, 0, 1); got != [3]float32{1, 128.0 / 255, 0} || pixel(img, 0, 0) != [3]float32{} {
+		t.Fatalf("paletted pixels %v %v", pixel(img, 0, 0), got)
+	}
+}
