@@ -212,7 +212,7 @@ func TestDecodePaletted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := pixel(img, 0, 1); got != [3]float32{1, 128.0 / 255, 0} || pixel(img, 0, 0) != [3]float32{} {
+	if got := pixel(img, 0, 1); !near(got[0], 1, 1e-6) || !near(got[1], 128.0/255, 1e-6) || got[2] != 0 || pixel(img, 0, 0) != [3]float32{} {
 		t.Fatalf("paletted pixels %v %v", pixel(img, 0, 0), got)
 	}
 }
