@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 
@@ -59,6 +61,20 @@ func (p *sumParams) Validate() error {
 	return nil
 }
 
+// extParams read a file from outside the store, like ingest.
+type extParams struct {
+	Path string `json:"path"`
+}
+
+// Fingerprint hashes the file's bytes.
+func (p *extParams) Fingerprint(ctx context.Context) (string, error) {
+	b, err := os.ReadFile(p.Path)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b)), nil
+}
+
 func init() {
 	stages.Register(stages.Definition{
 		Kind: "ptest-gen", Version: 1,
@@ -111,6 +127,23 @@ func init() {
 				return err
 			}
 			env.Output("sum", rec)
+			return nil
+		},
+	})
+	stages.Register(stages.Definition{
+		Kind: "ptest-ext", Version: 1,
+		Params: func() any { return &extParams{} },
+		Run: func(ctx context.Context, env *stages.Env) error {
+			countRun(env)
+			b, err := os.ReadFile(env.Params.(*extParams).Path)
+			if err != nil {
+				return err
+			}
+			rec, err := artifacts.NewTable(artifacts.Float64s("value", []float64{float64(len(b))}))
+			if err != nil {
+				return err
+			}
+			env.Output("values", rec)
 			return nil
 		},
 	})

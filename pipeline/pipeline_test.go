@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -581,5 +584,42 @@ stages:
 		if err != nil || rep.Results[7].Status != Cached {
 			b.Fatalf("rerun: %v", err)
 		}
+	}
+}
+
+func TestExternalFingerprint(t *testing.T) {
+	s := memStore(t)
+	path := filepath.Join(t.TempDir(), "data.txt")
+	if err := os.WriteFile(path, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := "stages:\n  in: {kind: ptest-ext, with: {path: " + strconv.Quote(path) + "}}\n  sum: {kind: ptest-sum, needs: [in]}\n"
+	if _, err := run(t, s, compile(t, src)); err != nil {
+		t.Fatal(err)
+	}
+	takeCounts()
+	if err := os.WriteFile(path, []byte("abd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(t, s, compile(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same length, so the same output bytes: sum stays cached.
+	if got, want := takeCounts(), map[string]int{"in": 1}; !maps.Equal(got, want) {
+		t.Errorf("executed %v, want %v", got, want)
+	}
+	if res["in"].Reason != "external files changed" || res["sum"].Status != Cached {
+		t.Errorf("in: %q, sum: %s", res["in"].Reason, res["sum"].Status)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Status(context.Background(), compile(t, src), Options{Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].State != Errored || !strings.Contains(st[0].Reason, "data.txt") || st[1].State != Stale {
+		t.Errorf("status after removing the file: %+v %+v", st[0], st[1])
 	}
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 )
 
 // Freshness values of a status line.
@@ -9,6 +10,7 @@ const (
 	Fresh   = "fresh"   // cached: a manifest with the current key exists
 	Stale   = "stale"   // ran before, but something it depends on changed
 	Missing = "missing" // never ran
+	Errored = "error"   // the key could not be computed (Reason says why)
 )
 
 // InstanceStatus is one line of `pipe status`.
@@ -25,7 +27,7 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 	opts.DryRun = true
 	opts.OnResult, opts.OnStart = nil, nil
 	rep, err := Run(ctx, p, opts)
-	if err != nil && rep == nil {
+	if err != nil && (rep == nil || !errors.Is(err, ErrStageFailed)) {
 		return nil, err
 	}
 	out := make([]InstanceStatus, len(rep.Results))
@@ -39,6 +41,8 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 			if r.Reason == "never ran" {
 				s.State = Missing
 			}
+		case Failed: // the key could not be computed (a fingerprint or store error)
+			s.State, s.Reason = Errored, r.Err.Error()
 		default:
 			s.State = Stale
 			if _, err := opts.Store.Head(ctx, p.DAG, r.Instance.Stage, r.Instance.Label); err != nil {
@@ -47,5 +51,5 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 		}
 		out[i] = s
 	}
-	return out, err
+	return out, nil
 }
