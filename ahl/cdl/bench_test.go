@@ -81,7 +81,7 @@ func peakRSS() float64 {
 	return 0
 }
 
-// heapPeak samples the live heap every millisecond until stop is closed and returns its
+// heapPeak samples the live heap every 20 ms until stop is closed and returns its
 // largest value in MiB.
 func heapPeak(stop chan struct{}) func() float64 {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
@@ -89,7 +89,7 @@ func heapPeak(stop chan struct{}) func() float64 {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			metrics.Read(sample)
