@@ -108,7 +108,8 @@ type config struct {
 }
 
 // WithLogger sends the store's messages to l: corrupt manifests at warning level, Badger's
-// own messages at debug level (its errors at error level). The default is slog.Default().
+// own messages at debug level (its errors at error level). The default is slog.Default();
+// nil discards everything.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
 
 // InMemory keeps the whole store in memory (dir is ignored and may be empty): for tests of
@@ -123,6 +124,9 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 	cfg := config{log: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
 	}
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{cfg.log}).

@@ -17,7 +17,7 @@ import (
 // GCBlob is one blob gc deleted (or would delete).
 type GCBlob struct {
 	Digest   Digest `json:"digest"`
-	Bytes    int64  `json:"bytes"`    // the blob's size; for an incomplete blob, its chunks' size
+	Bytes    int64  `json:"bytes"`    // the blob's size; for an incomplete blob, about its chunks' size
 	Complete bool   `json:"complete"` // false for chunks left by an interrupted write
 }
 
