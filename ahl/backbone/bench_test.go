@@ -161,6 +161,7 @@ func BenchmarkConvNetTrain(b *testing.B) {
 			}
 			anomalies := normals[:10]
 			peak := startPeakHeap()
+			cpu0 := cpuSeconds()
 			b.ResetTimer()
 			for b.Loop() {
 				if _, _, err := TrainConvNet(context.Background(), benchConvNetConfig(s), normals, anomalies); err != nil {
@@ -168,6 +169,7 @@ func BenchmarkConvNetTrain(b *testing.B) {
 				}
 			}
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/epoch")
+			b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/epoch")
 			b.ReportMetric(peak.Stop(), "peak-heap-MB")
 		})
 	}
@@ -187,6 +189,7 @@ func BenchmarkConvNetExtract(b *testing.B) {
 			for i := range in {
 				in[i] = randomImage(rng, s, s)
 			}
+			cpu0 := cpuSeconds()
 			b.ResetTimer()
 			for b.Loop() {
 				if _, err := n.Extract(context.Background(), in); err != nil {
@@ -194,6 +197,7 @@ func BenchmarkConvNetExtract(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(len(in))*float64(b.N)/b.Elapsed().Seconds(), "images/s")
+			b.ReportMetric(float64(len(in))*float64(b.N)/(cpuSeconds()-cpu0), "images/cpu-s")
 		})
 	}
 }

@@ -42,6 +42,11 @@ const (
 	streamSampler = 4 // balanced batches
 )
 
+// trainChunkPixels bounds the input pixels of one training forward/backward pass (a batch
+// runs in chunks whose gradients add up): the im2col matrices of every layer stay alive
+// until the backward pass, about 2.5 KB per input pixel for the default channels.
+const trainChunkPixels = 1 << 17
+
 // priorDraws and margin are DevNet's: l = 5000 reference scores, margin m = 5 (AHL_SPEC.md,
 // "Deviation loss").
 const (
@@ -106,7 +111,7 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 
 	adam := optim.NewAdam(len(net.theta), cfg.WeightDecay)
 	grad := make([]float32, len(net.theta))
-	chunk := max(1, chunkPixels/(cfg.Size*cfg.Size))
+	chunk := max(1, trainChunkPixels/(cfg.Size*cfg.Size))
 	losses := make([]float64, cfg.Epochs)
 	total := cfg.Epochs * cfg.Steps
 	for ep := 0; ep < cfg.Epochs; ep++ {
@@ -267,6 +272,9 @@ func (n *ConvNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []floa
 			}
 		}
 		d = n.convs[l].backward(ins[l], cols[l], d, gw[l], gb[l], l > 0)
+		if !n.convs[l].direct() {
+			putScratch(cols[l])
+		}
 	}
 	return float64(scale) * loss
 }

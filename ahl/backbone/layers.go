@@ -52,13 +52,14 @@ func (c *conv) forward(x act, relu bool) act {
 }
 
 // forwardCols is forward for training: it also returns the im2col matrix it used (x.Data
-// itself for a direct 1x1 convolution), which the weight gradient needs.
+// itself for a direct 1x1 convolution), which the weight gradient needs; the caller hands a
+// non-direct one back with putScratch once backward has used it.
 func (c *conv) forwardCols(x act, relu bool) (act, []float32) {
 	ho, wo := c.outSize(x.H), c.outSize(x.W)
 	out := newAct(c.Cout, x.B, ho, wo)
 	cols := x.Data
 	if !c.direct() {
-		cols = make([]float32, c.Cin*c.K*c.K*x.B*ho*wo)
+		cols = getScratch(c.Cin * c.K * c.K * x.B * ho * wo)
 		im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
 	}
 	c.product(cols, out, relu)
@@ -265,14 +266,15 @@ func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needD
 		return act{}
 	}
 	dx := newAct(x.C, x.B, x.H, x.W)
-	dcols := dx.Data
-	if !c.direct() {
-		dcols = make([]float32, kk*n)
+	if c.direct() {
+		// dx = W^T (Cin x Cout) * dout (Cout x n).
+		sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dx.Data, n)
+		return dx
 	}
-	// dcols = W^T (kk x Cout) * dout (Cout x n).
+	// dcols = W^T (kk x Cout) * dout (Cout x n), then scattered back onto the input.
+	dcols := getScratch(kk * n)
 	sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dcols, n)
-	if !c.direct() {
-		col2im(dcols, dx, c.K, c.Stride, c.Pad, dout.H, dout.W)
-	}
+	col2im(dcols, dx, c.K, c.Stride, c.Pad, dout.H, dout.W)
+	putScratch(dcols)
 	return dx
 }
