@@ -103,8 +103,9 @@ var _ Store = (*Badger)(nil)
 type Option func(*config)
 
 type config struct {
-	log      *slog.Logger
-	inMemory bool
+	log          *slog.Logger
+	inMemory     bool
+	vlogFileSize int64 // tests lower it to exercise value-log rotation and GC cheaply
 }
 
 // WithLogger sends the store's messages to l: corrupt manifests at warning level, Badger's
@@ -121,7 +122,7 @@ func InMemory() Option { return func(c *config) { c.inMemory = true } }
 // this process) holds the store, Open fails at once with an error wrapping ErrLocked that
 // names the folder.
 func Open(dir string, opts ...Option) (*Badger, error) {
-	cfg := config{log: slog.Default()}
+	cfg := config{log: slog.Default(), vlogFileSize: valueLogFileSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -159,7 +160,7 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		// the read speed of a cached feature table (about 5 -> 2.4 GB/s here), which stays
 		// far above what the stages consume.
 		WithVerifyValueChecksum(true).
-		WithValueLogFileSize(valueLogFileSize)
+		WithValueLogFileSize(cfg.vlogFileSize)
 	st := &Badger{dir: dir, log: cfg.log, chunk: ChunkSize, txnBytes: txnBytes}
 	if cfg.inMemory {
 		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).WithMemTableSize(64 << 20).WithValueThreshold(1 << 20)

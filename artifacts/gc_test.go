@@ -185,21 +185,20 @@ func TestGC(t *testing.T) {
 	}
 }
 
-// TestGCReclaimsValueLog fills more than one value-log file with a blob nothing reaches
-// and checks that gc gives the disk space back.
+// TestGCReclaimsValueLog fills a value-log file with a blob nothing reaches and checks that
+// gc gives the disk space back. The store uses 16 MiB value-log files instead of 256 MiB,
+// so a 40 MiB blob (one transaction, hence one file) fills a file that then rotates.
 func TestGCReclaimsValueLog(t *testing.T) {
 	ctx := context.Background()
-	s := openTemp(t)
-	// 300 MiB: the blob's transactions fill the first 256 MiB value-log file, which
-	// rotates; the active file is never rewritten, the full one can be.
-	big := make([]byte, 300<<20)
-	for i := 0; i < len(big); i += 4096 {
-		big[i] = byte(i >> 12)
-	}
-	if _, err := s.PutBlob(ctx, big); err != nil {
+	s, err := Open(t.TempDir(), func(c *config) { c.vlogFileSize = 16 << 20 })
+	if err != nil {
 		t.Fatal(err)
 	}
-	big = nil
+	defer s.Close()
+	const size = 40 << 20
+	if _, err := s.PutBlob(ctx, randomBytes(size, 3)); err != nil {
+		t.Fatal(err)
+	}
 	keep, err := s.PutBlob(ctx, []byte("kept"))
 	if err != nil {
 		t.Fatal(err)
@@ -212,11 +211,11 @@ func TestGCReclaimsValueLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("gc: %d blobs, %d bytes deleted; disk %d -> %d; %d value-log rewrites", rep.BlobsDeleted, rep.BytesDeleted, rep.DiskBefore, rep.DiskAfter, rep.ValueLogRewrites)
-	if rep.BlobsDeleted != 1 || rep.BytesDeleted != 300<<20 {
-		t.Fatalf("gc deleted %d blobs, %d bytes; want 1 and %d", rep.BlobsDeleted, rep.BytesDeleted, 300<<20)
+	if rep.BlobsDeleted != 1 || rep.BytesDeleted != size {
+		t.Fatalf("gc deleted %d blobs, %d bytes; want 1 and %d", rep.BlobsDeleted, rep.BytesDeleted, size)
 	}
-	if rep.DiskBefore < 300<<20 || rep.DiskAfter > rep.DiskBefore-200<<20 {
-		t.Fatalf("disk %d -> %d: gc should give back at least the first value-log file", rep.DiskBefore, rep.DiskAfter)
+	if rep.DiskBefore < size || rep.DiskAfter > rep.DiskBefore-size*3/4 {
+		t.Fatalf("disk %d -> %d: gc should give back the blob's value-log file", rep.DiskBefore, rep.DiskAfter)
 	}
 	if b, err := s.Blob(ctx, keep); err != nil || string(b) != "kept" {
 		t.Fatalf("kept blob: %q, %v", b, err)
