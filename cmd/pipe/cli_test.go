@@ -120,7 +120,7 @@ func TestRunJSONMetrics(t *testing.T) {
 
 func TestProgressLinesWhenNotATerminal(t *testing.T) {
 	var buf bytes.Buffer
-	h := newHumanOutput(&buf)
+	h := newHumanOutput(&buf, nil)
 	if h.terminal {
 		t.Fatal("a buffer is not a terminal")
 	}

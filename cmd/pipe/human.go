@@ -23,24 +23,24 @@ var progressEvery = 10 * time.Second
 type humanOutput struct {
 	w        io.Writer
 	terminal bool
+	width    int // of the instance column
 	mu       sync.Mutex
 	bars     map[*pipeline.Instance]*progressbar.ProgressBar
 }
 
-func newHumanOutput(w io.Writer) *humanOutput {
-	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}}
+func newHumanOutput(w io.Writer, plan *pipeline.Plan) *humanOutput {
+	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}, width: 12}
+	if plan != nil {
+		for _, in := range plan.Instances {
+			h.width = max(h.width, len(in.ID()))
+		}
+	}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			h.terminal = true
 		}
 	}
 	return h
-}
-
-func (h *humanOutput) start(in *pipeline.Instance) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	fmt.Fprintf(h.w, "%-8s %s\n", "start", in.ID())
 }
 
 func (h *humanOutput) result(r *pipeline.Result) {
@@ -59,7 +59,7 @@ func (h *humanOutput) result(r *pipeline.Result) {
 	if r.Err != nil {
 		why = r.Err.Error()
 	}
-	fmt.Fprintf(h.w, "%-8s %-36s %8s  %s\n", r.Status, r.Instance.ID(), secs, why)
+	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", r.Status, h.width, r.Instance.ID(), secs, why)
 }
 
 // progress returns the Env.Progress callback of one instance.
@@ -111,6 +111,10 @@ func (h *humanOutput) summary(rep *pipeline.Report) {
 		if counts[s] > 0 {
 			fmt.Fprintf(h.w, ", %d %s", counts[s], s)
 		}
+	}
+	if rep.Status == "dry-run" {
+		fmt.Fprintf(h.w, " (nothing was run or stored)\n")
+		return
 	}
 	fmt.Fprintf(h.w, " (run %s, %s)\n", rep.RunID, time.Since(rep.Started).Round(time.Millisecond))
 }

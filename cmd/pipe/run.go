@@ -93,10 +93,10 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 	defer store.Close()
 
-	h := newHumanOutput(g.Stderr)
+	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun,
-		Log: g.Stderr, OnStart: h.start, OnResult: h.result, Progress: h.progress,
+		Log: g.Stderr, OnResult: h.result, Progress: h.progress,
 	})
 	if rep == nil {
 		return runErr
