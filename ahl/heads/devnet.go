@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
 // DevNet is the devnet head (AHL_SPEC.md, "devnet head"): z = conv1x1(F) (C -> 1, with bias)
@@ -65,22 +66,30 @@ func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
 	return f
 }
 
-// backwardScale adds to dw and returns the bias gradient of sum_i ds_i * score_i.
+// backward adds to dw and returns the bias gradient of sum_i ds_i * score_i. Only the
+// top-k positions of each map carry gradient: d score / d z_p = sign(z_p) / k there.
 func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 	var db float32
+	dz := make([]float32, f.k)
 	for i := 0; i < f.x.N; i++ {
 		if ds[i] == 0 {
 			continue
 		}
 		g := ds[i] / float32(f.k)
 		z := f.z[i*f.hw : (i+1)*f.hw]
+		sel := f.sel[i*f.k : (i+1)*f.k]
+		for j, p := range sel {
+			dz[j] = g * sign32(z[p])
+			db += dz[j]
+		}
 		xi := f.x.At(i)
-		for _, p := range f.sel[i*f.k : (i+1)*f.k] {
-			dz := g * sign32(z[p])
-			db += dz
-			for c := range dw {
-				dw[c] += dz * xi[c*f.hw+p]
+		for c := range dw {
+			row := xi[c*f.hw : (c+1)*f.hw]
+			var acc float32
+			for j, p := range sel {
+				acc += dz[j] * row[p]
 			}
+			dw[c] += acc
 		}
 	}
 	return db
@@ -159,9 +168,4 @@ func project(w []float32, bias float32, x []float32, z []float32) {
 }
 
 // axpy computes y += a * x.
-func axpy(a float32, x, y []float32) {
-	y = y[:len(x)]
-	for i, v := range x {
-		y[i] += a * v
-	}
-}
+func axpy(a float32, x, y []float32) { sgemm.Axpy(a, x, y) }

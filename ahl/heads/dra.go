@@ -122,17 +122,18 @@ type draPass struct {
 	score   [nSub][]float32 // per sub-head, mean over scales
 }
 
-// bufPool recycles the large patch and convolution buffers between calls.
-var bufPool sync.Pool
+// Pools recycle the large buffers between calls, one pool per use so that a buffer comes
+// back at the size it is needed at.
+var patchPool, outPool, selPool sync.Pool
 
-func getBuf(n int) []float32 {
-	if p, ok := bufPool.Get().(*[]float32); ok && cap(*p) >= n {
-		return (*p)[:n]
+func getBuf(p *sync.Pool, n int) []float32 {
+	if b, ok := p.Get().(*[]float32); ok && cap(*b) >= n {
+		return (*b)[:n]
 	}
 	return make([]float32, n)
 }
 
-func putBuf(b []float32) { bufPool.Put(&b) }
+func putBuf(p *sync.Pool, b []float32) { p.Put(&b) }
 
 // forward runs the four sub-heads on every scale of b.
 func (h *DRA) forward(theta []float32, b Batch) *draPass {
@@ -152,8 +153,8 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 	}
 	p.rows = rows
 	kdim := h.c * compositeKernel * compositeKernel
-	p.patches = getBuf(rows * kdim)
-	p.out = getBuf(rows * h.cp)
+	p.patches = getBuf(&patchPool, rows*kdim)
+	p.out = getBuf(&outPool, rows*h.cp)
 	for s := range p.scales {
 		h.forwardScale(theta, &p.scales[s], p.patches)
 	}
@@ -211,21 +212,42 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 	w1, b1 := theta[h.seenW:h.seenW+h.c], theta[h.seenB]
 	w2, b2 := theta[h.pseudoW:h.pseudoW+h.c], theta[h.pseudoB]
 	invHW := 1 / float32(hw)
+	ones := make([]float32, hw)
+	for q := range ones {
+		ones[q] = 1
+	}
+	kdim := h.c * compositeKernel * compositeKernel
+	ref := f.ref.Data
+	np := f.ho * f.wo
+	st, w := h.stride, x.W
+	// One pass over each map, channel by channel while the channel is in cache: its pool,
+	// its share of the two 1x1 convolutions, and its columns of the composite patches
+	// (D = mean(Ref) - F cut into 3x3 windows at the stride; row (i, oy, ox), column
+	// c*9 + ky*3 + kx, the weight's C x 3 x 3 order).
 	for i := 0; i < n; i++ {
 		xi := x.At(i)
 		z1, z2 := f.z1[i*hw:(i+1)*hw], f.z2[i*hw:(i+1)*hw]
 		for q := range z1 {
 			z1[q], z2[q] = b1, b2
 		}
+		rows := patches[(f.row0+i*np)*kdim : (f.row0+(i+1)*np)*kdim]
 		for c := 0; c < h.c; c++ {
 			row := xi[c*hw : (c+1)*hw]
-			var s float32
-			for _, v := range row {
-				s += v
-			}
-			f.gap[i*h.c+c] = s * invHW
+			f.gap[i*h.c+c] = sgemm.Dot(row, ones) * invHW
 			axpy(w1[c], row, z1)
 			axpy(w2[c], row, z2)
+			rc := ref[c*hw : (c+1)*hw]
+			for oy := 0; oy < f.ho; oy++ {
+				for ox := 0; ox < f.wo; ox++ {
+					at := (oy*f.wo+ox)*kdim + c*9
+					d := rows[at : at+9 : at+9]
+					o := oy*st*w + ox*st
+					a, r := row[o:o+2*w+3], rc[o:o+2*w+3]
+					d[0], d[1], d[2] = r[0]-a[0], r[1]-a[1], r[2]-a[2]
+					d[3], d[4], d[5] = r[w]-a[w], r[w+1]-a[w+1], r[w+2]-a[w+2]
+					d[6], d[7], d[8] = r[2*w]-a[2*w], r[2*w+1]-a[2*w+1], r[2*w+2]-a[2*w+2]
+				}
+			}
 		}
 		f.h[subSeen][i] = topKMeanAbs(z1, f.sel1[i*f.k:(i+1)*f.k])
 		f.h[subPseudo][i] = topKMeanAbs(z2, f.sel2[i*f.k:(i+1)*f.k])
@@ -248,34 +270,11 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 		f.o[i] = o
 		f.h[subHolistic][i] = abs32(o)
 	}
-	// Composite patches: row (i, oy, ox), column c*9 + ky*3 + kx (the weight's C x 3 x 3 order).
-	kdim := h.c * compositeKernel * compositeKernel
-	ref := f.ref.Data
-	np := f.ho * f.wo
-	for i := 0; i < n; i++ {
-		xi := x.At(i)
-		for oy := 0; oy < f.ho; oy++ {
-			for ox := 0; ox < f.wo; ox++ {
-				r := f.row0 + i*np + oy*f.wo + ox
-				dst := patches[r*kdim : (r+1)*kdim]
-				base := oy*h.stride*x.W + ox*h.stride
-				for c := 0; c < h.c; c++ {
-					d := dst[c*9 : c*9+9]
-					o := c*hw + base
-					d[0], d[1], d[2] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
-					o += x.W
-					d[3], d[4], d[5] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
-					o += x.W
-					d[6], d[7], d[8] = ref[o]-xi[o], ref[o+1]-xi[o+1], ref[o+2]-xi[o+2]
-				}
-			}
-		}
-	}
 }
 
 func (p *draPass) release() {
-	putBuf(p.patches)
-	putBuf(p.out)
+	putBuf(&patchPool, p.patches)
+	putBuf(&outPool, p.out)
 	p.patches, p.out = nil, nil
 }
 
@@ -428,8 +427,8 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 		return
 	}
 	// d W = dOut^T * patches[selRows].
-	sel := getBuf(len(selRows) * kdim)
-	defer putBuf(sel)
+	sel := getBuf(&selPool, len(selRows)*kdim)
+	defer putBuf(&selPool, sel)
 	for j, r := range selRows {
 		copy(sel[j*kdim:(j+1)*kdim], p.patches[r*kdim:(r+1)*kdim])
 	}

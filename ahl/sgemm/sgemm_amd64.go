@@ -25,3 +25,13 @@ func kernel(kc int, a, b, c []float32, ldc int) {
 	_ = c[(MR-1)*ldc+NR-1]
 	kernel6x16(kc, &a[0], &b[0], &c[0], ldc)
 }
+
+// axpy8 computes y += a * x over blocks*8 values.
+//
+//go:noescape
+func axpy8(a float32, x, y *float32, blocks int)
+
+// dot8 returns sum x*y over blocks*8 values.
+//
+//go:noescape
+func dot8(x, y *float32, blocks int) float32

@@ -85,3 +85,46 @@ done:
 	STORE(Y10, Y11)
 	VZEROUPPER
 	RET
+
+// func axpy8(a float32, x, y *float32, blocks int)
+TEXT ·axpy8(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Y0
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DI
+	MOVQ blocks+24(FP), CX
+
+axpyloop:
+	VMOVUPS     (SI), Y1
+	VFMADD213PS (DI), Y0, Y1
+	VMOVUPS     Y1, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	DECQ        CX
+	JNZ         axpyloop
+	VZEROUPPER
+	RET
+
+// func dot8(x, y *float32, blocks int) float32
+TEXT ·dot8(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   y+8(FP), DI
+	MOVQ   blocks+16(FP), CX
+	VXORPS Y0, Y0, Y0
+
+dotloop:
+	VMOVUPS     (SI), Y1
+	VFMADD231PS (DI), Y1, Y0
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	DECQ        CX
+	JNZ         dotloop
+	// Horizontal sum of Y0's eight lanes, in a fixed order.
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X1, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+24(FP)
+	RET

@@ -202,3 +202,28 @@ func BenchmarkGonumSgemm(b *testing.B) {
 		})
 	}
 }
+
+// TestAxpyDot checks Axpy and Dot against plain loops for lengths around the 8-lane blocks.
+func TestAxpyDot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for n := 0; n < 41; n++ {
+		x, y := randSlice(rng, n), randSlice(rng, n+2)
+		want := append([]float32(nil), y...)
+		var dot, mag float64
+		for i := range x {
+			want[i] += 0.75 * x[i]
+			dot += float64(x[i]) * float64(y[i])
+			mag += math.Abs(float64(x[i]) * float64(y[i]))
+		}
+		if got := Dot(x, y); math.Abs(float64(got)-dot) > 1e-6*(1+mag) {
+			t.Errorf("n=%d: Dot = %v, want %v", n, got, dot)
+		}
+		Axpy(0.75, x, y)
+		for i := range y {
+			// One rounding (FMA) or two; both are within 2 ulp of the float32 loop.
+			if d := math.Abs(float64(y[i] - want[i])); d > 2e-7*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("n=%d: y[%d] = %v, want %v", n, i, y[i], want[i])
+			}
+		}
+	}
+}
