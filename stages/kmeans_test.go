@@ -167,3 +167,32 @@ func TestKMeansErrors(t *testing.T) {
 		t.Errorf("short features: err = %v", err)
 	}
 }
+
+func TestMapSetFromTableErrors(t *testing.T) {
+	ok := mapsTableT(t, []string{"a", "b"}, 2, func(string, int, int) float32 { return 1 }, false)
+	set, err := mapSetFromTable(ok, map[string]bool{"b": true})
+	if err != nil || set.Len() != 1 || set.IDs[0] != "b" || len(set.Scales) != 2 || set.Scales[0].H != 2 || set.Scales[1].H != 1 {
+		t.Fatalf("keep b: %+v, %v", set, err)
+	}
+	// Drop b's scale 1 row: b has no map at scale 1.
+	ids, _ := artifacts.StringCol(ok, "id")
+	sc, _ := artifacts.Int64Col(ok, "scale")
+	vals, _ := artifacts.Float32ListCol(ok, "values")
+	n := len(ids) - 1
+	rec, err := artifacts.NewTable(artifacts.Strings("id", ids[:n]), artifacts.Int64s("scale", sc[:n]),
+		artifacts.Int64s("c", []int64{2, 2, 2}), artifacts.Int64s("h", []int64{2, 1, 2}), artifacts.Int64s("w", []int64{2, 1, 2}),
+		artifacts.Float32Lists("values", vals[:n]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mapSetFromTable(rec, nil); err == nil || !strings.Contains(err.Error(), `"b" has no map at scale 1`) {
+		t.Errorf("missing scale: err = %v", err)
+	}
+	// A shape that disagrees with the values.
+	rec, _ = artifacts.NewTable(artifacts.Strings("id", []string{"a"}), artifacts.Int64s("scale", []int64{0}),
+		artifacts.Int64s("c", []int64{2}), artifacts.Int64s("h", []int64{3}), artifacts.Int64s("w", []int64{3}),
+		artifacts.Float32Lists("values", [][]float32{{1, 2}}))
+	if _, err := mapSetFromTable(rec, nil); err == nil || !strings.Contains(err.Error(), "does not match 2 values") {
+		t.Errorf("bad shape: err = %v", err)
+	}
+}
