@@ -47,9 +47,8 @@ func (h *humanOutput) result(r *pipeline.Result) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if bar := h.bars[r.Instance]; bar != nil {
-		bar.Exit()
+		bar.Clear() // the result line replaces the bar
 		delete(h.bars, r.Instance)
-		fmt.Fprintln(h.w)
 	}
 	secs := ""
 	if r.Status == pipeline.Ran || r.Status == pipeline.Failed {
@@ -60,6 +59,17 @@ func (h *humanOutput) result(r *pipeline.Result) {
 		why = r.Err.Error()
 	}
 	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", r.Status, h.width, r.Instance.ID(), secs, why)
+}
+
+// Write writes the stages' log lines, clearing any progress bar first so that the line does
+// not land inside it (the bar redraws at its next update).
+func (h *humanOutput) Write(b []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, bar := range h.bars {
+		bar.Clear()
+	}
+	return h.w.Write(b)
 }
 
 // progress returns the Env.Progress callback of one instance.

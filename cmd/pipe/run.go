@@ -96,7 +96,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun,
-		Log: g.Stderr, OnResult: h.result, Progress: h.progress,
+		Log: h, OnResult: h.result, Progress: h.progress,
 	})
 	if rep == nil {
 		return runErr
