@@ -471,6 +471,20 @@ stages:
   b: {kind: ptest-sum, needs: [a], gather: true, with: {note: "${matrix.x}"}}
 `, nil, []string{"test.yaml", "stage b", "field with.note", "gather"}},
 		{"bad yaml", "stages: [a\n", nil, []string{"test.yaml", "invalid YAML"}},
+		{"duplicate need", `
+stages:
+  a: {kind: ptest-gen}
+  b: {kind: ptest-sum, needs: [a, a]}
+`, nil, []string{"test.yaml:4", "stage b", "field needs", `"a" is listed twice`}},
+		{"var referencing a var", `
+vars: {A: 1, B: "${A}"}
+stages:
+  a: {kind: ptest-gen}
+`, nil, []string{"test.yaml:2", "field vars.B", "cannot reference"}},
+		{"unknown top-level field", `
+stage:
+  a: {kind: ptest-gen}
+`, nil, []string{"test.yaml:2", "field stage", "unknown top-level field"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -123,7 +123,12 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 		if _, ok := stages.Lookup(s.Kind); !ok {
 			fail(s.fieldLine("kind"), s.Name, "kind", "unknown kind %q (known kinds: %s)", s.Kind, known)
 		}
+		seenNeed := map[string]bool{}
 		for _, n := range s.Needs {
+			if seenNeed[n] {
+				fail(s.fieldLine("needs"), s.Name, "needs", "input stage %q is listed twice", n)
+			}
+			seenNeed[n] = true
 			if byName[n] == nil {
 				fail(s.fieldLine("needs"), s.Name, "needs", "unknown input stage %q", n)
 			} else if n == s.Name {

@@ -151,6 +151,9 @@ func Parse(path string, data []byte) (*File, error) {
 				if err := v.Content[j+1].Decode(&val); err != nil {
 					return nil, errf(v.Content[j+1].Line, "vars."+name, "%v", err)
 				}
+				if len(refs(val)) > 0 {
+					return nil, errf(v.Content[j+1].Line, "vars."+name, "a var's value cannot reference other variables")
+				}
 				f.Vars[name] = val
 				f.varLines[name] = v.Content[j].Line
 			}
