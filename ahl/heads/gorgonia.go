@@ -12,12 +12,20 @@ import (
 
 // GorgoniaLossGrad computes h.LossGrad(theta, b, prior, grad) a second way: as a gorgonia
 // float32 expression graph, differentiated symbolically and run on gorgonia's tape machine.
-// It is the reference the hand-written heads are tested against, and the measurement behind
-// choosing them for training (see README: one dra LossGrad on a batch of 48 takes seconds
-// here, tens of milliseconds there). Top-k has no gorgonia op: the graph multiplies |z| by a
-// mask of 1/k at the top-k positions, and the masks are chosen from a first run of the same
-// graph, which is exact because top-k is piecewise linear. Parts that do not depend on theta
-// (the composite difference D = Ref - F, global average pools) are computed in Go.
+// It is the reference the hand-written heads are tested against (TestGorgoniaReference).
+//
+// Why training does not use it: on the build machine (AMD EPYC, 2 shared cores, 2026-11-28)
+// one LossGrad on a batch of 48 maps of 512 x 14 x 14 + 512 x 7 x 7 takes 0.49 s (devnet)
+// and 2.6 s (dra, C' = 512, stride 3) here, against 5.5 ms and about 80 ms (CPU) for the
+// hand-written heads over ahl/sgemm: an epoch of 280 calls would take about 140 s and 730 s,
+// far over the 5 s and 50 s targets. Its matrix products run on gonum's pure-Go BLAS (about
+// 18 GFLOP/s on two cores, against about 90 on one for ahl/sgemm), it rebuilds the graph per
+// batch shape and allocates about 350 MB per dra call (BenchmarkGorgoniaLossGrad).
+//
+// Top-k has no gorgonia op: the graph multiplies |z| by a mask of 1/k at the top-k
+// positions, and the masks are chosen from a first, forward-only graph, which is exact
+// because top-k is piecewise linear. Parts that do not depend on theta (the composite
+// difference D = Ref - F, global average pools) are computed in Go.
 func GorgoniaLossGrad(h Head, theta []float32, b Batch, prior Prior, grad []float32) (float32, error) {
 	if err := CheckBatch(h, b, true); err != nil {
 		return 0, err

@@ -399,3 +399,35 @@ func TestGorgoniaReference(t *testing.T) {
 		}
 	}
 }
+
+// TestTopKMeanAbs checks the top-k selection on hand-made rows, ties included.
+func TestTopKMeanAbs(t *testing.T) {
+	for _, tc := range []struct {
+		z    []float32
+		k    int
+		want float32
+		idx  []int
+	}{
+		{[]float32{1, -3, 3, 2}, 2, 3, []int{1, 2}}, // a tie: the lower position first
+		{[]float32{0.5, -0.25, 0, 4, -4}, 3, (4 + 4 + 0.5) / 3, []int{3, 4, 0}},
+		{[]float32{-7}, 1, 7, []int{0}},
+		{[]float32{1, 2, 3, 4, 5, 6}, 1, 6, []int{5}},
+		{[]float32{6, 5, 4, 3, 2, 1}, 2, 5.5, []int{0, 1}},
+	} {
+		idx := make([]int, tc.k)
+		if got := topKMeanAbs(tc.z, idx); got != tc.want {
+			t.Errorf("topKMeanAbs(%v, k=%d) = %v, want %v", tc.z, tc.k, got, tc.want)
+		}
+		for j := range idx {
+			if idx[j] != tc.idx[j] {
+				t.Errorf("topKMeanAbs(%v, k=%d) chose %v, want %v", tc.z, tc.k, idx, tc.idx)
+				break
+			}
+		}
+	}
+	for n, want := range map[int]int{1: 1, 9: 1, 16: 1, 19: 1, 20: 2, 49: 4, 196: 19} {
+		if got := topK(n); got != want {
+			t.Errorf("topK(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
