@@ -54,6 +54,11 @@ type TrainParams struct {
 	InnerLR float64 `json:"inner_lr"`
 	MetaLR  float64 `json:"meta_lr"`
 	LR      float64 `json:"lr"`
+	// MetaSteps is CDL's meta updates of g per epoch (1, as paper and code).
+	MetaSteps int `json:"meta_steps"`
+	// LRDecayEvery is the epochs between learning rate decays (x 0.1) of CDL's meta Adam
+	// and of direct training's Adam (10); 0 never decays.
+	LRDecayEvery int `json:"lr_decay_every"`
 	// K is psi's history length (5); PsiLR its Adam rate (0.02).
 	K     int     `json:"k"`
 	PsiLR float64 `json:"psi_lr"`
@@ -66,7 +71,8 @@ func defaultTrainParams() *TrainParams {
 	c, d := cdl.DefaultConfig(), baseline.DefaultDevnet()
 	return &TrainParams{Method: MethodAHL, Head: "dra", CompositeWidth: 512, CompositeStride: 3,
 		BatchSize: c.BatchSize, InnerSteps: c.InnerSteps, QuerySteps: c.QuerySteps, StepsPerEpoch: d.StepsPerEpoch,
-		InnerLR: c.InnerLR, MetaLR: c.MetaLR, LR: d.LR, K: c.K, PsiLR: c.PsiLR, Neighbours: knn.DefaultK}
+		InnerLR: c.InnerLR, MetaLR: c.MetaLR, LR: d.LR, MetaSteps: c.MetaSteps, LRDecayEvery: c.LRDecayEvery,
+		K: c.K, PsiLR: c.PsiLR, Neighbours: knn.DefaultK}
 }
 
 // Validate checks the train params.
@@ -84,7 +90,8 @@ func (p *TrainParams) Validate() error {
 		v, min int
 	}{{"epochs", p.Epochs, 0}, {"composite_width", p.CompositeWidth, 1}, {"composite_stride", p.CompositeStride, 1},
 		{"batch_size", p.BatchSize, 1}, {"inner_steps", p.InnerSteps, 0}, {"query_steps", p.QuerySteps, 1},
-		{"steps_per_epoch", p.StepsPerEpoch, 1}, {"k", p.K, 1}, {"neighbours", p.Neighbours, 1}} {
+		{"steps_per_epoch", p.StepsPerEpoch, 1}, {"meta_steps", p.MetaSteps, 1}, {"lr_decay_every", p.LRDecayEvery, 0},
+		{"k", p.K, 1}, {"neighbours", p.Neighbours, 1}} {
 		if f.v < f.min {
 			return fmt.Errorf("%s: %d, want >= %d", f.name, f.v, f.min)
 		}
@@ -240,6 +247,7 @@ func runTrain(ctx context.Context, env *Env) error {
 		cfg.Epochs = cmpOr(p.Epochs, cfg.Epochs)
 		cfg.BatchSize, cfg.InnerSteps, cfg.QuerySteps = p.BatchSize, p.InnerSteps, p.QuerySteps
 		cfg.InnerLR, cfg.MetaLR, cfg.K, cfg.PsiLR = p.InnerLR, p.MetaLR, p.K, p.PsiLR
+		cfg.MetaSteps, cfg.LRDecayEvery = p.MetaSteps, p.LRDecayEvery
 		cfg.Seed, cfg.Progress = env.Seed, env.Progress
 		res, err := cdl.Train(ctx, cfg, head, pool, samples)
 		if err != nil {
@@ -305,7 +313,7 @@ func runTrain(ctx context.Context, env *Env) error {
 func devnetConfig(p *TrainParams, env *Env) baseline.DevnetConfig {
 	cfg := baseline.DefaultDevnet()
 	cfg.Epochs = cmpOr(p.Epochs, cfg.Epochs)
-	cfg.StepsPerEpoch, cfg.BatchSize, cfg.LR = p.StepsPerEpoch, p.BatchSize, p.LR
+	cfg.StepsPerEpoch, cfg.BatchSize, cfg.LR, cfg.LRDecayEvery = p.StepsPerEpoch, p.BatchSize, p.LR, p.LRDecayEvery
 	cfg.Seed, cfg.Progress = env.Seed, env.Progress
 	return cfg
 }
