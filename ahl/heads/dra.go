@@ -280,10 +280,21 @@ func (p *draPass) release() {
 
 // Scores returns -h0 + h1 + h2 + h3 per image, each sub-head averaged over scales.
 func (h *DRA) Scores(theta []float32, b Batch) []float32 {
+	sub := h.SubScores(theta, b)
+	out := make([]float32, len(sub[0]))
+	for i := range out {
+		out[i] = -sub[subHolistic][i] + sub[subSeen][i] + sub[subPseudo][i] + sub[subComposite][i]
+	}
+	return out
+}
+
+// SubScores returns the four sub-heads' scale-averaged scores (h0, h1, h2, h3) per image,
+// running at most scoreChunk images at a time.
+func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
 	mustCheck(h, b, false)
 	h.checkTheta(theta)
 	n := b.X[0].N
-	out := make([]float32, 0, n)
+	var out [4][]float32
 	for i0 := 0; i0 < n; i0 += scoreChunk {
 		i1 := min(i0+scoreChunk, n)
 		cb := Batch{X: make([]fmap.Maps, len(b.X)), Ref: b.Ref}
@@ -292,20 +303,11 @@ func (h *DRA) Scores(theta []float32, b Batch) []float32 {
 		}
 		p := h.forward(theta, cb)
 		p.release()
-		for i := range i1 - i0 {
-			out = append(out, -p.score[subHolistic][i]+p.score[subSeen][i]+p.score[subPseudo][i]+p.score[subComposite][i])
+		for k := range out {
+			out[k] = append(out[k], p.score[k]...)
 		}
 	}
 	return out
-}
-
-// SubScores returns the four sub-heads' scale-averaged scores (h0, h1, h2, h3) per image.
-func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
-	mustCheck(h, b, false)
-	h.checkTheta(theta)
-	p := h.forward(theta, b)
-	p.release()
-	return p.score
 }
 
 // LossGrad returns the sum of the four sub-heads' deviation losses (AHL_SPEC.md, "dra
