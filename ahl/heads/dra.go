@@ -158,8 +158,8 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 	for s := range p.scales {
 		h.forwardScale(theta, &p.scales[s], p.patches)
 	}
-	// The composite convolution of every patch of every scale in one product (Eq. of the
-	// composite sub-head): out = patches * W^T, W = C' x 9C.
+	// The composite sub-head's 3x3 convolution of every window of every scale in one
+	// product: out = patches * W^T, W = C' x 9C.
 	sgemm.Sgemm(false, true, rows, h.cp, kdim, 1, p.patches, kdim, theta[h.convW:h.convW+h.cp*kdim], kdim, 0, p.out, h.cp)
 	gamma, beta := theta[h.gamma:h.gamma+h.cp], theta[h.beta:h.beta+h.cp]
 	w4, b4 := theta[h.outW:h.outW+h.cp], theta[h.outB]
