@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
@@ -221,7 +223,7 @@ func runFeatures(ctx context.Context, env *Env) error {
 	fmt.Fprintf(env.Log, "%s: backbone %s ready in %.1fs; extracting %d images at %d and %d\n",
 		env.Stage, bb.Name(), time.Since(start).Seconds(), len(ids), p.Size, p.Size/2)
 
-	var rows mapRows
+	rows := mapRows{Images: len(ids)}
 	for c := 0; c < chunks; c++ {
 		lo, hi := c*len(ids)/chunks, (c+1)*len(ids)/chunks
 		batch := make([]imgs.Image, 0, hi-lo)
@@ -315,13 +317,19 @@ type perImage struct {
 }
 
 // mapRows accumulates feature-map table rows: one per image per scale, images in the order
-// added, scale 0 then scale 1 (stages/TABLES.md, features and pseudo).
+// added, scale 0 then scale 1 (stages/TABLES.md, features and pseudo). The maps go straight
+// into an Arrow list builder, so a large table is held once, not twice.
 type mapRows struct {
-	IDs            []string
-	Scale, C, H, W []int64
-	Values         [][]float32
+	// Images, when set before the first add, is the number of images that will be added:
+	// the value buffer is then allocated once, at its final size.
+	Images int
+
+	ids            []string
+	scale, c, h, w []int64
 	extraNames     []string
 	extra          [][]string
+	values         *array.ListBuilder
+	added          int
 }
 
 // add extracts the maps of images (named ids) with b and appends their rows. Every call must
@@ -330,11 +338,12 @@ func (r *mapRows) add(ctx context.Context, b backbone.Backbone, ids []string, im
 	if len(ids) != len(images) {
 		return fmt.Errorf("extract: %d ids for %d images", len(ids), len(images))
 	}
-	if len(r.IDs) == 0 && len(r.extraNames) == 0 {
+	if r.values == nil {
 		for _, e := range extra {
 			r.extraNames = append(r.extraNames, e.Name)
 		}
 		r.extra = make([][]string, len(extra))
+		r.values = array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
 	}
 	if len(extra) != len(r.extraNames) {
 		return fmt.Errorf("extract: %d extra columns, earlier calls had %v", len(extra), r.extraNames)
@@ -348,29 +357,58 @@ func (r *mapRows) add(ctx context.Context, b backbone.Backbone, ids []string, im
 	if err != nil {
 		return err
 	}
+	vb := r.values.ValueBuilder().(*array.Float32Builder)
+	if r.added == 0 && r.Images > len(ids) {
+		per := 0
+		for _, m := range ms {
+			per += m.Size()
+		}
+		vb.Reserve(per * r.Images)
+	}
 	for i, id := range ids {
 		for s, m := range ms {
-			r.IDs = append(r.IDs, id)
-			r.Scale = append(r.Scale, int64(s))
-			r.C, r.H, r.W = append(r.C, int64(m.C)), append(r.H, int64(m.H)), append(r.W, int64(m.W))
-			r.Values = append(r.Values, m.At(i))
+			r.ids = append(r.ids, id)
+			r.scale = append(r.scale, int64(s))
+			r.c, r.h, r.w = append(r.c, int64(m.C)), append(r.h, int64(m.H)), append(r.w, int64(m.W))
+			r.values.Append(true)
+			vb.AppendValues(m.At(i), nil)
 			for k, e := range extra {
 				r.extra[k] = append(r.extra[k], e.Values[i])
 			}
 		}
 	}
+	r.added += len(ids)
 	return nil
 }
 
-// table builds the rows' table: id, the extra columns, scale, c, h, w, values.
+// table builds the rows' table, columns id, the extra columns, scale, c, h, w, values (the
+// types artifacts.NewTable gives them), and resets r.
 func (r *mapRows) table() (arrow.RecordBatch, error) {
-	cols := []artifacts.Col{artifacts.Strings("id", r.IDs)}
+	if r.values == nil {
+		r.values = array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
+	}
+	defer r.values.Release()
+	// Build the small columns through artifacts, then swap in the values column.
+	cols := []artifacts.Col{artifacts.Strings("id", r.ids)}
 	for k, name := range r.extraNames {
 		cols = append(cols, artifacts.Strings(name, r.extra[k]))
 	}
-	cols = append(cols, artifacts.Int64s("scale", r.Scale), artifacts.Int64s("c", r.C), artifacts.Int64s("h", r.H),
-		artifacts.Int64s("w", r.W), artifacts.Float32Lists("values", r.Values))
-	return artifacts.NewTable(cols...)
+	cols = append(cols, artifacts.Int64s("scale", r.scale), artifacts.Int64s("c", r.c), artifacts.Int64s("h", r.h),
+		artifacts.Int64s("w", r.w))
+	small, err := artifacts.NewTable(cols...)
+	if err != nil {
+		return nil, err
+	}
+	defer small.Release()
+	vals := r.values.NewArray()
+	defer vals.Release()
+	if vals.Len() != int(small.NumRows()) {
+		return nil, fmt.Errorf("extract: %d value rows for %d rows", vals.Len(), small.NumRows())
+	}
+	fields := append(small.Schema().Fields(), arrow.Field{Name: "values", Type: vals.DataType()})
+	arrs := append(append([]arrow.Array(nil), small.Columns()...), vals)
+	*r = mapRows{}
+	return array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, int64(vals.Len())), nil
 }
 
 // extractTable extracts the maps of images (named ids) with b and returns their table in

@@ -140,6 +140,16 @@ func TestFeaturesConvNet(t *testing.T) {
 	// 16 -> 8 -> 4 at scale 0 and 8 -> 4 -> 2 at scale 1, 8 channels.
 	checkFeatures(t, out, decoded, ids, [2][3]int64{{8, 4, 4}, {8, 2, 2}})
 
+	// The streamed values column has the type artifacts.Float32Lists gives.
+	ref, err := artifacts.NewTable(artifacts.Strings("id", nil), artifacts.Int64s("scale", nil), artifacts.Int64s("c", nil),
+		artifacts.Int64s("h", nil), artifacts.Int64s("w", nil), artifacts.Float32Lists("values", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ref.Schema().Equal(out["features"].Schema()) {
+		t.Errorf("features schema %v, want %v", out["features"].Schema(), ref.Schema())
+	}
+
 	// Same seed: identical tables; another seed: another network.
 	again := runKind(t, "features", smallConvNetParams(), 7, in)
 	other := runKind(t, "features", smallConvNetParams(), 8, in)
