@@ -52,7 +52,7 @@ type devnetScale struct {
 	score []float32 // N
 }
 
-// forwardScale computes z = w . x + b at every position of every map of x and the top-k
+// projectScale computes z = w . x + b at every position of every map of x and the top-k
 // scores.
 func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
 	hw := x.H * x.W

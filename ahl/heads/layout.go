@@ -134,3 +134,9 @@ func mustCheck(h Head, b Batch, withLabels bool) {
 		panic(err.Error())
 	}
 }
+
+// Both heads implement Head.
+var (
+	_ Head = (*DevNet)(nil)
+	_ Head = (*DRA)(nil)
+)
