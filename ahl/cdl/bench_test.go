@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +82,16 @@ func peakRSS() float64 {
 	return 0
 }
 
+// cpuSeconds returns the user and system CPU time the process has used. On a shared machine
+// it says more about the work done than the wall clock.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 // heapPeak samples the live heap every 20 ms until stop is closed and returns its
 // largest value in MiB.
 func heapPeak(stop chan struct{}) func() float64 {
@@ -108,7 +119,7 @@ func heapPeak(stop chan struct{}) func() float64 {
 // inner + 20 query steps per task, psi in use: weights from psi, scores of every training
 // sample under every adapted theta_i recorded, psi trained) on the paper's map shapes, with
 // the devnet head and with the dra head (C' = 512, composite stride 3). It reports ms per
-// epoch, allocations per epoch (after one warm-up epoch), the peak live heap during the timed
+// epoch, CPU seconds per epoch (all cores), allocations per epoch (after one warm-up epoch), the peak live heap during the timed
 // epochs and the process's peak RSS (both include the 0.6 GB feature pool).
 func BenchmarkCDLEpoch(b *testing.B) {
 	benchPool.once.Do(func() { benchPool.pool, benchPool.samples = paperPool(b) })
@@ -149,6 +160,7 @@ func BenchmarkCDLEpoch(b *testing.B) {
 			runtime.GC()
 			stop := make(chan struct{})
 			peak := heapPeak(stop)
+			cpu0 := cpuSeconds()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -157,7 +169,9 @@ func BenchmarkCDLEpoch(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			cpu := (cpuSeconds() - cpu0) / float64(b.N)
 			close(stop)
+			b.ReportMetric(cpu, "cpu-s/epoch")
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/epoch")
 			b.ReportMetric(peak(), "peak-heap-MiB")
 			b.ReportMetric(peakRSS(), "peak-RSS-MiB")
