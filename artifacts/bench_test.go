@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -35,10 +37,22 @@ func featureTable(b *testing.B) (arrow.RecordBatch, int64) {
 	return rec, size
 }
 
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // heapMetrics reports, relative to the table's size, the bytes allocated per operation
 // (an upper bound on the extra peak heap of one operation) and the heap still in use
-// after the last operation while its result is held.
-func heapMetrics(b *testing.B, before runtime.MemStats, tableBytes int64, live func()) {
+// after the last operation while its result is held; and the throughput per CPU second
+// (MB per second of user + system time), which other load on a shared machine disturbs
+// less than wall-clock MB/s.
+func heapMetrics(b *testing.B, before runtime.MemStats, cpu0 time.Duration, bytes int64, tableBytes int64, live func()) {
+	if cpu := (cpuTime() - cpu0).Seconds(); cpu > 0 {
+		b.ReportMetric(float64(bytes)*float64(b.N)/1e6/cpu, "MB/cpu-s")
+	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(b.N)/float64(tableBytes), "alloc-x-table/op")
@@ -60,11 +74,13 @@ func BenchmarkFeatureTableWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	enc, _ := EncodeIPC(rec)
-	b.SetBytes(int64(len(enc)))
+	n := int64(len(enc))
+	b.SetBytes(n)
 	enc = nil
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		vals[0][0] = float32(i)
@@ -73,7 +89,7 @@ func BenchmarkFeatureTableWrite(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	heapMetrics(b, before, size, nil)
+	heapMetrics(b, before, cpu0, n, size, nil)
 }
 
 // BenchmarkFeatureTableRead loads and decodes the feature table from the store (the value
@@ -92,6 +108,7 @@ func BenchmarkFeatureTableRead(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	var got arrow.RecordBatch
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if got != nil {
@@ -107,6 +124,6 @@ func BenchmarkFeatureTableRead(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	heapMetrics(b, before, size, func() { _ = got })
+	heapMetrics(b, before, cpu0, out.Bytes, size, func() { _ = got })
 	got.Release()
 }
