@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -80,16 +79,6 @@ func peakRSS() float64 {
 		}
 	}
 	return 0
-}
-
-// cpuSeconds returns the user and system CPU time the process has used. On a shared machine
-// it says more about the work done than the wall clock.
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // heapPeak samples the live heap every 20 ms until stop is closed and returns its
