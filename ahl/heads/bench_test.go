@@ -139,10 +139,12 @@ func benchEpoch(b *testing.B, h Head) {
 	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run("workers="+strconv.Itoa(workers), func(b *testing.B) {
 			b.ReportAllocs()
+			cpu0 := cpuSeconds()
 			for range b.N {
 				runEpoch(h, theta, benchData, p, workers)
 			}
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/epoch")
+			b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N), "cpu-s/epoch")
 			b.ReportMetric(peakRSSMB(), "peakRSS-MB")
 		})
 	}
@@ -172,9 +174,11 @@ func BenchmarkLossGrad(b *testing.B) {
 			theta := h.Init(rand.New(rand.NewPCG(5, 6)))
 			grad := make([]float32, len(theta))
 			b.ReportAllocs()
+			cpu0 := cpuSeconds()
 			for i := range b.N {
 				h.LossGrad(theta, benchData[i%len(benchData)], p, grad)
 			}
+			b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N)*1e3, "cpu-ms/op")
 		})
 	}
 }
