@@ -181,3 +181,21 @@ func (n *ConvNet) views(v []float32) (w, b [][]float32) {
 	}
 	return w, b
 }
+
+// Scores returns the trained base model's own DevNet anomaly score of each image (its head
+// on the scale-0 maps: the mean of the top 10% of |z|), for checks and baselines.
+func (n *ConvNet) Scores(ctx context.Context, images []imgs.Image) ([]float32, error) {
+	chunk := max(1, chunkPixels/(n.size*n.size))
+	out := make([]float32, 0, len(images))
+	for lo := 0; lo < len(images); lo += chunk {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x, err := prepare(images[lo:min(len(images), lo+chunk)], n.size)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n.scores(x)...)
+	}
+	return out, nil
+}

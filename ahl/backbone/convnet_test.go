@@ -133,12 +133,12 @@ func TestConvNetTrains(t *testing.T) {
 	if calls != 30 || last != 30 || total != 30 {
 		t.Errorf("progress: %d calls, last %d/%d, want 30 calls ending 30/30", calls, last, total)
 	}
-	testN, err1 := prepare(squares(rng, 16, 20, false), 16)
-	testA, err2 := prepare(squares(rng, 16, 20, true), 16)
+	scoreN, err1 := net.Scores(context.Background(), squares(rng, 16, 20, false))
+	scoreA, err2 := net.Scores(context.Background(), squares(rng, 16, 20, true))
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
-	sn, sa := mean32(net.scores(testN)), mean32(net.scores(testA))
+	sn, sa := mean32(scoreN), mean32(scoreA)
 	if sa <= sn {
 		t.Errorf("mean score of held-out anomalies %.3f <= normals %.3f", sa, sn)
 	}
