@@ -106,6 +106,7 @@ type config struct {
 	log          *slog.Logger
 	inMemory     bool
 	vlogFileSize int64 // tests lower it to exercise value-log rotation and GC cheaply
+	txnBytes     int   // tests lower it so that a kill lands inside a multi-transaction blob
 }
 
 // WithLogger sends the store's messages to l: corrupt manifests at warning level, Badger's
@@ -122,7 +123,7 @@ func InMemory() Option { return func(c *config) { c.inMemory = true } }
 // this process) holds the store, Open fails at once with an error wrapping ErrLocked that
 // names the folder.
 func Open(dir string, opts ...Option) (*Badger, error) {
-	cfg := config{log: slog.Default(), vlogFileSize: valueLogFileSize}
+	cfg := config{log: slog.Default(), vlogFileSize: valueLogFileSize, txnBytes: txnBytes}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -161,7 +162,7 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		// far above what the stages consume.
 		WithVerifyValueChecksum(true).
 		WithValueLogFileSize(cfg.vlogFileSize)
-	st := &Badger{dir: dir, log: cfg.log, chunk: ChunkSize, txnBytes: txnBytes}
+	st := &Badger{dir: dir, log: cfg.log, chunk: ChunkSize, txnBytes: cfg.txnBytes}
 	if cfg.inMemory {
 		bo = bo.WithDir("").WithValueDir("").WithInMemory(true).WithMemTableSize(64 << 20).WithValueThreshold(1 << 20)
 		st.dir, st.chunk, st.txnBytes = "", memChunkSize, memTxnBytes

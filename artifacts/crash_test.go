@@ -32,7 +32,9 @@ func TestCrashWriterHelper(t *testing.T) {
 // manifest commit, until it is killed.
 func crashWriter(dir, seed string) error {
 	ctx := context.Background()
-	s, err := Open(dir)
+	// One chunk per transaction: most blobs take several commits, so kills also land
+	// between the commits of one blob and leave incomplete blobs behind.
+	s, err := Open(dir, func(c *config) { c.txnBytes = ChunkSize })
 	if err != nil {
 		return err
 	}
@@ -70,6 +72,7 @@ func TestSIGKILLRecovery(t *testing.T) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(11, 3))
 	var committed []string
+	incomplete := 0
 	for round := range 4 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWriterHelper$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s_SEED=%d", crashDirEnv, round))
@@ -132,11 +135,13 @@ func TestSIGKILLRecovery(t *testing.T) {
 				}
 			}
 		}
+		incomplete += len(rep.Incomplete)
 		t.Logf("round %d: %d manifests committed so far, %d blobs, %d incomplete", round, len(committed), rep.Blobs, len(rep.Incomplete))
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	t.Logf("%d incomplete blobs seen after kills", incomplete)
 	// gc removes any blob an interrupted write left behind.
 	s, err := Open(dir)
 	if err != nil {
@@ -149,5 +154,66 @@ func TestSIGKILLRecovery(t *testing.T) {
 	rep, err := Verify(ctx, s)
 	if err != nil || !rep.OK() || len(rep.Incomplete) != 0 {
 		t.Fatalf("verify after gc: %+v, %v", rep, err)
+	}
+}
+
+// cancelAfter is a context whose Err turns to Canceled after n calls.
+type cancelAfter struct {
+	context.Context
+	n *int
+}
+
+func (c cancelAfter) Err() error {
+	*c.n--
+	if *c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestInterruptedPutBlob stops a blob write between its transactions: the chunks already
+// committed are an incomplete blob, which is not visible, does not make verify fail, and
+// goes at the next gc.
+func TestInterruptedPutBlob(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, func(c *config) { c.txnBytes = ChunkSize })
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(3*ChunkSize, 1)
+	n := 2 // PutBlob checks the context before each chunk: two chunks get through
+	if _, err := s.PutBlob(cancelAfter{ctx, &n}, data); err == nil {
+		t.Fatal("PutBlob ignored its cancelled context")
+	}
+	d := DigestOf(data)
+	if ok, _ := s.HasBlob(ctx, d); ok {
+		t.Fatal("an interrupted blob is visible")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rep, err := Verify(ctx, s)
+	if err != nil || !rep.OK() || len(rep.Incomplete) != 1 || rep.Incomplete[0] != d {
+		t.Fatalf("verify: %+v, %v; want OK with %s incomplete", rep, err, d)
+	}
+	g, err := GC(ctx, s, false)
+	if err != nil || g.BlobsDeleted != 1 || g.Blobs[0].Complete {
+		t.Fatalf("gc: %+v, %v", g, err)
+	}
+	if n := countKeys(t, s, blobKeyPrefix(d)); n != 0 {
+		t.Fatalf("%d keys of the interrupted blob left after gc", n)
+	}
+	// Writing it again completes it.
+	if _, err := s.PutBlob(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.Blob(ctx, d); err != nil || DigestOf(b) != d {
+		t.Fatalf("rewritten blob: %v", err)
 	}
 }
