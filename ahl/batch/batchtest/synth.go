@@ -23,8 +23,8 @@ type SynthConfig struct {
 	T        int      // tasks
 }
 
-// DefaultSynth is small enough for unit tests: 16 channels at 4x4 and 2x2, 3 modes of 30
-// normals, 10 seen anomalies, 2 unseen classes, 7 tasks.
+// DefaultSynth is small enough for unit tests: 64 channels at 4x4 and 2x2, 3 modes of 30
+// normals, 10 seen anomalies, 2 unseen classes (60 test images each), amplitude 6, 7 tasks.
 func DefaultSynth() SynthConfig {
 	return SynthConfig{C: 64, Sizes: [][2]int{{4, 4}, {2, 2}}, Clusters: 3, PerMode: 30, Seen: 10,
 		Test: 60, Unseen: 2, Amp: 6, T: 7}
