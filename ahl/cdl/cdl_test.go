@@ -271,3 +271,46 @@ func TestErrors(t *testing.T) {
 		t.Error("query_steps = 0 accepted")
 	}
 }
+
+// TestDeterministicRealHeads checks bit-identical results across runs and worker counts with
+// the devnet and dra heads (dra's composite sub-head needs maps of at least 3 x 3).
+func TestDeterministicRealHeads(t *testing.T) {
+	scfg := batchtest.DefaultSynth()
+	scfg.C = 8
+	scfg.Sizes = [][2]int{{6, 6}, {3, 3}}
+	scfg.PerMode = 12
+	scfg.Test = 10
+	syn := batchtest.NewSynth(scfg, 7)
+	devnet, err := heads.NewDevNet(scfg.C)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dra, err := heads.NewDRA(scfg.C, 8, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, head := range []heads.Head{devnet, dra} {
+		run := func(workers int) Result {
+			cfg := smallConfig()
+			cfg.InnerSteps, cfg.QuerySteps = 2, 2
+			cfg.Workers = workers
+			res, err := Train(context.Background(), cfg, head, syn.Pool, syn.Samples)
+			if err != nil {
+				t.Fatalf("%s: %v", head.Name(), err)
+			}
+			return res
+		}
+		a, b, c := run(1), run(1), run(2)
+		if !slices.Equal(a.Theta, b.Theta) || !slices.Equal(a.Theta, c.Theta) {
+			t.Fatalf("%s: theta_g differs between runs or worker counts", head.Name())
+		}
+		for e := range a.Weights {
+			if !slices.Equal(a.Weights[e], c.Weights[e]) {
+				t.Fatalf("%s: epoch %d weights differ: %v vs %v", head.Name(), e, a.Weights[e], c.Weights[e])
+			}
+		}
+		if slices.Equal(a.Weights[len(a.Weights)-1], Uniform(7)) {
+			t.Fatalf("%s: psi's weights are uniform", head.Name())
+		}
+	}
+}
