@@ -104,14 +104,14 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 			defer wg.Done()
 			res := r.instance(ctx, in)
 			r.resMu.Lock()
+			if r.closed { // abandoned after an interrupt; Run has returned
+				r.resMu.Unlock()
+				return
+			}
 			rep.Results[in.index] = res
 			r.resMu.Unlock()
 			close(r.done[in.index])
-			if opts.OnResult != nil {
-				r.callbackMu.Lock()
-				opts.OnResult(res)
-				r.callbackMu.Unlock()
-			}
+			r.report(res)
 		}()
 	}
 	finished := make(chan struct{})
@@ -139,7 +139,11 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 			firstFail = res
 		}
 	}
+	r.closed = true
 	r.resMu.Unlock()
+	for _, res := range rep.Results {
+		r.report(res) // the interrupted ones, and any held back behind them
+	}
 	switch {
 	case opts.DryRun:
 		rep.Status = "dry-run"
@@ -185,8 +189,49 @@ type runner struct {
 	sem        chan struct{}
 	done       []chan struct{}
 	resMu      sync.Mutex
+	closed     bool // under resMu: Run has collected the results
 	callbackMu sync.Mutex
 	logMu      *sync.Mutex
+
+	// Ordered delivery of results (report), under callbackMu.
+	reported []bool
+	held     map[int]*Result
+	next     int
+}
+
+// report hands a result to OnResult. Results that say a stage ran or failed go out at once;
+// the others (cached, skipped, dry-run) are held until every earlier instance in plan order
+// has gone out, so that a rerun's lines come in plan order.
+func (r *runner) report(res *Result) {
+	if r.opts.OnResult == nil {
+		return
+	}
+	r.callbackMu.Lock()
+	defer r.callbackMu.Unlock()
+	if r.reported == nil {
+		r.reported = make([]bool, len(r.plan.Instances))
+		r.held = map[int]*Result{}
+	}
+	i := res.Instance.index
+	if r.reported[i] {
+		return
+	}
+	if res.Status == Ran || res.Status == Failed {
+		r.reported[i] = true
+		r.opts.OnResult(res)
+	} else {
+		r.held[i] = res
+	}
+	for r.next < len(r.reported) {
+		if h, ok := r.held[r.next]; ok {
+			delete(r.held, r.next)
+			r.reported[r.next] = true
+			r.opts.OnResult(h)
+		} else if !r.reported[r.next] {
+			break
+		}
+		r.next++
+	}
 }
 
 // result reads the finished result of an upstream instance.

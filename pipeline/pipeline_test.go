@@ -266,6 +266,17 @@ func TestMatrixExpansion(t *testing.T) {
 	if len(v) != 1 || v[0] != 14 {
 		t.Errorf("all = %v, want [14]", v)
 	}
+	// A cached rerun reports its instances in plan order, whatever order they finish in.
+	var order []string
+	if _, err := run(t, s, compile(t, matrixDAG), func(o *Options) {
+		o.Jobs = 4
+		o.OnResult = func(r *Result) { order = append(order, r.Instance.ID()) }
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, want) {
+		t.Errorf("rerun reported %q, want plan order %q", order, want)
+	}
 }
 
 func TestFailedStageSkipsDependentsOnce(t *testing.T) {
