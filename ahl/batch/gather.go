@@ -21,7 +21,7 @@ type Gatherer struct {
 	refRows []int
 	nRef    int
 	rng     *rand.Rand
-	sc      Scorer // its buffers hold the gathered batches too
+	buf     [][]float32 // per scale: the gathered batch's storage
 	x, ref  []fmap.Maps
 	pick    []int
 }
@@ -50,7 +50,7 @@ func NewGatherer(pool fmap.Set, refRows []int, nRef int, seed, stream uint64) (*
 	}
 	g := &Gatherer{pool: pool, refRows: refRows, nRef: nRef,
 		rng:  rand.New(rand.NewPCG(seed, stream)),
-		sc:   Scorer{buf: make([][]float32, len(pool.Scales)), x: make([]fmap.Maps, len(pool.Scales))},
+		buf:  make([][]float32, len(pool.Scales)),
 		x:    make([]fmap.Maps, len(pool.Scales)),
 		ref:  make([]fmap.Maps, len(pool.Scales)),
 		pick: make([]int, 0, nRef)}
@@ -82,7 +82,7 @@ func CheckPool(pool fmap.Set) error {
 // as it is, not copied.
 func (g *Gatherer) Batch(rows, labels []int) heads.Batch {
 	for k, m := range g.pool.Scales {
-		g.x[k] = gatherInto(&g.sc.buf[k], m, rows)
+		g.x[k] = gatherInto(&g.buf[k], m, rows)
 	}
 	g.drawRef()
 	return heads.Batch{X: g.x, Labels: labels, Ref: g.ref}
@@ -117,12 +117,6 @@ func consecutive(rows []int) bool {
 		}
 	}
 	return true
-}
-
-// Scores is Scorer.Scores over the gatherer's pool, in the gatherer's buffers (a batch from
-// Batch is no longer valid afterwards).
-func (g *Gatherer) Scores(head heads.Head, theta []float32, rows []int, ref []fmap.Maps, size int, out []float32) {
-	g.sc.Scores(head, theta, g.pool, rows, ref, size, out)
 }
 
 // drawRef draws nRef distinct normals and writes their mean map, per scale, into g.ref.
@@ -197,6 +191,19 @@ func (s *Scorer) Scores(head heads.Head, theta []float32, pool fmap.Set, rows []
 		copy(out[a:b], head.Scores(theta, heads.Batch{X: s.x, Ref: ref}))
 		a = b
 	}
+}
+
+// Chunks splits rows into the batches Scores scores them in: [a, b) ranges of rows, each a
+// run of consecutive rows (a quarter of a batch or more, up to size) or size rows to copy.
+// Scoring each range separately gives the same scores as scoring all rows at once.
+func Chunks(rows []int, size int) [][2]int {
+	var out [][2]int
+	for a := 0; a < len(rows); {
+		b := chunkEnd(rows, a, size)
+		out = append(out, [2]int{a, b})
+		a = b
+	}
+	return out
 }
 
 // chunkEnd returns the end of the batch of rows that starts at a: the run of consecutive rows

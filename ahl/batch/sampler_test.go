@@ -227,6 +227,9 @@ func TestScores(t *testing.T) {
 			t.Fatalf("row %d: batched score %v, alone %v", r, got[k], want)
 		}
 	}
+	if got := Chunks(rows, 8); !slices.Equal(got, [][2]int{{0, 8}, {8, 10}, {10, 17}}) {
+		t.Errorf("Chunks = %v", got)
+	}
 	for i, c := range []struct{ a, size, want int }{{0, 8, 8}, {8, 8, 10}, {10, 8, 17}, {12, 8, 15}, {0, 4, 4}, {16, 8, 17}} {
 		if got := chunkEnd(rows, c.a, c.size); got != c.want {
 			t.Errorf("case %d: chunkEnd(%d, %d) = %d, want %d", i, c.a, c.size, got, c.want)

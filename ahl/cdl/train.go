@@ -64,8 +64,9 @@ type task struct {
 	gather           *batch.Gatherer
 	theta, grad, sum []float32
 	scores           []float32
-	loss             float64 // mean query loss of the last adaptation
-	seconds          float64
+	loss             float64   // mean query loss of the last adaptation
+	seconds          float64   // the last adaptation's, plus its scoring when it scored
+	scoreSeconds     []float64 // per scoring batch
 	err              error
 }
 
@@ -147,6 +148,8 @@ type trainer struct {
 	// scoreRows are the training samples' rows in increasing order, so runs of consecutive
 	// rows are scored without copying; scoreRows[k] is sample scoreJ[k].
 	scoreRows, scoreJ []int
+	chunks            [][2]int       // scoreRows's scoring batches
+	scorers           []batch.Scorer // one per worker
 	tasks             []*task
 	psi               *psi.Model
 	adam              *optim.Adam
@@ -178,11 +181,14 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	for _, j := range tr.scoreJ {
 		tr.scoreRows = append(tr.scoreRows, ts.Rows[j])
 	}
+	tr.chunks = batch.Chunks(tr.scoreRows, cfg.BatchSize)
+	tr.scorers = make([]batch.Scorer, cfg.workers(ts.T))
 	tr.tasks = make([]*task, ts.T)
 	for i := range tr.tasks {
 		if tr.tasks[i], err = newTask(cfg, ts, pool, i, len(tr.thetaG)); err != nil {
 			return nil, err
 		}
+		tr.tasks[i].scoreSeconds = make([]float64, len(tr.chunks))
 	}
 	if tr.psi, err = psi.New(ts.T, cfg.Seed, streamPsi, cfg.PsiLR, cfg.PsiWeightDecay); err != nil {
 		return nil, fmt.Errorf("cdl: %w", err)
@@ -211,16 +217,12 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 	losses := make([]float64, t)
 	seconds := make([]float64, t)
 	for m := 0; m < cfg.MetaSteps; m++ {
-		last := m == cfg.MetaSteps-1
-		// Step 2: adapt every task (in parallel; each task owns its buffers and streams).
-		runTasks(cfg.workers(t), tr.tasks, func(tk *task) {
-			t0 := time.Now()
-			tk.err = tk.adapt(ctx, cfg, tr.head, tr.prior, tr.thetaG)
-			if tk.err == nil && last && record {
-				tk.gather.Scores(tr.head, tk.theta, tr.scoreRows, tr.scoreRef, cfg.BatchSize, tk.scores)
-			}
-			tk.seconds = time.Since(t0).Seconds()
-		})
+		// Step 2: adapt every task, and in the last meta step score every training sample
+		// under every adapted theta_i (step 4's s^t).
+		tr.adaptAndScore(ctx, m == cfg.MetaSteps-1 && record)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		for _, tk := range tr.tasks {
 			if tk.err != nil {
 				return fmt.Errorf("cdl: epoch %d task %d: %w", epoch, tk.i, tk.err)
@@ -262,28 +264,60 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 	return nil
 }
 
-// runTasks calls f on every task, at most workers at a time, and waits for all of them.
-func runTasks(workers int, tasks []*task, f func(*task)) {
-	if workers <= 1 {
-		for _, tk := range tasks {
-			f(tk)
-		}
-		return
+// adaptAndScore adapts every task from theta_g and, when score is set, scores the training
+// samples under every adapted theta_i into the tasks' score vectors. The work runs on
+// cfg.Workers goroutines as a queue of units: first the T adaptations, then the scoring
+// batches task by task; a scoring unit waits for its task's adaptation, which an earlier
+// worker already holds. Every unit writes only its own task's buffers, so the result does not
+// depend on the number of workers or their timing.
+func (tr *trainer) adaptAndScore(ctx context.Context, score bool) {
+	type unit struct {
+		tk      *task
+		c, a, b int // scoring batch tr.chunks[c] = [a, b); adaptation when b == 0
 	}
+	done := make([]chan struct{}, len(tr.tasks))
+	units := make(chan unit)
 	var wg sync.WaitGroup
-	next := make(chan *task)
-	for range workers {
+	for w := range tr.scorers {
+		sc := &tr.scorers[w]
 		wg.Go(func() {
-			for tk := range next {
-				f(tk)
+			for u := range units {
+				t0 := time.Now()
+				tk := u.tk
+				if u.b == 0 {
+					tk.err = tk.adapt(ctx, tr.cfg, tr.head, tr.prior, tr.thetaG)
+					tk.seconds = time.Since(t0).Seconds()
+					close(done[tk.i])
+					continue
+				}
+				<-done[tk.i]
+				if tk.err == nil && ctx.Err() == nil {
+					sc.Scores(tr.head, tk.theta, tr.pool, tr.scoreRows[u.a:u.b], tr.scoreRef, tr.cfg.BatchSize, tk.scores[u.a:u.b])
+				}
+				tk.scoreSeconds[u.c] = time.Since(t0).Seconds()
 			}
 		})
 	}
-	for _, tk := range tasks {
-		next <- tk
+	for i, tk := range tr.tasks {
+		done[i] = make(chan struct{})
+		units <- unit{tk: tk}
 	}
-	close(next)
+	if score {
+		for _, tk := range tr.tasks {
+			for c, r := range tr.chunks {
+				units <- unit{tk: tk, a: r[0], b: r[1], c: c}
+			}
+		}
+	}
+	close(units)
 	wg.Wait()
+	if score {
+		for _, tk := range tr.tasks {
+			for _, s := range tk.scoreSeconds {
+				tk.seconds += s
+			}
+		}
+	}
 }
 
 // sequences lays out psi's input: for every sample j, the K score vectors of the given epochs
