@@ -81,6 +81,9 @@ func (h *humanOutput) progress(in *pipeline.Instance) func(done, total int) {
 		defer h.mu.Unlock()
 		if h.terminal {
 			bar := h.bars[in]
+			if bar == nil && len(h.bars) > 0 {
+				return // one bar at a time: bars of concurrent stages would overwrite each other
+			}
 			if bar == nil {
 				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(h.w),
 					progressbar.OptionSetDescription(in.ID()), progressbar.OptionShowCount(),
