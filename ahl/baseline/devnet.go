@@ -7,6 +7,7 @@ package baseline
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -127,6 +128,9 @@ func Devnet(ctx context.Context, cfg DevnetConfig, head heads.Head, pool fmap.Se
 			}
 			loss += float64(head.LossGrad(theta, gather.Batch(sampler.Next()), prior, grad))
 			adam.Step(theta, grad, lr)
+		}
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return nil, nil, fmt.Errorf("baseline: epoch %d: training loss is %v (lr %g too large?)", e, loss, lr)
 		}
 		log = append(log, EpochLog{Epoch: e, Loss: loss / float64(cfg.StepsPerEpoch), Seconds: time.Since(start).Seconds()})
 		if cfg.Progress != nil {

@@ -314,3 +314,15 @@ func TestDeterministicRealHeads(t *testing.T) {
 		}
 	}
 }
+
+// TestDivergenceIsAnError checks that a loss that overflows stops training with an error.
+func TestDivergenceIsAnError(t *testing.T) {
+	syn, head := synth(8)
+	cfg := smallConfig()
+	cfg.InnerLR = 1e38
+	if _, err := Train(context.Background(), cfg, head, syn.Pool, syn.Samples); err == nil {
+		t.Fatal("training with inner_lr 1e38 returned no error")
+	} else {
+		t.Log(err)
+	}
+}

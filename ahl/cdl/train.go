@@ -3,6 +3,7 @@ package cdl
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -226,6 +227,9 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 		for _, tk := range tr.tasks {
 			if tk.err != nil {
 				return fmt.Errorf("cdl: epoch %d task %d: %w", epoch, tk.i, tk.err)
+			}
+			if math.IsNaN(tk.loss) || math.IsInf(tk.loss, 0) {
+				return fmt.Errorf("cdl: epoch %d task %d: query loss is %v (inner_lr %g too large?)", epoch, tk.i, tk.loss, cfg.InnerLR)
 			}
 			losses[tk.i] += tk.loss / float64(cfg.MetaSteps)
 			seconds[tk.i] += tk.seconds
