@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
@@ -21,39 +23,63 @@ type Ensemble struct {
 
 // TrainEnsemble trains one base model per task, each by direct training (Devnet, with cfg)
 // on the task's support and query samples together (each pool row once), member i seeded
-// from rand.NewPCG(cfg.Seed, 1<<42 + i).
+// from rand.NewPCG(cfg.Seed, 1<<42 + i). Members train in parallel, one per core; Progress
+// is called as each finishes.
 func TrainEnsemble(ctx context.Context, cfg DevnetConfig, head heads.Head, pool fmap.Set, samples []hadg.Sample) (Ensemble, error) {
 	ts, err := cdl.ResolveTasks(pool, samples)
 	if err != nil {
 		return Ensemble{}, fmt.Errorf("baseline: %w", err)
 	}
-	var e Ensemble
-	for i := 0; i < ts.T; i++ {
-		var rows, labels []int
-		seen := map[int]bool{}
-		for _, set := range []cdl.RowSet{ts.Support[i], ts.Query[i]} {
-			for k, r := range set.Rows {
-				if !seen[r] {
-					seen[r] = true
-					rows = append(rows, r)
-					labels = append(labels, set.Labels[k])
+	e := Ensemble{Thetas: make([][]float32, ts.T), Logs: make([][]EpochLog, ts.T)}
+	errs := make([]error, ts.T)
+	// Members are independent, so they train in parallel; each owns its streams and buffers.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	next := make(chan int)
+	for range max(1, min(runtime.GOMAXPROCS(0), ts.T)) {
+		wg.Go(func() {
+			for i := range next {
+				rows, labels := memberRows(ts, i)
+				c := cfg
+				c.Seed = rand.New(rand.NewPCG(cfg.Seed, streamMembers+uint64(i))).Uint64()
+				c.Progress = nil
+				e.Thetas[i], e.Logs[i], errs[i] = Devnet(ctx, c, head, pool, rows, labels)
+				if cfg.Progress != nil {
+					mu.Lock()
+					done++
+					cfg.Progress(done, ts.T)
+					mu.Unlock()
 				}
 			}
-		}
-		c := cfg
-		c.Seed = rand.New(rand.NewPCG(cfg.Seed, streamMembers+uint64(i))).Uint64()
-		c.Progress = nil
-		theta, log, err := Devnet(ctx, c, head, pool, rows, labels)
+		})
+	}
+	for i := 0; i < ts.T; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
 			return Ensemble{}, fmt.Errorf("baseline: ensemble member %d: %w", i, err)
 		}
-		e.Thetas = append(e.Thetas, theta)
-		e.Logs = append(e.Logs, log)
-		if cfg.Progress != nil {
-			cfg.Progress(i+1, ts.T)
-		}
 	}
 	return e, nil
+}
+
+// memberRows returns task i's support and query rows together, each pool row once.
+func memberRows(ts cdl.Tasks, i int) (rows, labels []int) {
+	seen := map[int]bool{}
+	for _, set := range []cdl.RowSet{ts.Support[i], ts.Query[i]} {
+		for k, r := range set.Rows {
+			if !seen[r] {
+				seen[r] = true
+				rows = append(rows, r)
+				labels = append(labels, set.Labels[k])
+			}
+		}
+	}
+	return rows, labels
 }
 
 // Scores returns the mean of the members' scores of rows of pool, scored size rows at a time
