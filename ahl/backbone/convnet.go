@@ -169,19 +169,6 @@ func (n *ConvNet) features(x act) act {
 	return x
 }
 
-// views returns, for every layer of layers(), the part of v (laid out like theta, for
-// example a gradient) that holds its weights and its bias.
-func (n *ConvNet) views(v []float32) (w, b [][]float32) {
-	off := 0
-	for _, c := range n.layers() {
-		w = append(w, v[off:off+len(c.W):off+len(c.W)])
-		off += len(c.W)
-		b = append(b, v[off:off+len(c.B):off+len(c.B)])
-		off += len(c.B)
-	}
-	return w, b
-}
-
 // Scores returns the trained base model's own DevNet anomaly score of each image (its head
 // on the scale-0 maps: the mean of the top 10% of |z|), for checks and baselines.
 func (n *ConvNet) Scores(ctx context.Context, images []imgs.Image) ([]float32, error) {
@@ -198,4 +185,15 @@ func (n *ConvNet) Scores(ctx context.Context, images []imgs.Image) ([]float32, e
 		out = append(out, n.scores(x)...)
 	}
 	return out, nil
+}
+
+// scores runs the frozen network and its devnet head on a prepared batch: each image's score
+// is the mean of the k largest |z| over the H x W positions of z = head(F).
+func (n *ConvNet) scores(x act) []float32 {
+	z := n.head.forward(n.features(x), false)
+	out := make([]float32, z.B)
+	for i := range out {
+		out[i], _ = topKMean(z.plane(0, i))
+	}
+	return out
 }

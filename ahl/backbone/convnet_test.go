@@ -10,19 +10,18 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 )
 
-// TestConvNetGradient checks lossGrad's analytic gradient against central differences of the
-// loss for every weight of a small network.
+// TestConvNetGradient checks lossGrad's analytic gradient (through the head, batch norm with
+// batch statistics, ReLU and the convolutions) against central differences of the loss for
+// every weight of a small network.
 func TestConvNetGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 0))
-	n, err := newConvNet(12, []int{3, 4})
+	n, err := newTrainNet(12, []int{3, 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.initKaiming(rng)
-	for i := range n.theta { // non-zero biases exercise their gradient too
-		if n.theta[i] == 0 {
-			n.theta[i] = float32(0.1 * rng.NormFloat64())
-		}
+	for i := range n.theta { // move gamma off 1 and biases off 0 so all their terms count
+		n.theta[i] += float32(0.1 * rng.NormFloat64())
 	}
 	in := []imgs.Image{randomImage(rng, 12, 12), randomImage(rng, 12, 12), randomImage(rng, 12, 12), randomImage(rng, 12, 12)}
 	x, err := prepare(in, 12)
@@ -59,6 +58,40 @@ func TestConvNetGradient(t *testing.T) {
 	// A weight whose step crosses a ReLU or top-k boundary can disagree; allow a few.
 	if bad > len(n.theta)/100 {
 		t.Errorf("%d of %d gradient entries disagree with central differences", bad, len(n.theta))
+	}
+}
+
+// TestConvNetFreeze checks the folding of batch norm: once the running statistics have
+// converged to one batch's statistics, the frozen network scores that batch as the
+// training-mode network does.
+func TestConvNetFreeze(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 0))
+	n, err := newTrainNet(16, []int{4, 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.initKaiming(rng)
+	for i := range n.theta {
+		n.theta[i] += float32(0.1 * rng.NormFloat64())
+	}
+	in := make([]imgs.Image, 6)
+	for i := range in {
+		in[i] = randomImage(rng, 16, 16)
+	}
+	x, err := prepare(in, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var train []float32
+	for it := 0; it < 300; it++ { // momentum 0.1: 0.9^300 of the initial statistics remain
+		train = n.scores(x)
+	}
+	frozen := n.freeze().scores(x)
+	for i := range train {
+		// The running variance is unbiased (m / (m - 1), m = 6 * 8 * 8 or 6 * 4 * 4).
+		if math.Abs(float64(train[i]-frozen[i])) > 0.02*math.Max(1, math.Abs(float64(train[i]))) {
+			t.Errorf("image %d: training-mode score %g, frozen %g", i, train[i], frozen[i])
+		}
 	}
 }
 

@@ -40,6 +40,7 @@ const (
 	streamPrior   = 2 // the deviation loss's N(0, 1) reference draws
 	streamPseudo  = 3 // generator choice and the generators' own draws
 	streamSampler = 4 // balanced batches
+	streamShuffle = 5 // the order of a batch's images, which sets its batch norm chunks
 )
 
 // trainChunkPixels bounds the input pixels of one training forward/backward pass (a batch
@@ -77,8 +78,10 @@ func deviationPrior(rng *rand.Rand) prior {
 // TrainConvNet trains a ConvNet from scratch as the DevNet base model: the devnet head
 // (1x1 convolution, top-k mean of |z|) on the last feature map, the deviation loss with real
 // and pseudo anomalies as the anomalous class, balanced batches of normals, real anomalies
-// and pseudo anomalies made on the fly from training normals, and Adam. It returns the
-// trained network and each epoch's mean loss.
+// and pseudo anomalies made on the fly from training normals, and Adam. While training, every
+// convolution is followed by batch norm (statistics of its chunk of the batch, at most
+// trainChunkPixels input pixels); the returned, frozen network has the running statistics
+// folded into its convolutions. It also returns each epoch's mean loss.
 func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []imgs.Image) (*ConvNet, []float64, error) {
 	if cfg.Epochs < 0 || cfg.Steps <= 0 || cfg.Batch <= 0 || cfg.LR <= 0 {
 		return nil, nil, fmt.Errorf("backbone: convnet training needs epochs >= 0, steps > 0, batch > 0 and lr > 0 (got %d, %d, %d, %g)", cfg.Epochs, cfg.Steps, cfg.Batch, cfg.LR)
@@ -90,11 +93,12 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 	if len(anomalies) == 0 && !pseudo {
 		return nil, nil, fmt.Errorf("backbone: convnet training needs anomalies: no labelled anomalies and no pseudo-anomaly generators")
 	}
-	net, err := newConvNet(cfg.Size, cfg.Channels)
+	net, err := newTrainNet(cfg.Size, cfg.Channels)
 	if err != nil {
 		return nil, nil, err
 	}
 	net.initKaiming(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
+	shuffle := rand.New(rand.NewPCG(cfg.Seed, streamShuffle))
 	pr := deviationPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	prng := rand.New(rand.NewPCG(cfg.Seed, streamPseudo))
 
@@ -142,6 +146,12 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 				}
 				targets[j] = r >= len(norm)
 			}
+			// The sampler groups a batch by kind; mix it so every batch norm chunk sees
+			// normals and anomalies alike.
+			shuffle.Shuffle(len(rs), func(a, b int) {
+				batchImgs[a], batchImgs[b] = batchImgs[b], batchImgs[a]
+				targets[a], targets[b] = targets[b], targets[a]
+			})
 			clear(grad)
 			var loss float64
 			for lo := 0; lo < len(rs); lo += chunk {
@@ -160,7 +170,7 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 		}
 		losses[ep] = epochLoss / float64(cfg.Steps)
 	}
-	return net, losses, nil
+	return net.freeze(), losses, nil
 }
 
 func resizeAll(in []imgs.Image, s int) []imgs.Image {
@@ -173,19 +183,6 @@ func resizeAll(in []imgs.Image, s int) []imgs.Image {
 
 // topK is DevNet's k = max(floor(0.1 * H * W), 1).
 func topK(hw int) int { return max(hw/10, 1) }
-
-// scores runs the network and the devnet head on a prepared batch and returns each image's
-// score: the mean of the k largest |z| over the H x W positions of z = head(F).
-func (n *ConvNet) scores(x act) []float32 {
-	f := n.features(x)
-	z := n.head.forward(f, false)
-	out := make([]float32, z.B)
-	for i := range out {
-		s, _ := topKMean(z.plane(0, i))
-		out[i] = s
-	}
-	return out
-}
 
 // topKMean returns the mean of the k largest |z| and their indices (ties by position).
 func topKMean(z []float32) (float32, []int) {
@@ -207,76 +204,6 @@ func abs32(v float32) float32 {
 		return -v
 	}
 	return v
-}
-
-// lossGrad adds scale times the gradient of the summed deviation loss of the batch x with
-// targets y (true: anomaly, real or pseudo) to grad, and returns scale times the summed loss.
-// With dev = (s - mean(r)) / std(r), each image's loss is |dev| for a normal and
-// max(0, m - dev) for an anomaly (DevNet's deviation loss; AHL_SPEC.md).
-func (n *ConvNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
-	// Forward, keeping each layer's input, im2col matrix and output.
-	L := len(n.convs)
-	ins := make([]act, L)
-	cols := make([][]float32, L)
-	outs := make([]act, L)
-	h := x
-	for l := range n.convs {
-		ins[l] = h
-		outs[l], cols[l] = n.convs[l].forwardCols(h, true)
-		h = outs[l]
-	}
-	z := n.head.forward(h, false)
-
-	// Loss and its gradient with respect to z.
-	dz := newAct(1, z.B, z.H, z.W)
-	var loss float64
-	for i := 0; i < z.B; i++ {
-		zi := z.plane(0, i)
-		s, top := topKMean(zi)
-		dev := (s - pr.Mean) / pr.Std
-		var ds float32 // d loss_i / d s
-		if y[i] {
-			if pr.Margin-dev > 0 {
-				loss += float64(pr.Margin - dev)
-				ds = -1 / pr.Std
-			}
-		} else {
-			loss += math.Abs(float64(dev))
-			switch {
-			case dev > 0:
-				ds = 1 / pr.Std
-			case dev < 0:
-				ds = -1 / pr.Std
-			}
-		}
-		ds *= scale
-		dzi := dz.plane(0, i)
-		k := float32(len(top))
-		for _, j := range top {
-			switch {
-			case zi[j] > 0:
-				dzi[j] = ds / k
-			case zi[j] < 0:
-				dzi[j] = -ds / k
-			}
-		}
-	}
-
-	// Backward: the head, then each convolution through its ReLU.
-	gw, gb := n.views(grad)
-	d := n.head.backward(h, h.Data, dz, gw[L], gb[L], true)
-	for l := L - 1; l >= 0; l-- {
-		for j, v := range outs[l].Data {
-			if v <= 0 {
-				d.Data[j] = 0
-			}
-		}
-		d = n.convs[l].backward(ins[l], cols[l], d, gw[l], gb[l], l > 0)
-		if !n.convs[l].direct() {
-			putScratch(cols[l])
-		}
-	}
-	return float64(scale) * loss
 }
 
 // seq returns lo, lo+1, ..., lo+n-1.

@@ -255,7 +255,7 @@ func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needD
 	kk := c.Cin * c.K * c.K
 	// dW += dout (Cout x n) * cols^T (n x kk).
 	sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, cols, n, 1, dW, kk)
-	for o := 0; o < c.Cout; o++ {
+	for o := 0; o < len(dB); o++ { // dB is nil for a convolution without bias
 		var s float32
 		for _, v := range dout.Data[o*n : (o+1)*n] {
 			s += v
