@@ -20,8 +20,9 @@ import (
 	"github.com/pipe-ahl/pipe/artifacts"
 )
 
-// featuresVersion is the features stage's code version (part of its cache key).
-const featuresVersion = 1
+// featuresVersion is the features stage's code version (part of its cache key). 2: the
+// convnet trains with batch norm.
+const featuresVersion = 2
 
 // Schema metadata keys of the backbone table: which backbone its tensors rebuild and S.
 const (
@@ -64,7 +65,7 @@ func init() {
 		Params: func() any {
 			return &FeaturesParams{
 				Backbone: backbone.ConvNetName, Size: 128,
-				Channels: []int{16, 32, 64}, Epochs: 10, Steps: 20, Batch: 48, LR: 1e-3, WeightDecay: 1e-5,
+				Channels: []int{16, 32, 64}, Epochs: 10, Steps: 20, Batch: 48, LR: 3e-3, WeightDecay: 1e-5,
 				Generators: append([]string(nil), augment.Generators...),
 			}
 		},

@@ -14,7 +14,9 @@ import (
 // to AHL"; DESIGN.md, "Data"), then frozen: the offline stand-in for an ImageNet ResNet-18.
 // Stage i (one per entry of its channel list) is a 3x3 convolution with stride 2 followed
 // by a 3x3 convolution with stride 1, both with padding 1, a bias and ReLU. The feature map
-// is the last stage's output: channels[-1] x S/2^L x S/2^L for L stages. A 1x1 convolution
+// is the last stage's output: channels[-1] x S/2^L x S/2^L for L stages. Training puts batch
+// norm between each convolution and its ReLU (see TrainConvNet); the frozen network has it
+// folded into the convolution's weights and bias. A 1x1 convolution
 // (C -> 1), the devnet head it was trained with, is kept with the weights but is not part of
 // the features.
 type ConvNet struct {
