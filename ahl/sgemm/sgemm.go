@@ -155,6 +155,22 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
 			}
 			continue
 		}
+		if nr == NR {
+			// The common case: interleave sixteen contiguous rows of B (columns of op(B)),
+			// writing p in order, four rows per pass to keep the read streams few.
+			for j0 := 0; j0 < NR; j0 += 4 {
+				r := (jc + jr + j0) * ldb
+				b0 := b[r+pc : r+pc+kc]
+				b1 := b[r+ldb+pc : r+ldb+pc+kc]
+				b2 := b[r+2*ldb+pc : r+2*ldb+pc+kc]
+				b3 := b[r+3*ldb+pc : r+3*ldb+pc+kc]
+				for q := range b0 {
+					d := p[q*NR+j0 : q*NR+j0+4 : q*NR+j0+4]
+					d[0], d[1], d[2], d[3] = b0[q], b1[q], b2[q], b3[q]
+				}
+			}
+			continue
+		}
 		for j := 0; j < NR; j++ {
 			if j >= nr {
 				for q := 0; q < kc; q++ {
