@@ -294,6 +294,9 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 			if missing := missingBlob(ctx, store, m); missing == "" {
 				res.Status, res.Outputs, res.Seconds = Cached, m.Outputs, 0
 				res.Reason = fmt.Sprintf("unchanged since %s (took %s)", m.Created.Local().Format("2006-01-02 15:04"), fmtSeconds(m.Seconds))
+				if err := r.pointHead(ctx, in, m); err != nil {
+					res.Status, res.Reason, res.Err = Failed, "store error", err
+				}
 				return res
 			} else {
 				reason = "output " + missing + " missing from store"
@@ -412,6 +415,23 @@ func runStage(ctx context.Context, in *Instance, env *stages.Env) (err error) {
 		}
 	}()
 	return in.Def.Run(ctx, env)
+}
+
+// pointHead makes the head of this DAG's instance name the cached manifest m, which may have
+// been made by another DAG, another instance, or an earlier run with other params (a head
+// always names the latest result, which report and artifacts REFs read). The store only
+// writes heads together with their manifest, so m is stored again under the same key with
+// this DAG's names; its key parts and outputs do not change.
+func (r *runner) pointHead(ctx context.Context, in *Instance, m artifacts.Manifest) error {
+	if r.opts.DryRun {
+		return nil
+	}
+	store := r.opts.Store
+	if h, err := store.Head(ctx, r.plan.DAG, in.Stage, in.Label); err == nil && h.Key == m.Key {
+		return nil
+	}
+	m.DAG, m.Stage, m.Instance = r.plan.DAG, in.Stage, in.Label
+	return store.PutManifest(ctx, m)
 }
 
 // staleReason explains a miss by comparing with the manifest the head points at.

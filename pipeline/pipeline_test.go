@@ -162,6 +162,42 @@ func TestSetVarRerunsOnlyDependents(t *testing.T) {
 	}
 }
 
+func TestHeadsFollowTheLatestRun(t *testing.T) {
+	ctx := context.Background()
+	s := memStore(t)
+	first, err := run(t, s, compile(t, chainDAG))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, s, compile(t, chainDAG, "OFF=5")); err != nil {
+		t.Fatal(err)
+	}
+	// Back to OFF=0: c is cached, and its head names the OFF=0 result again.
+	res, err := run(t, s, compile(t, chainDAG))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res["c"].Status != Cached {
+		t.Fatalf("c: %s", res["c"].Status)
+	}
+	h, err := s.Head(ctx, "chain", "c", "")
+	if err != nil || h.Key != first["c"].Key {
+		t.Errorf("head of c = %+v, %v; want key %s", h, err, first["c"].Key)
+	}
+	// The same stages under another DAG name are cached, and get heads of their own.
+	other := strings.Replace(chainDAG, "name: chain", "name: other", 1)
+	takeCounts()
+	if res, err = run(t, s, compile(t, other)); err != nil {
+		t.Fatal(err)
+	}
+	if n := takeCounts(); len(n) != 0 {
+		t.Errorf("renamed DAG executed %v", n)
+	}
+	if h, err := s.Head(ctx, "other", "c", ""); err != nil || h.Key != first["c"].Key {
+		t.Errorf("head of other/c = %+v, %v", h, err)
+	}
+}
+
 func TestEarlyCutoff(t *testing.T) {
 	s := memStore(t)
 	first, err := run(t, s, compile(t, chainDAG))
