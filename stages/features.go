@@ -54,6 +54,8 @@ type FeaturesParams struct {
 	// LR and WeightDecay are Adam's.
 	LR          float64 `json:"lr"`
 	WeightDecay float64 `json:"weight_decay"`
+	// Flip mirrors training images left-right at random (data augmentation).
+	Flip bool `json:"flip"`
 	// Generators make the pseudo anomalies the convnet trains on, on the fly.
 	Generators []string `json:"generators"`
 }
@@ -65,7 +67,7 @@ func init() {
 		Params: func() any {
 			return &FeaturesParams{
 				Backbone: backbone.ConvNetName, Size: 128,
-				Channels: []int{16, 32, 64}, Epochs: 10, Steps: 20, Batch: 48, LR: 3e-3, WeightDecay: 1e-5,
+				Channels: []int{16, 32, 64}, Epochs: 10, Steps: 20, Batch: 48, LR: 3e-3, WeightDecay: 1e-5, Flip: true,
 				Generators: append([]string(nil), augment.Generators...),
 			}
 		},
@@ -208,7 +210,7 @@ func runFeatures(ctx context.Context, env *Env) error {
 			env.Stage, p.Channels, p.Size, p.Size, len(normals), len(anomalies), p.Generators, p.Epochs, p.Steps)
 		cfg := backbone.ConvNetConfig{
 			Size: p.Size, Channels: p.Channels, Epochs: p.Epochs, Steps: p.Steps, Batch: p.Batch,
-			LR: p.LR, WeightDecay: p.WeightDecay, Seed: env.Seed,
+			LR: p.LR, WeightDecay: p.WeightDecay, Seed: env.Seed, Flip: p.Flip,
 			Generators: p.Generators, Pseudo: augment.Apply,
 			Progress: func(done, _ int) { env.Progress(done, total) },
 		}

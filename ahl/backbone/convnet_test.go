@@ -135,7 +135,7 @@ func pasteSquare(im imgs.Image, rng *rand.Rand) imgs.Image {
 
 func toyConfig(seed uint64) ConvNetConfig {
 	return ConvNetConfig{
-		Size: 16, Channels: []int{8, 16}, Epochs: 6, Steps: 5, Batch: 12, LR: 3e-3, Seed: seed,
+		Size: 16, Channels: []int{8, 16}, Epochs: 6, Steps: 5, Batch: 12, LR: 3e-3, Seed: seed, Flip: true,
 		Generators: []string{"square"},
 		Pseudo: func(gen string, img imgs.Image, others []imgs.Image, rng *rand.Rand) (imgs.Image, error) {
 			if gen != "square" || len(others) == 0 {
@@ -237,6 +237,11 @@ func TestConvNetDeterministic(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "conv0.bias") {
 		t.Errorf("missing conv0.bias: error %v", err)
 	}
+}
+
+func TestFlipLR(t *testing.T) {
+	im := imgs.Image{H: 1, W: 3, Pix: []float32{1, 2, 3, 4, 5, 6, 7, 8, 9}}
+	checkValues(t, "flipped", flipLR(im).Pix, []float32{3, 2, 1, 6, 5, 4, 9, 8, 7})
 }
 
 func TestConvNetBadConfig(t *testing.T) {

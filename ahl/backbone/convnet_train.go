@@ -26,6 +26,9 @@ type ConvNetConfig struct {
 	// WeightDecay is Adam's L2 weight decay.
 	WeightDecay float64
 	Seed        uint64
+	// Flip mirrors each training image left-right with probability 1/2 (data augmentation
+	// against overfitting the few training images).
+	Flip bool
 	// Generators names the pseudo-anomaly generators Pseudo is called with; each pseudo
 	// anomaly draws one uniformly. No pseudo anomalies when empty or Pseudo is nil.
 	Generators []string
@@ -41,6 +44,7 @@ const (
 	streamPseudo  = 3 // generator choice and the generators' own draws
 	streamSampler = 4 // balanced batches
 	streamShuffle = 5 // the order of a batch's images, which sets its batch norm chunks
+	streamFlip    = 6 // left-right flips
 )
 
 // trainChunkPixels bounds the input pixels of one training forward/backward pass (a batch
@@ -99,6 +103,7 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 	}
 	net.initKaiming(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
 	shuffle := rand.New(rand.NewPCG(cfg.Seed, streamShuffle))
+	flips := rand.New(rand.NewPCG(cfg.Seed, streamFlip))
 	pr := deviationPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	prng := rand.New(rand.NewPCG(cfg.Seed, streamPseudo))
 
@@ -145,6 +150,9 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 					batchImgs[j] = im
 				}
 				targets[j] = r >= len(norm)
+				if cfg.Flip && flips.IntN(2) == 1 {
+					batchImgs[j] = flipLR(batchImgs[j])
+				}
 			}
 			// The sampler groups a batch by kind; mix it so every batch norm chunk sees
 			// normals and anomalies alike.
@@ -171,6 +179,18 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 		losses[ep] = epochLoss / float64(cfg.Steps)
 	}
 	return net.freeze(), losses, nil
+}
+
+// flipLR returns im mirrored left-right.
+func flipLR(im imgs.Image) imgs.Image {
+	out := imgs.NewImage(im.H, im.W)
+	for y := 0; y < 3*im.H; y++ { // rows of all three planes
+		src, dst := im.Pix[y*im.W:(y+1)*im.W], out.Pix[y*im.W:(y+1)*im.W]
+		for x, v := range src {
+			dst[im.W-1-x] = v
+		}
+	}
+	return out
 }
 
 func resizeAll(in []imgs.Image, s int) []imgs.Image {
