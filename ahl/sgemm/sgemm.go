@@ -187,24 +187,35 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
 }
 
 // kernelGo is the portable microkernel: c[i*ldc+j] += sum_q a[q*MR+i] * b[q*NR+j] for the
-// full MR x NR tile.
+// full MR x NR tile. It walks the tile eight columns of one row at a time, so that the eight
+// sums stay in registers.
 func kernelGo(kc int, a, b, c []float32, ldc int) {
-	var acc [MR][NR]float32
-	for q := 0; q < kc; q++ {
-		bq := (*[NR]float32)(b[q*NR : q*NR+NR])
-		aq := a[q*MR : q*MR+MR]
-		for i := 0; i < MR; i++ {
-			ai := aq[i]
-			r := &acc[i]
-			for j := 0; j < NR; j++ {
-				r[j] += ai * bq[j]
-			}
-		}
-	}
+	a = a[:kc*MR]
+	b = b[:kc*NR]
 	for i := 0; i < MR; i++ {
-		row := c[i*ldc : i*ldc+NR]
-		for j := range row {
-			row[j] += acc[i][j]
+		for j0 := 0; j0 < NR; j0 += 8 {
+			var c0, c1, c2, c3, c4, c5, c6, c7 float32
+			for q := 0; q < kc; q++ {
+				ai := a[q*MR+i]
+				bq := b[q*NR+j0 : q*NR+j0+8 : q*NR+j0+8]
+				c0 += ai * bq[0]
+				c1 += ai * bq[1]
+				c2 += ai * bq[2]
+				c3 += ai * bq[3]
+				c4 += ai * bq[4]
+				c5 += ai * bq[5]
+				c6 += ai * bq[6]
+				c7 += ai * bq[7]
+			}
+			row := c[i*ldc+j0 : i*ldc+j0+8 : i*ldc+j0+8]
+			row[0] += c0
+			row[1] += c1
+			row[2] += c2
+			row[3] += c3
+			row[4] += c4
+			row[5] += c5
+			row[6] += c6
+			row[7] += c7
 		}
 	}
 }
