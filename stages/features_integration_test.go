@@ -19,10 +19,10 @@ import (
 
 // TestFeaturesConvNetHeadCT trains the convnet base model on HeadCT (general protocol, M = 10)
 // at 128 x 128 with the stage's defaults and checks that it learned the task: the base
-// model's own DevNet score must reach a test AUROC of 0.7, and its frozen features must
+// model's own DevNet score must reach a test AUROC of 0.8, and its frozen features must
 // separate the test set without labels (5-nearest-normal distance on the pooled maps,
-// AUROC >= 0.7). Measured: 0.78 and 0.80 (ImageNet features do far better: the paper's
-// DevNet reaches about 0.98 on HeadCT).
+// AUROC >= 0.8). Measured (seed 1): 0.91 and 0.90; without left-right flips 0.78 and 0.80,
+// without batch norm 0.73 and 0.72. The paper's DevNet on ImageNet features: about 0.98.
 func TestFeaturesConvNetHeadCT(t *testing.T) {
 	root := sharedData(t, "headct")
 	env, err := runIngestFor(t, ingestParams(func(p *IngestParams) { p.Format, p.Root, p.Anomalies = "mvtec", root, 10 }), 7)
@@ -94,8 +94,8 @@ func TestFeaturesConvNetHeadCT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("HeadCT test AUROC of 5-NN distance on pooled convnet features: %.3f (%d test images)", auc, len(scores))
-	if auc < 0.7 {
-		t.Errorf("5-NN AUROC %.3f < 0.7", auc)
+	if auc < 0.8 {
+		t.Errorf("5-NN AUROC %.3f < 0.8", auc)
 	}
 
 	b, err := backboneFromTable(fenv.Outputs()["backbone"])
@@ -126,7 +126,7 @@ func TestFeaturesConvNetHeadCT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("HeadCT test AUROC of the convnet base model's own DevNet score: %.3f", headAUC)
-	if headAUC < 0.7 {
-		t.Errorf("base model AUROC %.3f < 0.7", headAUC)
+	if headAUC < 0.8 {
+		t.Errorf("base model AUROC %.3f < 0.8", headAUC)
 	}
 }
