@@ -164,7 +164,7 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 		}
 	}
 	if ctx.Err() != nil {
-		return rep, fmt.Errorf("run interrupted: %w", ctx.Err())
+		return rep, fmt.Errorf("run interrupted (finished stages are stored and will be cached): %w", ctx.Err())
 	}
 	if firstFail != nil {
 		n := 0
