@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/pipe-ahl/pipe/artifacts"
@@ -146,10 +145,4 @@ func jsonString(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
-}
-
-// sortStrings sorts in place and returns s.
-func sortStrings(s []string) []string {
-	sort.Strings(s)
-	return s
 }

@@ -315,6 +315,26 @@ func TestMatrixExpansion(t *testing.T) {
 	}
 }
 
+func TestSetMatrixValues(t *testing.T) {
+	p := compile(t, matrixDAG, "matrix.x=2", "matrix.seed=[20, 30]")
+	var ids []string
+	for _, in := range p.Instances {
+		ids = append(ids, in.ID())
+	}
+	want := []string{"shared", "perx[x=2]", "sum[x=2,seed=20]", "sum[x=2,seed=30]", "all"}
+	if !slices.Equal(ids, want) {
+		t.Errorf("instances %q, want %q", ids, want)
+	}
+	// The kept instances have the seeds they have in the full matrix.
+	full := compile(t, matrixDAG)
+	if p.Instances[2].Seed != full.Instances[6].Seed || full.Instances[6].ID() != "sum[x=2,seed=20]" {
+		t.Error("restricting the matrix changed an instance's seed")
+	}
+	if _, err := compileErr(matrixDAG, "matrix.nope=1"); err == nil || !strings.Contains(err.Error(), `undefined matrix variable "nope"`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
 func TestFailedStageSkipsDependentsOnce(t *testing.T) {
 	s := memStore(t)
 	src := `

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -54,10 +55,13 @@ func (in *Instance) ID() string {
 	return in.Stage + "[" + in.Label + "]"
 }
 
-// Set is one `--set NAME=VALUE` override: a DAG var (NAME) or a stage param (stage.param).
+// Set is one `--set NAME=VALUE` override: a DAG var (NAME), a stage param (stage.param), or
+// the values of a matrix variable (matrix.x=V or matrix.x=[V1, V2]).
 type Set struct {
 	Name  string
 	Value any
+	// Raw is the text after '='.
+	Raw string
 }
 
 // ParseSet parses NAME=VALUE. The value is read as a YAML scalar, so `T=5` sets the int 5 and
@@ -79,7 +83,7 @@ func ParseSet(s string) (Set, error) {
 			v = val
 		}
 	}
-	return Set{Name: name, Value: v}, nil
+	return Set{Name: name, Value: v, Raw: val}, nil
 }
 
 // Compile validates f, applies the overrides and expands the matrix into a plan. Every
@@ -98,7 +102,29 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 		byName[s.Name] = s
 	}
 	stageSets := map[string]map[string]any{}
+	matrix := append([]MatrixVar(nil), f.Matrix...)
 	for _, st := range sets {
+		if mv, ok := strings.CutPrefix(st.Name, "matrix."); ok {
+			i := slices.IndexFunc(matrix, func(m MatrixVar) bool { return m.Name == mv })
+			if i < 0 {
+				fail(0, "", "--set "+st.Name, "undefined matrix variable %q", mv)
+				continue
+			}
+			var vals any
+			if err := yaml.Unmarshal([]byte(st.Raw), &vals); err != nil {
+				vals = st.Raw
+			}
+			list, isList := vals.([]any)
+			if !isList {
+				list = []any{vals}
+			}
+			if len(list) == 0 {
+				fail(0, "", "--set "+st.Name, "want a value or a non-empty list [a, b]")
+				continue
+			}
+			matrix[i].Values = list
+			continue
+		}
 		if stage, param, ok := strings.Cut(st.Name, "."); ok {
 			if byName[stage] == nil {
 				fail(0, stage, "--set "+st.Name, "no stage named %q in the DAG", stage)
@@ -146,7 +172,7 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 
 	// Matrix dependencies: direct references, plus those of the inputs unless gathering.
 	matrixIndex := map[string]int{}
-	for i, m := range f.Matrix {
+	for i, m := range matrix {
 		matrixIndex[m.Name] = i
 	}
 	deps := map[string]map[string]bool{}
@@ -187,7 +213,7 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 	for _, s := range order {
 		def, _ := stages.Lookup(s.Kind)
 		var dims []MatrixVar
-		for _, m := range f.Matrix {
+		for _, m := range matrix {
 			if deps[s.Name][m.Name] {
 				dims = append(dims, m)
 			}
@@ -252,7 +278,7 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 					continue
 				}
 				var nl []string
-				for _, m := range f.Matrix {
+				for _, m := range matrix {
 					if deps[n][m.Name] {
 						nl = append(nl, m.Name+"="+in.Matrix[m.Name])
 					}
