@@ -25,7 +25,7 @@ type RunOptions struct {
 // AddFlags adds the run flags to cmd.
 func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`) or a stage param (STAGE.PARAM=V); repeatable")
+	f.StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`), a stage param (STAGE.PARAM=V) or matrix values (matrix.x=[a,b]); repeatable")
 	f.BoolVar(&o.JSON, "json", false, "print the run as one JSON object on stdout")
 	f.BoolVar(&o.DryRun, "dry-run", false, "report what would run; run and store nothing")
 	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")

@@ -19,7 +19,7 @@ type StatusOptions struct {
 
 // AddFlags adds the status flags to cmd.
 func (o *StatusOptions) AddFlags(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`) or a stage param (STAGE.PARAM=V); repeatable")
+	cmd.Flags().StringArrayVar(&o.Sets, "set", nil, "override a DAG var (`NAME=V`), a stage param (STAGE.PARAM=V) or matrix values (matrix.x=[a,b]); repeatable")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print a JSON list on stdout")
 }
 
