@@ -79,11 +79,7 @@ func (c *conv) product(cols []float32, out act, relu bool) {
 			}
 			if relu {
 				for j, v := range row {
-					v += b
-					if v < 0 {
-						v = 0
-					}
-					row[j] = v
+					row[j] = reluOf(v + b)
 				}
 			} else if b != 0 {
 				for j := range row {
@@ -106,12 +102,7 @@ func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
 			for b := 0; b < x.B; b++ {
 				src := x.plane(ci, b)
 				dst := row[b*ho*wo : (b+1)*ho*wo]
-				// Output columns ox whose input column ix = ox*stride - pad + kx is inside.
-				oxLo := max(0, (pad-kx+stride-1)/stride)
-				oxHi := min(wo, (x.W-1+pad-kx)/stride+1)
-				if x.W-1+pad-kx < 0 {
-					oxHi = 0
-				}
+				oxLo, oxHi := validColumns(x.W, wo, kx, stride, pad)
 				for oy := 0; oy < ho; oy++ {
 					iy := oy*stride - pad + ky
 					d := dst[oy*wo : (oy+1)*wo]
@@ -153,6 +144,10 @@ func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int
 		for ky := 0; ky < k; ky++ {
 			for kx := 0; kx < k; kx++ {
 				row := cols[((ci*k+ky)*k+kx)*n:]
+				oxLo, oxHi := validColumns(dx.W, wo, kx, stride, pad)
+				if oxLo >= oxHi {
+					continue
+				}
 				for b := 0; b < dx.B; b++ {
 					dst := dx.plane(ci, b)
 					src := row[b*ho*wo : (b+1)*ho*wo]
@@ -162,17 +157,34 @@ func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int
 							continue
 						}
 						drow := dst[iy*dx.W : (iy+1)*dx.W]
-						for ox, v := range src[oy*wo : (oy+1)*wo] {
-							ix := ox*stride - pad + kx
-							if ix >= 0 && ix < dx.W {
-								drow[ix] += v
+						s := src[oy*wo+oxLo : oy*wo+oxHi]
+						ix := oxLo*stride - pad + kx
+						if stride == 1 {
+							d := drow[ix : ix+len(s)]
+							for j, v := range s {
+								d[j] += v
 							}
+							continue
+						}
+						for _, v := range s {
+							drow[ix] += v
+							ix += stride
 						}
 					}
 				}
 			}
 		}
 	}
+}
+
+// validColumns returns the range [lo, hi) of output columns ox whose input column
+// ox*stride - pad + kx lies inside an input of width w (hi <= lo when none does).
+func validColumns(w, wo, kx, stride, pad int) (lo, hi int) {
+	lo = max(0, (pad-kx+stride-1)/stride)
+	if w-1+pad-kx < 0 {
+		return lo, 0
+	}
+	return lo, min(wo, (w-1+pad-kx)/stride+1)
 }
 
 // maxPool is PyTorch's MaxPool2d(k, stride, pad): padding never wins the maximum. The
@@ -217,11 +229,7 @@ func addReLU(a, b act) {
 	parallel(len(a.Data), 1, func(lo, hi int) {
 		ad := a.Data[lo:hi]
 		for i, v := range b.Data[lo:hi] {
-			s := ad[i] + v
-			if s < 0 {
-				s = 0
-			}
-			ad[i] = s
+			ad[i] = reluOf(ad[i] + v)
 		}
 	})
 }
@@ -277,4 +285,12 @@ func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needD
 	col2im(dcols, dx, c.K, c.Stride, c.Pad, dout.H, dout.W)
 	putScratch(dcols)
 	return dx
+}
+
+// reluOf is max(v, 0) without a branch (a ReLU's sign is a coin flip, so a branch would be
+// mispredicted half the time): the sign bit, spread over the word, clears negative values
+// and turns -0 into +0.
+func reluOf(v float32) float32 {
+	bits := math.Float32bits(v)
+	return math.Float32frombits(bits &^ uint32(int32(bits)>>31))
 }

@@ -99,6 +99,16 @@ func TestMaxPoolByHand(t *testing.T) {
 	checkValues(t, "maxpool negative", y.Data, []float32{-1, -2, -5, -6})
 }
 
+func TestReluOf(t *testing.T) {
+	negZero := float32(math.Copysign(0, -1))
+	for _, c := range [][2]float32{{-1, 0}, {negZero, 0}, {0, 0}, {2.5, 2.5}, {-1e-30, 0}, {1e-30, 1e-30}, {float32(math.Inf(-1)), 0}} {
+		got := reluOf(c[0])
+		if got != c[1] || math.Signbit(float64(got)) {
+			t.Errorf("reluOf(%g) = %g, want +%g", c[0], got, c[1])
+		}
+	}
+}
+
 // TestAddReLU checks the residual join.
 func TestAddReLU(t *testing.T) {
 	a := act{C: 1, B: 1, H: 1, W: 3, Data: []float32{1, -2, 0.5}}
