@@ -16,7 +16,7 @@ import (
 //
 // Why training does not use it: on the build machine (AMD EPYC, 2 shared cores, 2026-11-28)
 // one LossGrad on a batch of 48 maps of 512 x 14 x 14 + 512 x 7 x 7 takes 0.49 s (devnet)
-// and 2.6 s (dra, C' = 512, stride 3) here, against 5.5 ms and about 80 ms (CPU) for the
+// and 2.6 s (dra, C' = 512, stride 3) here, against about 3 ms and 70 ms of CPU for the
 // hand-written heads over ahl/sgemm: an epoch of 280 calls would take about 140 s and 730 s,
 // far over the 5 s and 50 s targets. Its matrix products run on gonum's pure-Go BLAS (about
 // 18 GFLOP/s on two cores, against about 90 on one for ahl/sgemm), it rebuilds the graph per
