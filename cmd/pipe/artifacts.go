@@ -367,7 +367,7 @@ func dagName(arg string) (string, error) {
 
 // resolveRef finds the manifest a REF names and the output names it selects.
 func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, error) {
-	if i := strings.LastIndex(ref, ":"); i > 0 {
+	if i := strings.Index(ref, ":"); i > 0 { // DAG names hold no colon; matrix values may
 		return resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:])
 	}
 	prefix := strings.ToLower(ref)
