@@ -74,8 +74,18 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	}
 	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tKIND\tSTATE\tWHY")
+	counts := map[string]int{}
 	for _, s := range st {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Instance.ID(), s.Instance.Kind, s.State, s.Reason)
+		counts[s.State]++
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stderr, "%s: %d fresh, %d stale, %d missing", plan.DAG, counts[pipeline.Fresh], counts[pipeline.Stale], counts[pipeline.Missing])
+	if n := counts[pipeline.Errored]; n > 0 {
+		fmt.Fprintf(g.Stderr, ", %d error", n)
+	}
+	fmt.Fprintln(g.Stderr)
+	return nil
 }
