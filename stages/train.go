@@ -19,8 +19,9 @@ import (
 	"github.com/pipe-ahl/pipe/artifacts"
 )
 
-// trainVersion is the train stage's code version (part of its cache key).
-const trainVersion = 1
+// trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
+// log's wall-clock seconds column, which made the log's bytes differ from run to run.
+const trainVersion = 2
 
 // Training methods (AHL_SPEC.md, "CDL" and "Baselines").
 const (
@@ -281,7 +282,7 @@ func runTrain(ctx context.Context, env *Env) error {
 		}
 		tensors = headTensors(head, "", theta)
 		for _, l := range log {
-			rows = append(rows, cdl.LogRow{Epoch: l.Epoch, Task: 0, QueryLoss: l.Loss, Weight: 1, Seconds: l.Seconds})
+			rows = append(rows, cdl.LogRow{Epoch: l.Epoch, Task: 0, QueryLoss: l.Loss, Weight: 1})
 		}
 	case MethodEnsemble:
 		cfg := devnetConfig(p, env)
@@ -292,7 +293,7 @@ func runTrain(ctx context.Context, env *Env) error {
 		for i, theta := range ens.Thetas {
 			tensors = append(tensors, headTensors(head, fmt.Sprintf("member%d/", i), theta)...)
 			for _, l := range ens.Logs[i] {
-				rows = append(rows, cdl.LogRow{Epoch: l.Epoch, Task: i, QueryLoss: l.Loss, Weight: 1 / float64(len(ens.Thetas)), Seconds: l.Seconds})
+				rows = append(rows, cdl.LogRow{Epoch: l.Epoch, Task: i, QueryLoss: l.Loss, Weight: 1 / float64(len(ens.Thetas))})
 			}
 		}
 		meta[modelMembersKey] = strconv.Itoa(len(ens.Thetas))
@@ -378,16 +379,18 @@ func thetaFromTensors(h heads.Head, prefix string, ts map[string]artifacts.Tenso
 	return theta, nil
 }
 
-// trainLog builds the log table (stages/TABLES.md).
+// trainLog builds the log table (stages/TABLES.md). It holds no wall-clock times: those
+// differ from run to run, and the log must be byte-identical for the same inputs (the
+// manifest records the stage's seconds).
 func trainLog(rows []cdl.LogRow) (arrow.RecordBatch, error) {
 	n := len(rows)
 	ep, task := make([]int64, n), make([]int64, n)
-	loss, w, sec := make([]float64, n), make([]float64, n), make([]float64, n)
+	loss, w := make([]float64, n), make([]float64, n)
 	for i, r := range rows {
-		ep[i], task[i], loss[i], w[i], sec[i] = int64(r.Epoch), int64(r.Task), r.QueryLoss, r.Weight, r.Seconds
+		ep[i], task[i], loss[i], w[i] = int64(r.Epoch), int64(r.Task), r.QueryLoss, r.Weight
 	}
 	return artifacts.NewTable(artifacts.Int64s("epoch", ep), artifacts.Int64s("task", task),
-		artifacts.Float64s("query_loss", loss), artifacts.Float64s("weight", w), artifacts.Float64s("seconds", sec))
+		artifacts.Float64s("query_loss", loss), artifacts.Float64s("weight", w))
 }
 
 // trainedModel is a model table read back for scoring.
