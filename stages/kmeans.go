@@ -206,49 +206,67 @@ func loadMapSet(ctx context.Context, env *Env, output string, keep map[string]bo
 	return set, nil
 }
 
+// mapSource is one feature-map table and the ids to read from it (all when keep is nil).
+type mapSource struct {
+	rec  arrow.RecordBatch
+	keep map[string]bool
+}
+
 // mapSetFromTable is loadMapSet's table reader. Every id must have a map at every scale, and
 // all maps of one scale must have one shape.
 func mapSetFromTable(rec arrow.RecordBatch, keep map[string]bool) (fmap.Set, error) {
-	ids, err1 := artifacts.StringCol(rec, "id")
-	scale, err2 := artifacts.Int64Col(rec, "scale")
-	c, err3 := artifacts.Int64Col(rec, "c")
-	h, err4 := artifacts.Int64Col(rec, "h")
-	w, err5 := artifacts.Int64Col(rec, "w")
-	vals, err6 := artifacts.Float32ListCol(rec, "values")
-	if err := firstErr(err1, err2, err3, err4, err5, err6); err != nil {
-		return fmap.Set{}, err
-	}
+	return mapSetFromTables(mapSource{rec, keep})
+}
+
+// mapSetFromTables reads several feature-map tables (for example features and pseudo) into
+// one set, rows in order of first appearance, copying each map once.
+func mapSetFromTables(srcs ...mapSource) (fmap.Set, error) {
+	type loc struct{ src, row int }
+	type cell struct{ id, scale int }
 	var order []string
 	row := map[string]int{}
-	type cell struct{ id, scale int }
-	at := map[cell]int{} // (image row, scale) -> table row
+	at := map[cell]loc{} // (image row, scale) -> table row
 	shapes := map[int64][3]int64{}
-	for r, id := range ids {
-		if keep != nil && !keep[id] {
-			continue
+	vals := make([][][]float32, len(srcs))
+	for si, src := range srcs {
+		rec, keep := src.rec, src.keep
+		ids, err1 := artifacts.StringCol(rec, "id")
+		scale, err2 := artifacts.Int64Col(rec, "scale")
+		c, err3 := artifacts.Int64Col(rec, "c")
+		h, err4 := artifacts.Int64Col(rec, "h")
+		w, err5 := artifacts.Int64Col(rec, "w")
+		v, err6 := artifacts.Float32ListCol(rec, "values")
+		if err := firstErr(err1, err2, err3, err4, err5, err6); err != nil {
+			return fmap.Set{}, err
 		}
-		if scale[r] < 0 {
-			return fmap.Set{}, fmt.Errorf("row %d (id %q): scale %d", r, id, scale[r])
+		vals[si] = v
+		for r, id := range ids {
+			if keep != nil && !keep[id] {
+				continue
+			}
+			if scale[r] < 0 {
+				return fmap.Set{}, fmt.Errorf("row %d (id %q): scale %d", r, id, scale[r])
+			}
+			sh := [3]int64{c[r], h[r], w[r]}
+			if sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || int64(len(v[r])) != sh[0]*sh[1]*sh[2] {
+				return fmap.Set{}, fmt.Errorf("row %d (id %q): shape %v does not match %d values", r, id, sh, len(v[r]))
+			}
+			if old, ok := shapes[scale[r]]; ok && old != sh {
+				return fmap.Set{}, fmt.Errorf("row %d (id %q): scale %d shape %v, other maps of that scale are %v", r, id, scale[r], sh, old)
+			}
+			shapes[scale[r]] = sh
+			i, ok := row[id]
+			if !ok {
+				i = len(order)
+				row[id] = i
+				order = append(order, id)
+			}
+			k := cell{i, int(scale[r])}
+			if _, dup := at[k]; dup {
+				return fmap.Set{}, fmt.Errorf("row %d: id %q has two maps at scale %d", r, id, scale[r])
+			}
+			at[k] = loc{si, r}
 		}
-		sh := [3]int64{c[r], h[r], w[r]}
-		if sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || int64(len(vals[r])) != sh[0]*sh[1]*sh[2] {
-			return fmap.Set{}, fmt.Errorf("row %d (id %q): shape %v does not match %d values", r, id, sh, len(vals[r]))
-		}
-		if old, ok := shapes[scale[r]]; ok && old != sh {
-			return fmap.Set{}, fmt.Errorf("row %d (id %q): scale %d shape %v, other maps of that scale are %v", r, id, scale[r], sh, old)
-		}
-		shapes[scale[r]] = sh
-		i, ok := row[id]
-		if !ok {
-			i = len(order)
-			row[id] = i
-			order = append(order, id)
-		}
-		k := cell{i, int(scale[r])}
-		if _, dup := at[k]; dup {
-			return fmap.Set{}, fmt.Errorf("row %d: id %q has two maps at scale %d", r, id, scale[r])
-		}
-		at[k] = r
 	}
 	var scales []int64
 	for s := range shapes {
@@ -265,11 +283,11 @@ func mapSetFromTable(rec arrow.RecordBatch, keep map[string]bool) (fmap.Set, err
 		sh := shapes[int64(k)]
 		m := fmap.New(len(order), int(sh[0]), int(sh[1]), int(sh[2]))
 		for i, id := range order {
-			r, ok := at[cell{i, k}]
+			l, ok := at[cell{i, k}]
 			if !ok {
 				return fmap.Set{}, fmt.Errorf("id %q has no map at scale %d", id, k)
 			}
-			copy(m.At(i), vals[r])
+			copy(m.At(i), vals[l.src][l.row])
 		}
 		set.Scales[k] = m
 	}

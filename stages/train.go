@@ -12,7 +12,6 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/baseline"
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
-	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
@@ -162,15 +161,46 @@ func runTrain(ctx context.Context, env *Env) error {
 		return fmt.Errorf("stage %s: the images table has no training normals", env.Stage)
 	}
 	train := setOf(append(append([]string(nil), normals...), anomalies...))
-	real, err := loadMapSet(ctx, env, "features", train)
+	// The pool: the training images' maps, then (for the heads) every pseudo anomaly's,
+	// read into one set so each map is copied once.
+	srcs := []mapSource{}
+	fin, err := singleInputWith(env, "features")
 	if err != nil {
 		return err
 	}
-	if real.Len() != len(train) {
-		return fmt.Errorf("stage %s: features cover %d of the %d training images", env.Stage, real.Len(), len(train))
+	frec, err := fin.Open(ctx, "features")
+	if err != nil {
+		return fmt.Errorf("stage %s: input %s features: %w", env.Stage, fin.Stage, err)
 	}
-	c := real.Scales[0].C
-	for k, m := range real.Scales {
+	defer frec.Release()
+	srcs = append(srcs, mapSource{frec, train})
+	if p.Method != MethodKNN && hasInputWith(env, "pseudo") {
+		pin, err := singleInputWith(env, "pseudo")
+		if err != nil {
+			return err
+		}
+		prec, err := pin.Open(ctx, "pseudo")
+		if err != nil {
+			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, pin.Stage, err)
+		}
+		defer prec.Release()
+		srcs = append(srcs, mapSource{prec, nil})
+	}
+	pool, err := mapSetFromTables(srcs...)
+	if err != nil {
+		return fmt.Errorf("stage %s: features and pseudo anomalies: %w", env.Stage, err)
+	}
+	nReal := 0
+	for _, id := range pool.IDs {
+		if train[id] {
+			nReal++
+		}
+	}
+	if nReal != len(train) {
+		return fmt.Errorf("stage %s: features cover %d of the %d training images", env.Stage, nReal, len(train))
+	}
+	c := pool.Scales[0].C
+	for k, m := range pool.Scales {
 		if m.C != c {
 			return fmt.Errorf("stage %s: scale %d has %d channels, scale 0 has %d; the heads need one channel count", env.Stage, k, m.C, c)
 		}
@@ -181,13 +211,13 @@ func runTrain(ctx context.Context, env *Env) error {
 	if p.Method == MethodKNN {
 		idx := make([]int, 0, len(normals))
 		pos := map[string]int{}
-		for i, id := range real.IDs {
+		for i, id := range pool.IDs {
 			pos[id] = i
 		}
 		for _, id := range normals {
 			idx = append(idx, pos[id])
 		}
-		m, err := knn.Fit(real.Gather(idx).Scales, p.Neighbours)
+		m, err := knn.Fit(pool.Gather(idx).Scales, p.Neighbours)
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", env.Stage, err)
 		}
@@ -212,16 +242,6 @@ func runTrain(ctx context.Context, env *Env) error {
 	head, err := hs.build()
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", env.Stage, err)
-	}
-	pool := real
-	if hasInputWith(env, "pseudo") {
-		ps, err := loadMapSet(ctx, env, "pseudo", nil)
-		if err != nil {
-			return err
-		}
-		if pool, err = fmap.Append(real, ps); err != nil {
-			return fmt.Errorf("stage %s: features and pseudo anomalies: %w", env.Stage, err)
-		}
 	}
 	var samples []hadg.Sample
 	if p.Method == MethodAHL || p.Method == MethodEnsemble {
@@ -268,7 +288,7 @@ func runTrain(ctx context.Context, env *Env) error {
 		isAnomaly := setOf(anomalies)
 		for i, id := range pool2.IDs {
 			switch {
-			case i >= real.Len():
+			case !train[id]:
 				lab[i] = heads.Pseudo
 			case isAnomaly[id]:
 				lab[i] = heads.Seen
