@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -242,6 +243,34 @@ func TestConvNetDeterministic(t *testing.T) {
 func TestFlipLR(t *testing.T) {
 	im := imgs.Image{H: 1, W: 3, Pix: []float32{1, 2, 3, 4, 5, 6, 7, 8, 9}}
 	checkValues(t, "flipped", flipLR(im).Pix, []float32{3, 2, 1, 6, 5, 4, 9, 8, 7})
+}
+
+// TestConvNetSameOnAnyCoreCount trains on one and on two goroutines: the parallel loops and
+// matrix-product splits must not change a single bit (artifacts are content-addressed).
+func TestConvNetSameOnAnyCoreCount(t *testing.T) {
+	// At 64 x 64 the first convolution's product (16 x 27 times 27 x 12*32*32, 10 MFLOP)
+	// and the element-wise loops exceed the thresholds at which work is split.
+	normals := squares(rand.New(rand.NewPCG(11, 0)), 64, 10, false)
+	cfg := toyConfig(3)
+	cfg.Size, cfg.Epochs, cfg.Steps = 64, 1, 2
+	train := func(procs int) []float32 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		net, _, err := TrainConvNet(context.Background(), cfg, normals, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := net.Extract(context.Background(), normals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(append([]float32(nil), net.theta...), ms[0].Data...)
+	}
+	one, two := train(1), train(2)
+	for i := range one {
+		if math.Float32bits(one[i]) != math.Float32bits(two[i]) {
+			t.Fatalf("value %d: %g on one goroutine, %g on two", i, one[i], two[i])
+		}
+	}
 }
 
 func TestConvNetBadConfig(t *testing.T) {
