@@ -18,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/ristretto/v2/z"
 	"github.com/google/uuid"
 )
 
@@ -170,6 +171,14 @@ func Open(dir string, opts ...Option) (*Badger, error) {
 		return nil, fmt.Errorf("artifacts: open store: no folder given")
 	}
 	db, err := badger.Open(bo)
+	if err != nil && !cfg.inMemory && strings.Contains(err.Error(), z.NewFile.Error()) {
+		// A process killed between creating a memtable's write-ahead log and writing its
+		// header leaves an empty *.mem file. Badger's open then initialises that file but
+		// still fails ("while opening fid: N err: Create a new file"); the file is now an
+		// empty, valid log, so a second open succeeds. Nothing was in the file to lose.
+		cfg.log.Warn("artifacts: reopening after an empty memtable file left by a killed process", "store", dir)
+		db, err = badger.Open(bo)
+	}
 	if err != nil {
 		if isLockErr(err) {
 			abs, aerr := filepath.Abs(dir)

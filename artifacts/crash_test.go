@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -215,5 +216,40 @@ func TestInterruptedPutBlob(t *testing.T) {
 	}
 	if b, err := s.Blob(ctx, d); err != nil || DigestOf(b) != d {
 		t.Fatalf("rewritten blob: %v", err)
+	}
+}
+
+// TestOpenAfterKillDuringMemtableCreation reproduces what a SIGKILL between Badger creating a
+// memtable's write-ahead log and writing its header leaves behind: an empty *.mem file. The
+// store must open with its data intact.
+func TestOpenAfterKillDuringMemtableCreation(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := s.PutBlob(ctx, []byte("survives"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "00007.mem")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatalf("open after an empty memtable file: %v", err)
+	}
+	defer s.Close()
+	got, err := s.Blob(ctx, d)
+	if err != nil || string(got) != "survives" {
+		t.Fatalf("blob after reopen: %q, %v", got, err)
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Fatalf("the empty memtable file should be gone: %v", err)
 	}
 }
