@@ -8,10 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -397,7 +398,7 @@ func (s *Badger) PutManifest(ctx context.Context, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range sortedKeys(m.Outputs) {
+	for _, name := range slices.Sorted(maps.Keys(m.Outputs)) {
 		d := m.Outputs[name].Digest
 		ok, err := s.HasBlob(ctx, d)
 		if err == nil && !ok {
@@ -417,15 +418,6 @@ func (s *Badger) PutManifest(ctx context.Context, m Manifest) error {
 		return fmt.Errorf("artifacts: manifest %s of %s/%s[%s]: %w", m.Key, m.DAG, m.Stage, m.Instance, err)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Manifest returns the manifest stored under key. An absent or corrupt manifest gives an

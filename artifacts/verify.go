@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -205,7 +207,7 @@ func Verify(ctx context.Context, s *Badger) (VerifyReport, error) {
 			return nil
 		}
 		manifests[key] = true
-		for _, name := range sortedKeys(m.Outputs) {
+		for _, name := range slices.Sorted(maps.Keys(m.Outputs)) {
 			if d := m.Outputs[name].Digest; !have[d] {
 				r.Dangling = append(r.Dangling, ManifestProblem{"manifest " + key,
 					fmt.Sprintf("output %q (%s/%s[%s]) points to blob %s, which is missing or damaged", name, m.DAG, m.Stage, m.Instance, d)})
