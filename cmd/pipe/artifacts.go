@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -120,10 +122,7 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DIGEST\tDAG\tSTAGE\tOUTPUT\tROWS\tBYTES\tCREATED")
 	for _, a := range out {
-		id := a.Stage
-		if a.Instance != "" {
-			id += "[" + a.Instance + "]"
-		}
+		id := a.Stage + bracket(a.Instance)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.Digest[:12], a.DAG, id, a.Name, a.Rows, humanBytes(a.Bytes),
 			a.Created.Local().Format("2006-01-02 15:04:05"))
 	}
@@ -160,10 +159,7 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 		return err
 	}
 	w := g.Stdout
-	id := m.Stage
-	if m.Instance != "" {
-		id += "[" + m.Instance + "]"
-	}
+	id := m.Stage + bracket(m.Instance)
 	for _, name := range names {
 		o := m.Outputs[name]
 		fmt.Fprintf(w, "artifact %s\n", o.Digest)
@@ -187,12 +183,7 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 	fmt.Fprintf(w, "  params   %s\n", params)
 	fmt.Fprintf(w, "  seed     %d\n", m.Seed)
 	fmt.Fprintf(w, "  ran      %s in %.2fs\n", m.Created.Local().Format(time.RFC3339), m.Seconds)
-	keys := make([]string, 0, len(m.Inputs))
-	for k := range m.Inputs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m.Inputs)) {
 		fmt.Fprintf(w, "  input    %s %s\n", k, m.Inputs[k])
 	}
 	fmt.Fprintln(w, "  key lines:")
@@ -468,6 +459,7 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 	return m, names, nil
 }
 
+// bracket returns "[s]", or "" for an empty s (a stage without matrix instances).
 func bracket(s string) string {
 	if s == "" {
 		return ""

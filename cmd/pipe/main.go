@@ -107,12 +107,13 @@ func newRootCommand(g *GlobalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pipe",
 		Short: "Run AHL anomaly-detection pipelines as cached, content-addressed DAGs",
-		Long: `pipe runs YAML DAGs of stages (ingest, features, kmeans, hadg, cdl, score, evaluate,
-report). Each stage's outputs are Arrow tables in a content-addressed store; a stage reruns
-only when its kind's code version, its params, its seed or its inputs' bytes changed.
+		Long: `pipe runs YAML DAGs of stages (ingest, features, augment, kmeans, hadg, train, score,
+evaluate, report). Each stage's outputs are Arrow tables in a content-addressed store; a
+stage reruns only when its kind's code version, its params, its seed or its inputs' bytes
+changed.
 
-Exit codes: 0 ok, 1 a stage failed, 2 bad usage or invalid DAG, 3 store locked,
-130 interrupted.`,
+Exit codes: 0 ok, 1 a stage failed (or verify found damage), 2 bad usage or invalid
+DAG, 3 store locked, 130 interrupted.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
