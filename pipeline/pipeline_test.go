@@ -571,6 +571,27 @@ stage:
 	}
 }
 
+// A params error shared by every matrix instance of a stage is reported once, and an error
+// from Validate (which names no single param) is on field "with".
+func TestValidationErrorOncePerStage(t *testing.T) {
+	_, err := compileErr(`
+matrix: {x: [1, 2, 3]}
+stages:
+  a: {kind: ptest-gen, with: {n: "${matrix.x}"}}
+  b: {kind: ptest-sum, needs: [a], with: {offset: -1}}
+`)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if n := strings.Count(msg, "offset must be >= 0"); n != 1 {
+		t.Errorf("the error is reported %d times, want once:\n%s", n, msg)
+	}
+	if !strings.Contains(msg, "field with: offset must be >= 0") {
+		t.Errorf("error %q does not name field with", msg)
+	}
+}
+
 func TestParseSet(t *testing.T) {
 	cases := []struct {
 		in   string

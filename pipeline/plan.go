@@ -87,11 +87,17 @@ func ParseSet(s string) (Set, error) {
 }
 
 // Compile validates f, applies the overrides and expands the matrix into a plan. Every
-// problem found is returned (joined); each is an *Error naming file, stage and field.
+// problem found is returned (joined) once, even when several matrix instances of a stage
+// share it; each is an *Error naming file, stage and field.
 func Compile(f *File, sets []Set) (*Plan, error) {
 	var errs []error
+	seen := map[Error]bool{}
 	fail := func(line int, stage, field, format string, a ...any) {
-		errs = append(errs, &Error{File: f.Path, Line: line, Stage: stage, Field: field, Msg: fmt.Sprintf(format, a...)})
+		e := Error{File: f.Path, Line: line, Stage: stage, Field: field, Msg: fmt.Sprintf(format, a...)}
+		if !seen[e] {
+			seen[e] = true
+			errs = append(errs, &e)
+		}
 	}
 	vars := make(map[string]any, len(f.Vars))
 	for k, v := range f.Vars {
@@ -248,7 +254,10 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 			if err != nil {
 				var pe *paramError
 				if errors.As(err, &pe) {
-					field := "with." + pe.field
+					field := "with"
+					if pe.field != "" {
+						field += "." + pe.field // else Validate rejected the params as a whole
+					}
 					line := s.fieldLine(field)
 					if _, ok := stageSets[s.Name][pe.field]; ok {
 						field, line = "--set "+s.Name+"."+pe.field, 0
