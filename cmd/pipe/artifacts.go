@@ -433,7 +433,7 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 		default:
 			var labels []string
 			for _, h := range matches {
-				labels = append(labels, stage+"["+h.Instance+"]")
+				labels = append(labels, stage+bracket(h.Instance))
 			}
 			return artifacts.Manifest{}, nil, usagef("REF %q: stage %s has %d instances; name one: %s", ref, stage, len(matches), strings.Join(labels, ", "))
 		}
