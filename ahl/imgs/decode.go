@@ -9,10 +9,23 @@ import (
 	_ "image/png"  // registers PNG for image.Decode
 )
 
+// maxPixels bounds width x height (8192 x 8192, 768 MB as three float32 planes), so that a
+// corrupt or hostile header cannot make Decode allocate without limit; the datasets' largest
+// images (MVTec AD) are 1024 x 1024.
+const maxPixels = 8192 * 8192
+
 // Decode decodes a PNG or JPEG image (grey, RGB, RGBA, 8 or 16 bits per channel) into an
 // Image with values in [0, 1]. Grey images are replicated to three channels. Alpha is dropped:
-// the stored (non-premultiplied) colour is kept, as PIL's convert("RGB") does.
+// the stored (non-premultiplied) colour is kept, as PIL's convert("RGB") does. An image over
+// maxPixels is an error, found from its header before any pixel is decoded.
 func Decode(data []byte) (Image, error) {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return Image{}, fmt.Errorf("imgs: decode: %w", err)
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > maxPixels {
+		return Image{}, fmt.Errorf("imgs: decode: the header says %dx%d pixels, more than the %d this reader accepts", cfg.Width, cfg.Height, maxPixels)
+	}
 	src, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return Image{}, fmt.Errorf("imgs: decode: %w", err)

@@ -2,11 +2,14 @@ package imgs
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -136,6 +139,24 @@ func TestDecodeCorrupt(t *testing.T) {
 	data := encodePNG(t, image.NewGray(image.Rect(0, 0, 8, 8)))
 	if _, err := Decode(data[:len(data)/2]); err == nil {
 		t.Fatal("no error for a truncated PNG")
+	}
+}
+
+// A PNG whose header claims 100000 x 100000 pixels is rejected before its pixels are
+// allocated.
+func TestDecodeHugeHeader(t *testing.T) {
+	data := encodePNG(t, image.NewGray(image.Rect(0, 0, 8, 8)))
+	// IHDR: length (4), "IHDR" (4), width (4), height (4), ..., CRC over type and data.
+	const ihdr = 8
+	binary.BigEndian.PutUint32(data[ihdr+8:], 100000)
+	binary.BigEndian.PutUint32(data[ihdr+12:], 100000)
+	binary.BigEndian.PutUint32(data[ihdr+8+13:], crc32.ChecksumIEEE(data[ihdr+4:ihdr+8+13]))
+	if cfg, err := png.DecodeConfig(bytes.NewReader(data)); err != nil || cfg.Width != 100000 {
+		t.Fatalf("the patched header does not read as 100000 wide: %+v, %v", cfg, err)
+	}
+	_, err := Decode(data)
+	if err == nil || !strings.Contains(err.Error(), "100000x100000") {
+		t.Fatalf("Decode of a 100000 x 100000 header: error %v, want one naming the size", err)
 	}
 }
 
