@@ -34,9 +34,10 @@ type Validator interface {
 }
 
 // Fingerprinter is implemented by the params struct of a stage that reads the outside world
-// (ingest). Fingerprint returns a short digest of what the stage will read (for example each
-// file's relative path, size and modification time); the pipeline adds it to the cache key as
-// the pseudo-input "external", so changed files make the stage stale.
+// (ingest's dataset, features' resnet18 weights file, augment's source folder). Fingerprint
+// returns a short digest of what the stage will read (for example each file's relative path,
+// size and modification time); the pipeline adds it to the cache key as the pseudo-input
+// "external", so changed files make the stage stale.
 type Fingerprinter interface {
 	Fingerprint(ctx context.Context) (string, error)
 }
