@@ -123,7 +123,8 @@ func typed[T any](rec arrow.RecordBatch, name string) (T, error) {
 	return t, nil
 }
 
-// StringCol reads a utf8 column.
+// StringCol reads a utf8 column. The strings alias the record's memory (arrow-go builds them
+// without a copy), as the slices of the other *Col readers do.
 func StringCol(rec arrow.RecordBatch, name string) ([]string, error) {
 	a, err := typed[*array.String](rec, name)
 	if err != nil {
@@ -136,7 +137,7 @@ func StringCol(rec arrow.RecordBatch, name string) ([]string, error) {
 	return out, nil
 }
 
-// Int64Col reads an int64 column.
+// Int64Col reads an int64 column; the slice aliases the record's memory.
 func Int64Col(rec arrow.RecordBatch, name string) ([]int64, error) {
 	a, err := typed[*array.Int64](rec, name)
 	if err != nil {
@@ -145,7 +146,7 @@ func Int64Col(rec arrow.RecordBatch, name string) ([]int64, error) {
 	return a.Int64Values(), nil
 }
 
-// Float64Col reads a float64 column.
+// Float64Col reads a float64 column; the slice aliases the record's memory.
 func Float64Col(rec arrow.RecordBatch, name string) ([]float64, error) {
 	a, err := typed[*array.Float64](rec, name)
 	if err != nil {
