@@ -197,6 +197,35 @@ type runner struct {
 	reported []bool
 	held     map[int]*Result
 	next     int
+
+	fpMu sync.Mutex
+	fps  map[string]*fingerprintOnce // by kind and canonical params, under fpMu
+}
+
+// fingerprintOnce is one external fingerprint, computed by the first instance that needs it.
+type fingerprintOnce struct {
+	once sync.Once
+	v    string
+	err  error
+}
+
+// fingerprint returns fp.Fingerprint for instance in, computed once per run for each kind
+// and canonical params: the matrix instances of a stage that share them (every seed of one
+// dataset folder or weights file) read the outside world once, not once each.
+func (r *runner) fingerprint(ctx context.Context, in *Instance, fp stages.Fingerprinter) (string, error) {
+	k := in.Kind + " " + jsonString(in.CanonParams)
+	r.fpMu.Lock()
+	if r.fps == nil {
+		r.fps = map[string]*fingerprintOnce{}
+	}
+	e, ok := r.fps[k]
+	if !ok {
+		e = &fingerprintOnce{}
+		r.fps[k] = e
+	}
+	r.fpMu.Unlock()
+	e.once.Do(func() { e.v, e.err = fp.Fingerprint(ctx) })
+	return e.v, e.err
 }
 
 // report hands a result to OnResult. Results that say a stage ran or failed go out at once;
@@ -274,7 +303,7 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 		}
 	}
 	if fp, ok := in.Params.(stages.Fingerprinter); ok {
-		v, err := fp.Fingerprint(ctx)
+		v, err := r.fingerprint(ctx, in, fp)
 		if err != nil {
 			res.Status, res.Reason, res.Err = Failed, "fingerprint failed", err
 			return res

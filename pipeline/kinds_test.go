@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pipe-ahl/pipe/artifacts"
@@ -66,8 +67,12 @@ type extParams struct {
 	Path string `json:"path"`
 }
 
+// fingerprints counts extParams.Fingerprint calls.
+var fingerprints atomic.Int64
+
 // Fingerprint hashes the file's bytes.
 func (p *extParams) Fingerprint(ctx context.Context) (string, error) {
+	fingerprints.Add(1)
 	b, err := os.ReadFile(p.Path)
 	if err != nil {
 		return "", err

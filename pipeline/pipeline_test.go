@@ -689,6 +689,35 @@ stages:
 	}
 }
 
+// Matrix instances with the same kind and params read the outside world once per run.
+func TestFingerprintOncePerRun(t *testing.T) {
+	s := memStore(t)
+	path := filepath.Join(t.TempDir(), "data.txt")
+	if err := os.WriteFile(path, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := "matrix: {x: [1, 2, 3]}\nstages:\n  in: {kind: ptest-ext, seed: \"${matrix.x}\", with: {path: " + strconv.Quote(path) + "}}\n"
+	for i, wantRuns := range []int{1, 0} {
+		before := fingerprints.Load()
+		res, err := run(t, s, compile(t, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := fingerprints.Load() - before; n != 1 {
+			t.Errorf("run %d: %d Fingerprint calls for 3 instances with the same params, want 1", i, n)
+		}
+		if len(res) != 3 {
+			t.Fatalf("run %d: %d results, want 3", i, len(res))
+		}
+		got := takeCounts()
+		for _, x := range []string{"1", "2", "3"} {
+			if got["in[x="+x+"]"] != wantRuns {
+				t.Errorf("run %d: in[x=%s] executed %d times, want %d", i, x, got["in[x="+x+"]"], wantRuns)
+			}
+		}
+	}
+}
+
 func TestExternalFingerprint(t *testing.T) {
 	s := memStore(t)
 	path := filepath.Join(t.TempDir(), "data.txt")
