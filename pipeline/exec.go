@@ -330,7 +330,8 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 			} else {
 				reason = "output " + missing + " missing from store"
 			}
-		case strings.Contains(err.Error(), "corrupt"):
+		case errors.Is(err, artifacts.ErrNotFound) && strings.Contains(err.Error(), "corrupt"):
+			// A store error that merely mentions corruption (Badger's) is not a miss.
 			reason = "cached manifest corrupt, treated as a miss"
 		case !errors.Is(err, artifacts.ErrNotFound):
 			res.Status, res.Reason, res.Err = Failed, "store error", err
