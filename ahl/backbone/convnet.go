@@ -49,12 +49,7 @@ func newConvNet(size int, channels []int) (*ConvNet, error) {
 	}
 	total += cin + 1
 	n.theta = make([]float32, total)
-	off := 0
-	view := func(k int) []float32 {
-		v := n.theta[off : off+k : off+k]
-		off += k
-		return v
-	}
+	view := views(n.theta)
 	cin = 3
 	for _, c := range channels {
 		n.convs = append(n.convs,
@@ -64,6 +59,18 @@ func newConvNet(size int, channels []int) (*ConvNet, error) {
 	}
 	n.head = conv{Cin: cin, Cout: 1, K: 1, Stride: 1, W: view(cin), B: view(1)}
 	return n, nil
+}
+
+// views returns a function that hands out consecutive pieces of theta of the lengths asked
+// for, each capped at its own length, so that every layer's tensors are windows of one
+// parameter vector (and an append to one cannot run into the next).
+func views(theta []float32) func(k int) []float32 {
+	off := 0
+	return func(k int) []float32 {
+		v := theta[off : off+k : off+k]
+		off += k
+		return v
+	}
 }
 
 // initKaiming draws every weight from N(0, 2 / fan_in) (Kaiming-normal, fan-in) and sets

@@ -35,12 +35,7 @@ func newTrainNet(size int, channels []int) (*trainNet, error) {
 	}
 	total += len(shape.head.W) + 1
 	n.theta = make([]float32, total)
-	off := 0
-	view := func(k int) []float32 {
-		v := n.theta[off : off+k : off+k]
-		off += k
-		return v
-	}
+	view := views(n.theta)
 	for _, c := range shape.convs {
 		n.convs = append(n.convs, conv{Cin: c.Cin, Cout: c.Cout, K: c.K, Stride: c.Stride, Pad: c.Pad, W: view(len(c.W))})
 		n.gamma = append(n.gamma, view(c.Cout))
