@@ -136,8 +136,8 @@ func runAugment(ctx context.Context, env *Env) error {
 		}
 	}
 
-	var rows mapRows
 	total := len(normals) * len(p.Generators)
+	rows := mapRows{Images: total} // the value buffer is allocated once, at its final size
 	others := make([]imgs.Image, 0, len(normals))
 	for lo := 0; lo < len(normals); lo += augmentChunk {
 		if err := ctx.Err(); err != nil {

@@ -413,14 +413,3 @@ func (r *mapRows) table() (arrow.RecordBatch, error) {
 	*r = mapRows{}
 	return array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, int64(vals.Len())), nil
 }
-
-// extractTable extracts the maps of images (named ids) with b and returns their table in
-// one call: id, extra columns (one value per image, e.g. source and generator for the pseudo
-// table), scale, c, h, w, values.
-func extractTable(ctx context.Context, b backbone.Backbone, ids []string, images []imgs.Image, extra ...perImage) (arrow.RecordBatch, error) {
-	var r mapRows
-	if err := r.add(ctx, b, ids, images, extra...); err != nil {
-		return nil, err
-	}
-	return r.table()
-}

@@ -293,3 +293,14 @@ func TestExtractTableExtraColumns(t *testing.T) {
 		t.Error("an extra column with the wrong length should fail")
 	}
 }
+
+// extractTable extracts the maps of images (named ids) with b and returns their table in one
+// call through mapRows: id, extra columns (one value per image, e.g. source and generator for
+// the pseudo table), scale, c, h, w, values.
+func extractTable(ctx context.Context, b backbone.Backbone, ids []string, images []imgs.Image, extra ...perImage) (arrow.RecordBatch, error) {
+	var r mapRows
+	if err := r.add(ctx, b, ids, images, extra...); err != nil {
+		return nil, err
+	}
+	return r.table()
+}
