@@ -518,6 +518,10 @@ stages:
 stages:
   a: {kind: ptest-gen}
 `, []string{"a.epochs=5"}, []string{"test.yaml", "stage a", "field --set a.epochs", `unknown param "epochs"`}},
+		{"set a list param", `
+stages:
+  a: {kind: ptest-gen}
+`, []string{"a.tags=[x, y]"}, []string{"test.yaml", "stage a", "field --set a.tags", "wrong type", "YAML scalars"}},
 		{"validate", `
 stages:
   a: {kind: ptest-gen}

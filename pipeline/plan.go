@@ -258,11 +258,14 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 					if pe.field != "" {
 						field += "." + pe.field // else Validate rejected the params as a whole
 					}
-					line := s.fieldLine(field)
-					if _, ok := stageSets[s.Name][pe.field]; ok {
+					line, msg := s.fieldLine(field), pe.msg
+					if v, ok := stageSets[s.Name][pe.field]; ok {
 						field, line = "--set "+s.Name+"."+pe.field, 0
+						if str, ok := v.(string); ok && (strings.HasPrefix(str, "[") || strings.HasPrefix(str, "{")) {
+							msg += " (--set values are YAML scalars; set a list or mapping param in the DAG file)"
+						}
 					}
-					fail(line, s.Name, field, "%s", pe.msg)
+					fail(line, s.Name, field, "%s", msg)
 				} else {
 					fail(s.fieldLine("with"), s.Name, "with", "%v", err)
 				}
