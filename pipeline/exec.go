@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -437,10 +438,12 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 }
 
 // runStage calls the stage, turning a panic into an error so one bad stage cannot take the
-// whole run (and its committed work) down with it.
+// whole run (and its committed work) down with it. The panic's stack goes to the stage's log,
+// so that the bug can be found.
 func runStage(ctx context.Context, in *Instance, env *stages.Env) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			fmt.Fprintf(env.Log, "panic: %v\n%s", p, debug.Stack())
 			err = fmt.Errorf("panic: %v", p)
 		}
 	}()

@@ -152,6 +152,8 @@ func init() {
 			return nil
 		},
 	})
+	stages.Register(stages.Definition{Kind: "ptest-panic", Version: 1,
+		Run: func(ctx context.Context, env *stages.Env) error { panic("boom") }})
 	stages.Register(stages.Definition{Kind: "ptest-noparams", Version: 1,
 		Run: func(ctx context.Context, env *stages.Env) error { return errors.New("not run in tests") }})
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -593,6 +594,25 @@ stages:
 	}
 	if !strings.Contains(msg, "field with: offset must be >= 0") {
 		t.Errorf("error %q does not name field with", msg)
+	}
+}
+
+// A panicking stage fails as an error (its dependents are skipped) and logs its stack.
+func TestPanicIsAnErrorWithAStack(t *testing.T) {
+	var log bytes.Buffer
+	res, err := run(t, memStore(t), compile(t, `
+stages:
+  a: {kind: ptest-panic}
+  b: {kind: ptest-sum, needs: [a]}
+`), func(o *Options) { o.Log = &log })
+	if !errors.Is(err, ErrStageFailed) || res["a"].Status != Failed || res["b"].Status != Skipped {
+		t.Fatalf("err %v, a %s, b %s; want a failed and b skipped", err, res["a"].Status, res["b"].Status)
+	}
+	if !strings.Contains(res["a"].Err.Error(), "panic: boom") {
+		t.Errorf("a's error %q does not say panic: boom", res["a"].Err)
+	}
+	if !strings.Contains(log.String(), "a: panic: boom") || !strings.Contains(log.String(), "runStage") {
+		t.Errorf("the log does not hold the panic's stack:\n%s", log.String())
 	}
 }
 
