@@ -39,6 +39,9 @@ type Options struct {
 	Force []string
 	// DryRun reports what would run without running or writing anything.
 	DryRun bool
+	// Pin marks the run record pinned: gc keeps everything the run produced or reused,
+	// even after heads move on.
+	Pin bool
 	// Log receives the stages' own log lines, prefixed with the instance ID. Nil discards.
 	Log io.Writer
 	// OnStart, when set, is called as an instance starts running (not when cached).
@@ -154,7 +157,7 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 		rep.Status = "failed"
 	}
 	if !opts.DryRun {
-		rec := artifacts.Run{ID: rep.RunID, DAG: p.DAG, Started: rep.Started, Finished: time.Now().UTC(), Status: rep.Status}
+		rec := artifacts.Run{ID: rep.RunID, DAG: p.DAG, Started: rep.Started, Finished: time.Now().UTC(), Status: rep.Status, Pinned: opts.Pin}
 		for _, res := range rep.Results {
 			if res.Status == Ran || res.Status == Cached {
 				rec.Keys = append(rec.Keys, res.Key)

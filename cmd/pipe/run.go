@@ -20,6 +20,7 @@ type RunOptions struct {
 	DryRun bool
 	Force  []string
 	Jobs   int
+	Pin    bool
 }
 
 // AddFlags adds the run flags to cmd.
@@ -30,6 +31,7 @@ func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.DryRun, "dry-run", false, "report what would run; run and store nothing")
 	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")
 	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
+	f.BoolVar(&o.Pin, "pin", false, "pin this run: gc keeps its artifacts even after heads move on")
 }
 
 func newRunCommand(g *GlobalOptions) *cobra.Command {
@@ -95,7 +97,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 
 	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
-		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun,
+		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
 		Log: h, OnResult: h.result, Progress: h.progress,
 	})
 	if rep == nil {
