@@ -39,7 +39,7 @@ func GorgoniaLossGrad(theta []float64, x Sequences, targets []float64, grad []fl
 	// Gorgonia refuses to differentiate with respect to a node the loss does not depend on.
 	// Some weights are such nodes: the head reads layer 1's backward direction only at the
 	// last time position, its first step, where the zero initial state multiplies U and the
-	// forget gate. Their gradient is zero.
+	// forget gate (with K = 1, every direction's forget gate). Their gradient is zero.
 	used := ancestors(gb.g, lossNode)
 	var wrt G.Nodes
 	var offs []int
@@ -52,7 +52,7 @@ func GorgoniaLossGrad(theta []float64, x Sequences, targets []float64, grad []fl
 	if _, err := G.Grad(lossNode, wrt...); err != nil {
 		return 0, nil, fmt.Errorf("psi: gorgonia gradient: %w", err)
 	}
-	// out is read back after the run, so it must not be overwritten in place by a later op.
+	// Read copies out's value when it is computed: a later op may overwrite it in place.
 	var outVal G.Value
 	G.Read(out, &outVal)
 	vm := G.NewTapeMachine(gb.g, G.BindDualValues(wrt...))
