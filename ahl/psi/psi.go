@@ -3,9 +3,10 @@
 // time step's output passes through FC(2T -> 2T) -> ReLU -> FC(2T -> T) to predict the next
 // epoch's score vector.
 //
-// Gorgonia has no LSTM, and psi is tiny (about 2,400 weights on sequences of 5 steps of 7
-// values), so the forward and backward passes are written out by hand in float64; the tests
-// check them against an independent gonum forward pass and its numerical gradient.
+// psi is tiny (about 2,400 weights on sequences of 5 steps of 7 values), so the forward and
+// backward passes are written out by hand in float64. The tests check them twice: against the
+// same LSTM built from gorgonia ops (gorgonia has no LSTM; see GorgoniaLossGrad) and against
+// an independent gonum forward pass and its numerical gradient.
 package psi
 
 import (
