@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -112,7 +113,8 @@ func runHADG(ctx context.Context, env *Env) error {
 		if err := firstErr(err1, err2, err3); err != nil {
 			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
 		}
-		// The table has one row per scale; keep each pseudo anomaly once.
+		// The table has one row per scale; keep each pseudo anomaly once. The kept strings
+		// are cloned: they alias the table's blob, which holds every pseudo anomaly's maps.
 		var uid, usrc, ugen []string
 		dup := map[string]bool{}
 		gens := map[string]bool{}
@@ -121,8 +123,9 @@ func runHADG(ctx context.Context, env *Env) error {
 				continue
 			}
 			dup[id] = true
-			uid, usrc, ugen = append(uid, id), append(usrc, src[i]), append(ugen, gen[i])
-			gens[gen[i]] = true
+			uid = append(uid, strings.Clone(id))
+			usrc, ugen = append(usrc, strings.Clone(src[i])), append(ugen, strings.Clone(gen[i]))
+			gens[ugen[len(ugen)-1]] = true
 		}
 		in.PseudoID, err = hadg.PseudoLookup(uid, usrc, ugen)
 		if err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sort"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -128,6 +130,18 @@ type imageIndex struct {
 // loadImageIndex reads the images table of the one upstream instance that has an `images`
 // output (the ingest stage).
 func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
+	x, err := readImageIndex(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	// Nothing references the table's blob (every image's PNG bytes) any more: collect it now,
+	// so that the stage's next input reuses its memory instead of growing the heap.
+	runtime.GC()
+	return x, nil
+}
+
+// readImageIndex is loadImageIndex's reader; the index holds copies, not the table's memory.
+func readImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 	in, err := singleInputWith(env, "images")
 	if err != nil {
 		return nil, err
@@ -144,6 +158,11 @@ func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 	if err := firstErr(err1, err2, err3, err4); err != nil {
 		return nil, fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
 	}
+	// The strings are cloned: arrow's strings alias the table's blob, which holds every
+	// image's PNG bytes, and the index outlives the record.
+	cloneStrings(ids)
+	cloneStrings(split)
+	cloneStrings(class)
 	x := &imageIndex{IDs: ids, Split: split, Label: append([]int64(nil), label...), Class: class, byID: make(map[string]int, len(ids))}
 	for i, id := range ids {
 		if _, dup := x.byID[id]; dup {
@@ -177,6 +196,14 @@ func (x *imageIndex) trainNormals() []string { return x.selectIDs("train", 0) }
 // trainAnomalies returns the ids of the labelled (seen) training anomalies, in ingest order.
 func (x *imageIndex) trainAnomalies() []string { return x.selectIDs("train", 1) }
 
+// cloneStrings replaces each string of s by a copy of its own, so that s does not keep
+// alive the Arrow table (and the whole store blob under it) the strings were read from.
+func cloneStrings(s []string) {
+	for i, v := range s {
+		s[i] = strings.Clone(v)
+	}
+}
+
 func setOf(ids []string) map[string]bool {
 	m := make(map[string]bool, len(ids))
 	for _, id := range ids {
@@ -188,7 +215,8 @@ func setOf(ids []string) map[string]bool {
 // loadMapSet reads the feature maps of the one upstream instance that has the named output
 // (`features` or `pseudo`; both have columns id, scale, c, h, w, values) into one fmap.Set.
 // Only ids in keep are read (all when keep is nil); rows are in the table's order of first
-// appearance, scales in increasing order. The maps are copied out of the table.
+// appearance, scales in increasing order. The maps and ids are copied out of the table, so
+// the set does not keep the table's blob alive.
 func loadMapSet(ctx context.Context, env *Env, output string, keep map[string]bool) (fmap.Set, error) {
 	in, err := singleInputWith(env, output)
 	if err != nil {
@@ -259,7 +287,7 @@ func mapSetFromTables(srcs ...mapSource) (fmap.Set, error) {
 			if !ok {
 				i = len(order)
 				row[id] = i
-				order = append(order, id)
+				order = append(order, strings.Clone(id)) // not the blob's bytes: see loadMapSet
 			}
 			k := cell{i, int(scale[r])}
 			if _, dup := at[k]; dup {

@@ -1,9 +1,11 @@
 package stages
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -194,5 +196,69 @@ func TestMapSetFromTableErrors(t *testing.T) {
 		artifacts.Float32Lists("values", [][]float32{{1, 2}}))
 	if _, err := mapSetFromTable(rec, nil); err == nil || !strings.Contains(err.Error(), "does not match 2 values") {
 		t.Errorf("bad shape: err = %v", err)
+	}
+}
+
+// inBlob reports whether s's bytes lie inside b.
+func inBlob(s string, b []byte) bool {
+	if len(s) == 0 || len(b) == 0 {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(&b[0]))
+	return p >= lo && p < lo+uintptr(len(b))
+}
+
+// decodedT round-trips rec through Arrow IPC, as the store does: the decoded table aliases
+// the returned bytes.
+func decodedT(t *testing.T, rec arrow.RecordBatch) (arrow.RecordBatch, []byte) {
+	t.Helper()
+	b, err := artifacts.EncodeIPC(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := artifacts.DecodeIPC(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dec, b
+}
+
+// The image index and map sets outlive their tables; their strings must be copies, or they
+// keep the whole store blob (the images' PNG bytes, every map) alive.
+func TestReadersCopyOutOfTheBlob(t *testing.T) {
+	images, features, normals := clusteredSet(t)
+	imgRec, imgBlob := decodedT(t, images)
+	defer imgRec.Release()
+	if ids, _ := artifacts.StringCol(imgRec, "id"); !inBlob(ids[0], imgBlob) {
+		t.Fatal("the decoded table's strings do not alias its blob: this test checks nothing")
+	}
+	env := &Env{Stage: "kmeans", Inputs: []Input{memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": imgRec})}}
+	x, err := loadImageIndex(context.Background(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.IDs) != 18 || x.IDs[0] != normals[0] || x.Split[17] != "test" || x.Class[17] != "cut" {
+		t.Fatalf("index: ids %q, split %q, class %q", x.IDs, x.Split, x.Class)
+	}
+	for i := range x.IDs {
+		for _, s := range []string{x.IDs[i], x.Split[i], x.Class[i]} {
+			if inBlob(s, imgBlob) {
+				t.Errorf("image index row %d: %q aliases the images blob", i, s)
+			}
+		}
+	}
+	featRec, featBlob := decodedT(t, features)
+	defer featRec.Release()
+	set, err := mapSetFromTable(featRec, setOf(normals))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Len() != len(normals) || set.IDs[0] != normals[0] {
+		t.Fatalf("map set ids %q, want %q", set.IDs, normals)
+	}
+	for i, id := range set.IDs {
+		if inBlob(id, featBlob) {
+			t.Errorf("map set row %d: %q aliases the features blob", i, id)
+		}
 	}
 }

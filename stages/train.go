@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/baseline"
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
+	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
@@ -161,35 +163,13 @@ func runTrain(ctx context.Context, env *Env) error {
 		return fmt.Errorf("stage %s: the images table has no training normals", env.Stage)
 	}
 	train := setOf(append(append([]string(nil), normals...), anomalies...))
-	// The pool: the training images' maps, then (for the heads) every pseudo anomaly's,
-	// read into one set so each map is copied once.
-	srcs := []mapSource{}
-	fin, err := singleInputWith(env, "features")
+	pool, err := loadTrainPool(ctx, env, p, train)
 	if err != nil {
 		return err
 	}
-	frec, err := fin.Open(ctx, "features")
-	if err != nil {
-		return fmt.Errorf("stage %s: input %s features: %w", env.Stage, fin.Stage, err)
-	}
-	defer frec.Release()
-	srcs = append(srcs, mapSource{frec, train})
-	if p.Method != MethodKNN && hasInputWith(env, "pseudo") {
-		pin, err := singleInputWith(env, "pseudo")
-		if err != nil {
-			return err
-		}
-		prec, err := pin.Open(ctx, "pseudo")
-		if err != nil {
-			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, pin.Stage, err)
-		}
-		defer prec.Release()
-		srcs = append(srcs, mapSource{prec, nil})
-	}
-	pool, err := mapSetFromTables(srcs...)
-	if err != nil {
-		return fmt.Errorf("stage %s: features and pseudo anomalies: %w", env.Stage, err)
-	}
+	// The input blobs are garbage now; collect them and return their memory to the OS
+	// before training allocates its own buffers (one collection, well under a second).
+	debug.FreeOSMemory()
 	nReal := 0
 	for _, id := range pool.IDs {
 		if train[id] {
@@ -329,6 +309,41 @@ func runTrain(ctx context.Context, env *Env) error {
 	}
 	env.Output("log", withMeta(log, meta))
 	return nil
+}
+
+// loadTrainPool reads the pool: the training images' maps, then (for the heads) every pseudo
+// anomaly's, into one set so each map is copied once. The input records are released and
+// their blobs dropped before it returns; a garbage collection then hands them back to the
+// OS, so the blobs (features and pseudo, the images table's PNG bytes) do not stay in the
+// process, nor set the collector's heap goal, while the model trains.
+func loadTrainPool(ctx context.Context, env *Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
+	fin, err := singleInputWith(env, "features")
+	if err != nil {
+		return fmap.Set{}, err
+	}
+	frec, err := fin.Open(ctx, "features")
+	if err != nil {
+		return fmap.Set{}, fmt.Errorf("stage %s: input %s features: %w", env.Stage, fin.Stage, err)
+	}
+	defer frec.Release()
+	srcs := []mapSource{{frec, train}}
+	if p.Method != MethodKNN && hasInputWith(env, "pseudo") {
+		pin, err := singleInputWith(env, "pseudo")
+		if err != nil {
+			return fmap.Set{}, err
+		}
+		prec, err := pin.Open(ctx, "pseudo")
+		if err != nil {
+			return fmap.Set{}, fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, pin.Stage, err)
+		}
+		defer prec.Release()
+		srcs = append(srcs, mapSource{prec, nil})
+	}
+	pool, err := mapSetFromTables(srcs...)
+	if err != nil {
+		return fmap.Set{}, fmt.Errorf("stage %s: features and pseudo anomalies: %w", env.Stage, err)
+	}
+	return pool, nil
 }
 
 func devnetConfig(p *TrainParams, env *Env) baseline.DevnetConfig {
