@@ -119,13 +119,14 @@ func init() {
 					return err
 				}
 				col, err := artifacts.Float64Col(rec, "value")
-				rec.Release()
 				if err != nil {
+					rec.Release()
 					return err
 				}
-				for _, x := range col {
+				for _, x := range col { // col aliases rec's memory: sum before releasing it
 					total += x
 				}
+				rec.Release()
 			}
 			rec, err := artifacts.NewTable(artifacts.Float64s("value", []float64{total}))
 			if err != nil {

@@ -109,8 +109,8 @@ func runHADG(ctx context.Context, env *Env) error {
 		ids, err1 := artifacts.StringCol(rec, "id")
 		src, err2 := artifacts.StringCol(rec, "source")
 		gen, err3 := artifacts.StringCol(rec, "generator")
-		rec.Release()
 		if err := firstErr(err1, err2, err3); err != nil {
+			rec.Release()
 			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
 		}
 		// The table has one row per scale; keep each pseudo anomaly once. The kept strings
@@ -127,6 +127,7 @@ func runHADG(ctx context.Context, env *Env) error {
 			usrc, ugen = append(usrc, strings.Clone(src[i])), append(ugen, strings.Clone(gen[i]))
 			gens[ugen[len(ugen)-1]] = true
 		}
+		rec.Release() // after the clones: ids, src and gen alias its memory
 		in.PseudoID, err = hadg.PseudoLookup(uid, usrc, ugen)
 		if err != nil {
 			return fmt.Errorf("stage %s: input %s: %w", env.Stage, ps.Stage, err)

@@ -96,13 +96,14 @@ func run(ctx context.Context, env *stages.Env) error {
 				return err
 			}
 			col, err := artifacts.Float64Col(rec, "value")
-			rec.Release()
 			if err != nil {
+				rec.Release()
 				return err
 			}
-			for _, x := range col {
+			for _, x := range col { // col aliases rec's memory: sum before releasing it
 				total += x
 			}
+			rec.Release()
 		}
 		values = []float64{total}
 	}
