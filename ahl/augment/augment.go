@@ -1,4 +1,4 @@
-// Package augment makes the pseudo anomalies of AHL_SPEC.md ("Pseudo anomalies"): cutpaste,
+// Package augment makes the pseudo anomalies of docs/algorithm.md ("Pseudo anomalies"): cutpaste,
 // cutmix and draem copies of training normals. Every random draw comes from the caller's
 // seeded *rand.Rand, so the same stream gives the same image.
 package augment

@@ -7,7 +7,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 )
 
-// Cutpaste parameters (AHL_SPEC.md, after CutPaste, Li et al. 2021).
+// Cutpaste parameters (docs/algorithm.md, "Pseudo anomalies"; after CutPaste, Li et al. 2021).
 const (
 	areaMin, areaMax = 0.02, 0.15 // patch area as a fraction of the image area
 	aspectMin        = 0.3        // aspect ratio log-uniform in [0.3, 1/0.3]

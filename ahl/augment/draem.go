@@ -7,7 +7,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 )
 
-// Draem parameters (AHL_SPEC.md, after DRAEM, Zavrtanik et al. 2021).
+// Draem parameters (docs/algorithm.md, "Pseudo anomalies"; after DRAEM, Zavrtanik et al. 2021).
 const (
 	perlinScales    = 6    // noise scale 2^U{0..5} per axis
 	perlinThreshold = 0.5  // the mask is noise > 0.5

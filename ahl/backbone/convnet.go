@@ -10,8 +10,9 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 )
 
-// ConvNet is a small CNN trained from scratch as the DevNet base model (AHL_SPEC.md, "Inputs
-// to AHL"; DESIGN.md, "Data"), then frozen: the offline stand-in for an ImageNet ResNet-18.
+// ConvNet is a small CNN trained from scratch as the DevNet base model (docs/algorithm.md,
+// "Feature maps at two scales"; docs/design.md, "Data"), then frozen: the offline stand-in
+// for an ImageNet ResNet-18.
 // Stage i (one per entry of its channel list) is a 3x3 convolution with stride 2 followed
 // by a 3x3 convolution with stride 1, both with padding 1, a bias and ReLU. The feature map
 // is the last stage's output: channels[-1] x S/2^L x S/2^L for L stages. Training puts batch

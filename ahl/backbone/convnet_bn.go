@@ -194,7 +194,7 @@ func (n *trainNet) scores(x act) []float32 {
 // lossGrad adds scale times the gradient of the summed deviation loss of the batch x with
 // targets y (true: anomaly, real or pseudo) to grad, and returns scale times the summed loss.
 // With dev = (s - mean(r)) / std(r), each image's loss is |dev| for a normal and
-// max(0, m - dev) for an anomaly (DevNet's deviation loss; AHL_SPEC.md).
+// max(0, m - dev) for an anomaly (DevNet's deviation loss; docs/algorithm.md, "Deviation loss").
 func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
 	L := len(n.convs)
 	ins := make([]act, L)

@@ -52,8 +52,8 @@ const (
 // until the backward pass, about 2.5 KB per input pixel for the default channels.
 const trainChunkPixels = 1 << 17
 
-// priorDraws and margin are DevNet's: l = 5000 reference scores, margin m = 5 (AHL_SPEC.md,
-// "Deviation loss").
+// priorDraws and margin are DevNet's: l = 5000 reference scores, margin m = 5
+// (docs/algorithm.md, "Deviation loss").
 const (
 	priorDraws = 5000
 	margin     = 5

@@ -1,4 +1,4 @@
-// Package baseline trains the baselines that share AHL's features (AHL_SPEC.md, "Baselines"):
+// Package baseline trains the baselines that share AHL's features (docs/algorithm.md, "Baselines"):
 // devnet, the same head trained directly on all training data, and the ensemble of T base
 // models trained independently on the T HADG tasks (the "+HADG" ablation). knn lives in
 // ahl/knn.
@@ -33,8 +33,9 @@ type DevnetConfig struct {
 	BatchSize     int     `json:"batch_size"`      // 48
 	NRef          int     `json:"n_ref"`           // normals averaged into a batch's reference, 5
 	LR            float64 `json:"lr"`              // Adam, 2e-4
-	// WeightDecay is Adam's L2 weight decay. AHL_SPEC.md does not give one; 1e-5 is what the
-	// DevNet and DRA PyTorch training scripts pass to torch.optim.Adam.
+	// WeightDecay is Adam's L2 weight decay. The paper does not give one; 1e-5 is what the
+	// DevNet and DRA PyTorch training scripts pass to torch.optim.Adam (docs/algorithm.md,
+	// "Where pipe differs").
 	WeightDecay  float64 `json:"weight_decay"`
 	LRDecayEvery int     `json:"lr_decay_every"` // epochs between learning rate decays, 10
 	LRDecay      float64 `json:"lr_decay"`       // factor per decay, 0.1

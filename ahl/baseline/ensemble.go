@@ -15,7 +15,7 @@ import (
 )
 
 // Ensemble is T base models, one per HADG task; it scores an image by the mean of their
-// scores (AHL_SPEC.md, "Baselines", ensemble: the "+HADG" ablation without CDL).
+// scores (docs/algorithm.md, "Baselines", ensemble: the "+HADG" ablation without CDL).
 type Ensemble struct {
 	Thetas [][]float32  // one weight vector per task
 	Logs   [][]EpochLog // one training log per task

@@ -10,7 +10,7 @@ import (
 )
 
 // NRef is the number of normals whose mean map is a training batch's reference (dra's
-// composite sub-head; AHL_SPEC.md, "Scoring heads").
+// composite sub-head; docs/algorithm.md, "Balanced batches and reference maps").
 const NRef = 5
 
 // Gatherer copies the feature maps of a batch's rows out of a pool into buffers it owns and
@@ -152,7 +152,7 @@ func meanInto(dst []float32, m fmap.Maps, rows []int) {
 }
 
 // Ref returns the scoring reference: per scale, the mean map of rows (all training normals;
-// AHL_SPEC.md, "Scoring heads"), accumulated in float64.
+// docs/algorithm.md, "Scoring the test set"), accumulated in float64.
 func Ref(pool fmap.Set, rows []int) ([]fmap.Maps, error) {
 	if err := CheckPool(pool); err != nil {
 		return nil, err
@@ -221,7 +221,8 @@ func chunkEnd(rows []int, a, size int) int {
 }
 
 // Scores scores rows of pool with head at theta, size rows at a time, against the reference
-// ref (one map per scale; AHL_SPEC.md: the mean map of all training normals when scoring).
+// ref (one map per scale; docs/algorithm.md, "Scoring the test set": the mean map of all
+// training normals when scoring).
 func Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int) []float32 {
 	out := make([]float32, len(rows))
 	var s Scorer

@@ -1,5 +1,5 @@
 // Package batch draws AHL's balanced training batches and gathers their feature maps into
-// heads.Batch values (AHL_SPEC.md, "Scoring heads", batches).
+// heads.Batch values (docs/algorithm.md, "Balanced batches and reference maps").
 package batch
 
 import (

@@ -18,10 +18,10 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/heads"
 )
 
-// paperPool returns the benchmark's feature pool at the paper's shapes (DESIGN.md, "Numerics",
-// speed target): 300 normals, 10 seen anomalies and one pseudo copy of every normal from each
-// of three generators, 512 x 14 x 14 + 512 x 7 x 7 maps of ReLU-like values, and the HADG
-// samples of T = 7 tasks over 3 clusters.
+// paperPool returns the benchmark's feature pool at the paper's shapes (docs/design.md,
+// "Numerics", speed target): 300 normals, 10 seen anomalies and one pseudo copy of every
+// normal from each of three generators, 512 x 14 x 14 + 512 x 7 x 7 maps of ReLU-like values,
+// and the HADG samples of T = 7 tasks over 3 clusters.
 func paperPool(b *testing.B) (fmap.Set, []hadg.Sample) {
 	const nNormal, nSeen = 300, 10
 	gens := []string{"cutpaste", "cutmix", "draem"}

@@ -1,5 +1,5 @@
 // Package cdl trains AHL's scoring head g by collaborative differentiable learning
-// (AHL_SPEC.md, "CDL"): T base models adapted from g on the T HADG tasks, their first-order
+// (docs/algorithm.md, "CDL"): T base models adapted from g on the T HADG tasks, their first-order
 // meta-gradients combined with importance weights from psi (ahl/psi) into one Adam step on g.
 package cdl
 
@@ -9,7 +9,7 @@ import (
 )
 
 // Config holds CDL's hyperparameters. DefaultConfig returns the paper's values
-// (AHL_SPEC.md, "Paper defaults").
+// (docs/algorithm.md, the tables of "CDL" and "psi and the importance weights").
 type Config struct {
 	Epochs          int     `json:"epochs"`            // E
 	InnerSteps      int     `json:"inner_steps"`       // SGD steps on support batches per task

@@ -199,7 +199,7 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	return tr, nil
 }
 
-// epoch runs CDL's epoch t (AHL_SPEC.md, "CDL", steps 1-4).
+// epoch runs CDL's epoch t (docs/algorithm.md, "CDL", steps 1-4).
 func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 	cfg, t, n := tr.cfg, tr.ts.T, len(tr.ts.Rows)
 	start := time.Now()

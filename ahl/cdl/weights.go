@@ -8,7 +8,7 @@ import (
 
 // Importance returns the base models' importance weights w = softmax(-r) and their errors r
 // from psi's predicted scores pred (N x T, row-major; row j is sample ts.Rows[j]), following
-// AHL_SPEC.md, "psi", use:
+// docs/algorithm.md, "psi and the importance weights", use:
 //
 //	r_i = (1 / |D'_i|) * sum_{j in D'_i} c_j * (min(s^_ji / m, 1) - y_j)^2
 //

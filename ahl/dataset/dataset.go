@@ -1,6 +1,6 @@
 // Package dataset lists anomaly-detection datasets in the MVTec AD layout (or the embedded
-// Fashion-MNIST subset) and applies the open-set protocols of AHL_SPEC.md ("The problem"):
-// which images are training normals, training anomalies and test images.
+// Fashion-MNIST subset) and applies the open-set protocols of docs/algorithm.md ("The problem:
+// open-set protocols"): which images are training normals, training anomalies and test images.
 package dataset
 
 import (
@@ -54,7 +54,8 @@ const (
 	Hard    = "hard"
 )
 
-// Protocol says how training anomalies are drawn (AHL_SPEC.md, "The problem").
+// Protocol says how training anomalies are drawn (docs/algorithm.md, "The problem: open-set
+// protocols").
 type Protocol struct {
 	Name      string // General or Hard
 	SeenClass string // Hard: the class the training anomalies come from

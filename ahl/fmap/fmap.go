@@ -1,5 +1,5 @@
 // Package fmap holds frozen backbone feature maps: float32, row-major N x C x H x W, at two
-// scales (AHL_SPEC.md, "Inputs to AHL").
+// scales (docs/algorithm.md, "Feature maps at two scales").
 package fmap
 
 import "fmt"

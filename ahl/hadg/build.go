@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// DefaultMinClusterSize is the smallest cluster that forms pair tasks (AHL_SPEC.md, "HADG",
-// step 2). kmeans drops smaller clusters already; Build checks again so any assignment works.
+// DefaultMinClusterSize is the smallest cluster that forms pair tasks (docs/algorithm.md,
+// "k-means clusters"). kmeans drops smaller clusters already; Build checks again so any
+// assignment works.
 const DefaultMinClusterSize = 3
 
 // Input is what HADG draws its tasks from.
@@ -100,7 +101,7 @@ func (r Report) Lines() []string {
 	return out
 }
 
-// Build makes the T tasks of HADG (AHL_SPEC.md, "HADG"):
+// Build makes the T tasks of HADG (docs/algorithm.md, "HADG tasks"):
 //
 //   - Task 0 is holistic: all normals shuffled, the first half (rounded down) support, the
 //     rest query. Tasks 1..T-1 take the ordered pairs (a, b) of distinct clusters in a seeded

@@ -1,5 +1,5 @@
 // Package hadg builds AHL's heterogeneous anomaly distributions: T tasks, each a support and
-// a query set of normals, real anomalies and pseudo anomalies (AHL_SPEC.md, "HADG").
+// a query set of normals, real anomalies and pseudo anomalies (docs/algorithm.md, "HADG tasks").
 package hadg
 
 // Role says which half of a task a sample belongs to.

@@ -13,7 +13,7 @@ const (
 	DefaultRestarts = 10
 	// DefaultMaxIter is scikit-learn's max_iter; Lloyd usually converges in well under 50.
 	DefaultMaxIter = 300
-	// DefaultMinSize is the smallest cluster HADG keeps (AHL_SPEC.md, "HADG", step 2): a
+	// DefaultMinSize is the smallest cluster HADG keeps (docs/algorithm.md, "k-means clusters"): a
 	// cluster of one or two normals makes a task with hardly any normals on one side.
 	DefaultMinSize = 3
 )

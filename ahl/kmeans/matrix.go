@@ -1,6 +1,6 @@
-// Package kmeans clusters the training normals' features for HADG (AHL_SPEC.md, "HADG", step
-// 1): k-means++ seeding, Lloyd iterations to convergence, several seeded restarts keeping the
-// lowest inertia, and clusters too small to form a task dropped and reported.
+// Package kmeans clusters the training normals' features for HADG (docs/algorithm.md, "k-means
+// clusters"): k-means++ seeding, Lloyd iterations to convergence, several seeded restarts
+// keeping the lowest inertia, and clusters too small to form a task dropped and reported.
 package kmeans
 
 import (

@@ -1,4 +1,4 @@
-// Package knn is the unsupervised baseline of AHL_SPEC.md ("Baselines"): an image's anomaly
+// Package knn is the unsupervised baseline of docs/algorithm.md ("Baselines"): an image's anomaly
 // score is its mean Euclidean distance to the k nearest training normals in pooled feature
 // space. It ignores the labelled anomalies and the pseudo anomalies.
 package knn

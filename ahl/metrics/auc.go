@@ -1,6 +1,6 @@
-// Package metrics scores anomaly detectors the way AHL_SPEC.md ("Inference and evaluation")
-// asks: AUROC with ties averaged, AUPRC as scikit-learn's average precision, ROC curve points,
-// per anomaly class, and the mean and standard deviation over runs.
+// Package metrics scores anomaly detectors the way docs/algorithm.md ("Metrics") describes:
+// AUROC with ties averaged, AUPRC as scikit-learn's average precision, ROC curve points, per
+// anomaly class, and the mean and standard deviation over runs.
 //
 // Every function takes one score per image (higher means more anomalous) and one flag per image
 // saying whether it is an anomaly (the positive class). Bad input (different lengths, a NaN or

@@ -1,7 +1,7 @@
-// Package psi is AHL's self-supervised importance model (AHL_SPEC.md, "psi"): a 2-layer
-// bidirectional LSTM over the last K epochs' score vectors of a training sample, whose last
-// time step's output passes through FC(2T -> 2T) -> ReLU -> FC(2T -> T) to predict the next
-// epoch's score vector.
+// Package psi is AHL's self-supervised importance model (docs/algorithm.md, "psi and the
+// importance weights"): a 2-layer bidirectional LSTM over the last K epochs' score vectors of
+// a training sample, whose last time step's output passes through FC(2T -> 2T) -> ReLU ->
+// FC(2T -> T) to predict the next epoch's score vector.
 //
 // psi is tiny (about 2,400 weights on sequences of 5 steps of 7 values), so the forward and
 // backward passes are written out by hand in float64. The tests check them twice: against the
