@@ -1,6 +1,7 @@
 // Package backbone turns images into AHL's frozen two-scale feature maps (AHL_SPEC.md, "Inputs
-// to AHL"): resnet18 (torchvision layout, ImageNet weights from a safetensors file) and
-// convnet (a small CNN trained from scratch as the DevNet base model, the offline path).
+// to AHL"): resnet18 (torchvision layout, ImageNet weights from a PyTorch checkpoint or a
+// safetensors file) and convnet (a small CNN trained from scratch as the DevNet base model,
+// the offline path).
 package backbone
 
 import (
