@@ -74,6 +74,15 @@ type unpickler struct {
 	persistentLoad func(pid any) (any, error)
 }
 
+// argSize is the size in bytes of the little-endian integer argument of the opcodes that
+// take one: a length (LONG1, LONG4, the string and bytes opcodes) or a memo index.
+var argSize = map[byte]int{
+	0x8a: 1, 0x8b: 4, // LONG1, LONG4
+	'X': 4, 0x8c: 1, 0x8d: 8, 'T': 4, 'U': 1, // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, BINSTRING, SHORT_BINSTRING
+	'B': 4, 'C': 1, 0x8e: 8, // BINBYTES, SHORT_BINBYTES, BINBYTES8
+	'h': 1, 'j': 4, 'q': 1, 'r': 4, // BINGET, LONG_BINGET, BINPUT, LONG_BINPUT
+}
+
 // maxPickleProtocol is the highest pickle protocol read; 5 adds out-of-band buffers, which
 // torch.save never writes.
 const maxPickleProtocol = 5
@@ -160,7 +169,7 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		}
 	case 0x8a, 0x8b: // LONG1, LONG4
 		var n uint64
-		if n, err = u.uint(map[byte]int{0x8a: 1, 0x8b: 4}[op]); err != nil {
+		if n, err = u.uint(argSize[op]); err != nil {
 			return false, err
 		}
 		var b []byte
@@ -174,12 +183,12 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		}
 	case 'X', 0x8c, 0x8d, 'T', 'U': // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, BINSTRING, SHORT_BINSTRING
 		var b []byte
-		if b, err = u.counted(map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8, 'T': 4, 'U': 1}[op]); err == nil {
+		if b, err = u.counted(argSize[op]); err == nil {
 			u.push(string(b))
 		}
 	case 'B', 'C', 0x8e: // BINBYTES, SHORT_BINBYTES, BINBYTES8
 		var b []byte
-		if b, err = u.counted(map[byte]int{'B': 4, 'C': 1, 0x8e: 8}[op]); err == nil {
+		if b, err = u.counted(argSize[op]); err == nil {
 			u.push(b)
 		}
 	case ']': // EMPTY_LIST
@@ -329,7 +338,7 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		}
 	case 'h', 'j': // BINGET, LONG_BINGET
 		var i uint64
-		if i, err = u.uint(map[byte]int{'h': 1, 'j': 4}[op]); err != nil {
+		if i, err = u.uint(argSize[op]); err != nil {
 			return false, err
 		}
 		v, ok := u.memo[int64(i)]
@@ -339,7 +348,7 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		u.push(v)
 	case 'q', 'r': // BINPUT, LONG_BINPUT
 		var i uint64
-		if i, err = u.uint(map[byte]int{'q': 1, 'r': 4}[op]); err != nil {
+		if i, err = u.uint(argSize[op]); err != nil {
 			return false, err
 		}
 		var v any

@@ -234,6 +234,14 @@ func (p *pk) tensor(key, storage string, numel, offset int64, size, stride []int
 	return p.int(offset).ints(size...).ints(stride...).op(0x89, '}', 't', 'R')
 }
 
+// viewTensor pushes _rebuild_tensor_v2 of a legacy storage view: elements [off, off+n) of
+// root storage key, as torch before 1.0 wrote them.
+func (p *pk) viewTensor(key string, numel int64, view string, off, n int64, size, stride []int64) *pk {
+	p.global("torch._utils", "_rebuild_tensor_v2").op('(', '(').str("storage").global("torch", "FloatStorage").str(key).str("cpu").int(numel)
+	p.op('(').str(view).int(off).int(n).op('t', 't', 'Q')
+	return p.int(0).ints(size...).ints(stride...).op(0x89, '}', 't', 'R')
+}
+
 // legacyFile assembles a legacy checkpoint: the header pickles, obj (a pickle body without
 // PROTO or STOP), the storage keys and each storage as (count, float32 values).
 func legacyFile(obj []byte, keys []string, storages ...[]float32) []byte {
@@ -272,6 +280,12 @@ func TestPyTorchHandMade(t *testing.T) {
 		t.Fatalf("view: %+v", ts)
 	}
 	checkValues(t, "transposed view", ts[0].Values, []float32{1, 4, 2, 5, 3, 6})
+	// A legacy storage view of elements 2..5, read from its start with stride 2: [2, 4].
+	ts, err = ParsePyTorch(one((&pk{}).viewTensor("s", 8, "v", 2, 4, []int64{2}, []int64{2})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkValues(t, "storage view", ts[0].Values, []float32{2, 4})
 
 	// memo 0 = None, then 60 times memo 0 = (memo 0, memo 0); then memo 0 as a persistent id.
 	shared := append([]byte{'N', 'q', 0, '0'}, bytes.Repeat([]byte{'h', 0, 'h', 0, 0x86, 'q', 0, '0'}, 60)...)
@@ -283,6 +297,10 @@ func TestPyTorchHandMade(t *testing.T) {
 	}{
 		{"view past the storage", one((&pk{}).tensor("s", "FloatStorage", 8, 3, []int64{2, 3}, []int64{3, 1})),
 			`tensor "w": view (offset 3, size [2 3], stride [3 1]) reads past its storage of 8 elements`},
+		{"storage view past its root", one((&pk{}).viewTensor("s", 8, "v", 6, 4, []int64{2}, []int64{1})),
+			`storage "s": view metadata ("v", 6, 4) outside its 8 elements`},
+		{"tensor past its storage view", one((&pk{}).viewTensor("s", 8, "v", 2, 4, []int64{3}, []int64{2})),
+			`tensor "w": view (offset 0, size [3], stride [2]) reads past its storage of 4 elements`},
 		{"zero strides without bound", one((&pk{}).tensor("s", "FloatStorage", 8, 0, []int64{1 << 40, 1 << 20}, []int64{0, 0})),
 			`tensor "w": size [1099511627776 1048576]: more elements than the file can describe`},
 		{"int tensor", legacyFile((&pk{}).op('}').str("w").tensor("s", "IntStorage", 2, 0, []int64{2}, []int64{1}).op('s').b, []string{"s"}, []float32{1, 2}),
@@ -357,6 +375,7 @@ func FuzzParsePyTorch(f *testing.F) {
 	}
 	st := []float32{0, 1, 2, 3, 4, 5, 6, 7}
 	f.Add(legacyFile((&pk{}).op('}').str("w").tensor("s", "HalfStorage", 8, 1, []int64{3, 2}, []int64{1, 3}).op('s').b, []string{"s"}, st))
+	f.Add(legacyFile((&pk{}).op('}').str("w").viewTensor("s", 8, "v", 2, 4, []int64{2}, []int64{2}).op('s').b, []string{"s"}, st))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 1<<16 {
 			return
