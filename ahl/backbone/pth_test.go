@@ -107,15 +107,15 @@ func TestPyTorchResNet18(t *testing.T) {
 
 // TestPyTorchTensors reads the odd tensors of a state dict (offset and strided views, zero
 // strides, float16, bfloat16, float64, 0-d, empty, an int64 num_batches_tracked) from both
-// formats, each wrapped in a checkpoint dict, and compares them bit for bit with torch's
-// float32 values.
+// formats (each wrapped in a checkpoint dict) and from a protocol 4 pickle, and compares
+// them bit for bit with torch's float32 values.
 func TestPyTorchTensors(t *testing.T) {
 	dir := filepath.Join("testdata", "pth", "tensors")
 	ref, err := ReadSafetensors(filepath.Join(dir, "ref.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{"zip.pth", "legacy.pt"} {
+	for _, file := range []string{"zip.pth", "legacy.pt", "proto4.pth"} {
 		ts, err := ReadPyTorch(filepath.Join(dir, file))
 		if err != nil {
 			t.Fatal(err)
@@ -366,7 +366,7 @@ func TestHalfToFloat32(t *testing.T) {
 // FuzzParsePyTorch feeds arbitrary bytes to the reader: it must return tensors whose values
 // match their shapes, or an error, and never panic or allocate beyond the input's size.
 func FuzzParsePyTorch(f *testing.F) {
-	for _, p := range []string{"tensors/zip.pth", "tensors/legacy.pt", "refused/namespace.pth"} {
+	for _, p := range []string{"tensors/zip.pth", "tensors/legacy.pt", "tensors/proto4.pth", "refused/namespace.pth"} {
 		data, err := os.ReadFile(filepath.Join("testdata", "pth", p))
 		if err != nil {
 			f.Fatal(err)

@@ -28,8 +28,9 @@ Files written (every weight is random, from fixed seeds, so a rerun gives the sa
 - tensors/zip.pth and tensors/legacy.pt: the odd cases of a state dict (views with a storage
   offset and non-contiguous strides, float16, bfloat16 and float64, a 0-d and an empty tensor,
   an int64 num_batches_tracked), wrapped as {"state_dict": sd, "epoch": 3} in the zip file and
-  {"model": sd, "note": "legacy"} in the legacy file; tensors/ref.safetensors holds the
-  expected float32 values, contiguous.
+  {"model": sd, "note": "legacy"} in the legacy file; tensors/proto4.pth holds the state dict
+  itself, pickled with protocol 4 (frames, memoize, stack globals); tensors/ref.safetensors
+  holds the expected float32 values, contiguous.
 - refused/namespace.pth: a checkpoint that pickles an argparse.Namespace beside the state dict
   (the reader must refuse the class by name); refused/torchscript.pt: a TorchScript archive.
 
@@ -144,6 +145,7 @@ def write_tensors(out):
     sd = OrderedDict(sd)
     torch.save({"state_dict": sd, "epoch": 3}, os.path.join(out, "zip.pth"))
     torch.save({"model": sd, "note": "legacy"}, os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
+    torch.save(sd, os.path.join(out, "proto4.pth"), pickle_protocol=4)
     write_safetensors(os.path.join(out, "ref.safetensors"),
                       {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")})
     print(f"{out}: {len(sd)} tensors")
