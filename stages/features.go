@@ -36,8 +36,9 @@ type FeaturesParams struct {
 	// Backbone is resnet18 (ImageNet weights from Weights) or convnet (trained here from
 	// scratch as the DevNet base model on the run's training split, then frozen).
 	Backbone string `json:"backbone"`
-	// Weights is the safetensors file of torchvision-named resnet18 weights (resnet18 only;
-	// ahl/backbone/README.md says how to make one). Its content hash is part of the cache key.
+	// Weights is the file of torchvision-named resnet18 weights (resnet18 only): a PyTorch
+	// checkpoint such as torchvision's resnet18-f37072fd.pth as it is, or safetensors, told
+	// apart by content (ahl/backbone/README.md). Its content hash is part of the cache key.
 	Weights string `json:"weights"`
 	// Size is S: scale 0 sees images at S x S, scale 1 at S/2 x S/2 (paper: 448).
 	Size int `json:"size"`
@@ -80,7 +81,7 @@ func (p *FeaturesParams) Validate() error {
 	switch p.Backbone {
 	case backbone.ResNet18Name:
 		if p.Weights == "" {
-			return fmt.Errorf("weights: required for backbone resnet18 (a safetensors file of torchvision ImageNet weights; see ahl/backbone/README.md), or use backbone convnet")
+			return fmt.Errorf("weights: required for backbone resnet18 (torchvision's ImageNet weights, resnet18-f37072fd.pth, or a safetensors file; see ahl/backbone/README.md), or use backbone convnet")
 		}
 	case backbone.ConvNetName:
 		if p.Weights != "" {

@@ -30,11 +30,11 @@ type basicBlock struct {
 // layer1 halve the resolution in their first block.
 var resnet18Stages = []int{64, 128, 256, 512}
 
-// LoadResNet18 reads torchvision-named float32 weights from a safetensors file (see
-// README.md for how to obtain ImageNet weights) and builds the backbone for images of side
-// size.
+// LoadResNet18 reads torchvision-named weights from a weights file, a PyTorch checkpoint
+// (torchvision's resnet18-f37072fd.pth as it is) or a safetensors file (see ReadWeights and
+// README.md), and builds the backbone for images of side size.
 func LoadResNet18(path string, size int) (*ResNet18, error) {
-	ts, err := ReadSafetensors(path)
+	ts, err := ReadWeights(path)
 	if err != nil {
 		return nil, err
 	}
@@ -51,17 +51,25 @@ func LoadResNet18(path string, size int) (*ResNet18, error) {
 // num_batches_tracked) are ignored. A missing tensor or one of the wrong shape is an error
 // that names it and the expected shape.
 func NewResNet18(size int, ts []Tensor) (*ResNet18, error) {
+	return newResNet18(size, resnet18Stages[0], ts)
+}
+
+// newResNet18 builds a resnet18 of base width width (layer1..layer4 have width, 2, 4 and 8
+// times width channels; torchvision's is 64). Tests use narrow ones to check the network
+// against torchvision with small weight files.
+func newResNet18(size, width int, ts []Tensor) (*ResNet18, error) {
 	if err := checkSize(size); err != nil {
 		return nil, err
 	}
 	m := tensorMap(ts)
 	r := &ResNet18{size: size}
 	var err error
-	if r.conv1, err = r.convBN(m, "conv1", "bn1", 3, 64, 7, 2, 3); err != nil {
+	if r.conv1, err = r.convBN(m, "conv1", "bn1", 3, width, 7, 2, 3); err != nil {
 		return nil, err
 	}
-	cin := 64
-	for li, cout := range resnet18Stages {
+	cin := width
+	for li, c := range resnet18Stages {
+		cout := c / resnet18Stages[0] * width
 		for bi := 0; bi < 2; bi++ {
 			p := fmt.Sprintf("layer%d.%d.", li+1, bi)
 			stride := 1
