@@ -1,8 +1,7 @@
 // Package backbone turns images into AHL's frozen two-scale feature maps (docs/algorithm.md,
 // "Feature maps at two scales"): resnet18 (torchvision layout, ImageNet weights from a
-// PyTorch checkpoint or a
-// safetensors file) and convnet (a small CNN trained from scratch as the DevNet base model,
-// the offline path).
+// PyTorch checkpoint or a safetensors file) and convnet (a small CNN trained from scratch as
+// the DevNet base model, the offline path).
 package backbone
 
 import (
