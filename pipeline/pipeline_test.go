@@ -616,6 +616,34 @@ stages:
 	}
 }
 
+// TestDeclaredTablesEnforced checks that an instance fails, naming the tables, when its kind
+// writes a table it does not declare or opens an input table it does not declare.
+func TestDeclaredTablesEnforced(t *testing.T) {
+	res, err := run(t, memStore(t), compile(t, `
+name: t
+stages:
+  a: {kind: ptest-liar}
+`))
+	if !errors.Is(err, ErrStageFailed) || res["a"].Status != Failed {
+		t.Fatalf("err %v, a %s; want a failed", err, res["a"].Status)
+	}
+	if msg := res["a"].Err.Error(); !strings.Contains(msg, "missing values") || !strings.Contains(msg, "undeclared other") {
+		t.Errorf("a's error %q does not name the missing and the undeclared table", msg)
+	}
+	res, err = run(t, memStore(t), compile(t, `
+name: t
+stages:
+  a: {kind: ptest-gen}
+  b: {kind: ptest-liar, needs: [a], with: {fail: true}}
+`))
+	if !errors.Is(err, ErrStageFailed) || res["b"].Status != Failed {
+		t.Fatalf("err %v, b %s; want b failed", err, res["b"].Status)
+	}
+	if msg := res["b"].Err.Error(); !strings.Contains(msg, `reads table "values" from input a but does not declare it`) {
+		t.Errorf("b's error %q does not name the undeclared input table", msg)
+	}
+}
+
 func TestParseSet(t *testing.T) {
 	cases := []struct {
 		in   string

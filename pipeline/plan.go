@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/kind"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -33,7 +33,7 @@ type Instance struct {
 	Label string
 	// Matrix holds the assignment the label names.
 	Matrix map[string]string
-	Def    stages.Definition
+	Def    kind.Definition
 	// Params is the resolved params struct (defaults filled in), or nil for a kind without
 	// params; CanonParams its canonical JSON form as a map, stored in the manifest.
 	Params      any
@@ -150,9 +150,9 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 	}
 
 	// Kinds and needs.
-	known := strings.Join(stages.Kinds(), ", ")
+	known := strings.Join(kind.Kinds(), ", ")
 	for _, s := range f.Stages {
-		if _, ok := stages.Lookup(s.Kind); !ok {
+		if _, ok := kind.Lookup(s.Kind); !ok {
 			fail(s.fieldLine("kind"), s.Name, "kind", "unknown kind %q (known kinds: %s)", s.Kind, known)
 		}
 		seenNeed := map[string]bool{}
@@ -217,7 +217,7 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 	instances := map[string][]*Instance{}
 	byLabel := map[string]*Instance{} // "stage\x00label"
 	for _, s := range order {
-		def, _ := stages.Lookup(s.Kind)
+		def, _ := kind.Lookup(s.Kind)
 		var dims []MatrixVar
 		for _, m := range matrix {
 			if deps[s.Name][m.Name] {
@@ -445,7 +445,7 @@ func (e *paramError) Error() string { return e.field + ": " + e.msg }
 // decodeParams decodes with into a fresh params struct of def strictly (names are the
 // struct's json tags; an unknown name or a wrong type is an error), validates it, and returns
 // it with its canonical form (a map whose JSON encoding has sorted keys).
-func decodeParams(def stages.Definition, with map[string]any) (any, map[string]any, error) {
+func decodeParams(def kind.Definition, with map[string]any) (any, map[string]any, error) {
 	if def.Params == nil {
 		if len(with) > 0 {
 			k := sortedKeys(with)[0]
@@ -475,7 +475,7 @@ func decodeParams(def stages.Definition, with map[string]any) (any, map[string]a
 			return nil, nil, &paramError{k, err.Error()}
 		}
 	}
-	if v, ok := p.(stages.Validator); ok {
+	if v, ok := p.(kind.Validator); ok {
 		if err := v.Validate(); err != nil {
 			return nil, nil, &paramError{"", err.Error()}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // augmentVersion is the augment stage's code version (part of its cache key).
@@ -44,13 +45,15 @@ type AugmentParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "augment",
 		Version: augmentVersion,
 		Params: func() any {
 			return &AugmentParams{Generators: slices.Clone(augment.Generators), PreviewCount: 4}
 		},
-		Run: runAugment,
+		Inputs:  kind.Inputs{Required: []string{"backbone", "images"}},
+		Outputs: []string{"pseudo"},
+		Run:     runAugment,
 	})
 }
 
@@ -105,7 +108,7 @@ var augmentBackbone = backboneFromTable
 // through the frozen backbone at both scales and writes the pseudo table (stages/TABLES.md).
 // The augmentation runs at the backbone's input size S, as the reference code resizes before
 // augmenting.
-func runAugment(ctx context.Context, env *Env) error {
+func runAugment(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*AugmentParams)
 	if !ok {
 		return fmt.Errorf("stage %s: params are %T, want *AugmentParams", env.Stage, env.Params)
@@ -191,8 +194,8 @@ func augmentStream(i int, g string) uint64 {
 }
 
 // openBackbone reads the backbone table of the input that has one.
-func openBackbone(ctx context.Context, env *Env) (backbone.Backbone, error) {
-	in, err := singleInputWith(env, "backbone")
+func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, error) {
+	in, err := env.With("backbone")
 	if err != nil {
 		return nil, err
 	}
@@ -210,8 +213,8 @@ func openBackbone(ctx context.Context, env *Env) (backbone.Backbone, error) {
 
 // trainingNormals decodes the training normals (split train, label 0) of the images input,
 // in table order, resized to s x s.
-func trainingNormals(ctx context.Context, env *Env, s int) ([]string, []imgs.Image, error) {
-	in, err := singleInputWith(env, "images")
+func trainingNormals(ctx context.Context, env *kind.Env, s int) ([]string, []imgs.Image, error) {
+	in, err := env.With("images")
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // evaluateVersion is the evaluate stage's code version (part of its cache key).
@@ -18,10 +19,12 @@ const evaluateVersion = 1
 type EvaluateParams struct{}
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "evaluate",
 		Version: evaluateVersion,
 		Params:  func() any { return &EvaluateParams{} },
+		Inputs:  kind.Inputs{Required: []string{"scores"}},
+		Outputs: []string{"metrics", "roc"},
 		Run:     runEvaluate,
 	})
 }
@@ -29,8 +32,8 @@ func init() {
 // runEvaluate reads the scores of the single upstream score instance and writes the metrics
 // table (auroc and auprc for class "all" and for every anomaly class, each against all test
 // normals) and the ROC points of the same classes (stages/TABLES.md).
-func runEvaluate(ctx context.Context, env *Env) error {
-	in, err := singleInputWith(env, "scores")
+func runEvaluate(ctx context.Context, env *kind.Env) error {
+	in, err := env.With("scores")
 	if err != nil {
 		return err
 	}
@@ -99,28 +102,6 @@ func runEvaluate(ctx context.Context, env *Env) error {
 	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
 		env.Stage, results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
 	return nil
-}
-
-// singleInputWith returns the one upstream instance that has the named output, so a stage
-// does not depend on what its upstream stage is called in the DAG.
-func singleInputWith(env *Env, output string) (*Input, error) {
-	var found *Input
-	for i := range env.Inputs {
-		if hasOutput(env.Inputs[i], output) {
-			if found != nil {
-				return nil, fmt.Errorf("stage %s: inputs %s and %s both have a %q output; want one", env.Stage, found.Stage, env.Inputs[i].Stage, output)
-			}
-			found = &env.Inputs[i]
-		}
-	}
-	if found == nil {
-		var names []string
-		for _, in := range env.Inputs {
-			names = append(names, in.Stage)
-		}
-		return nil, fmt.Errorf("stage %s: no input has a %q output (inputs: %v); add the stage that makes it to needs", env.Stage, output, names)
-	}
-	return found, nil
 }
 
 // metaOf returns the values of the given schema metadata keys that rec carries.

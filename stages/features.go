@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // featuresVersion is the features stage's code version (part of its cache key). 2: the
@@ -61,7 +62,7 @@ type FeaturesParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "features",
 		Version: featuresVersion,
 		Params: func() any {
@@ -71,7 +72,9 @@ func init() {
 				Generators: append([]string(nil), augment.Generators...),
 			}
 		},
-		Run: runFeatures,
+		Inputs:  kind.Inputs{Required: []string{"images"}},
+		Outputs: []string{"backbone", "features"},
+		Run:     runFeatures,
 	})
 }
 
@@ -147,9 +150,9 @@ func (p *FeaturesParams) Fingerprint(ctx context.Context) (string, error) {
 
 // runFeatures builds the backbone (loads resnet18, or trains the convnet on the training
 // split) and extracts every image's maps at both scales.
-func runFeatures(ctx context.Context, env *Env) error {
+func runFeatures(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*FeaturesParams)
-	in, err := singleInputWith(env, "images")
+	in, err := env.With("images")
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/dataset"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // ingestVersion is the ingest stage's code version (part of its cache key).
@@ -46,13 +47,14 @@ type IngestParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "ingest",
 		Version: ingestVersion,
 		Params: func() any {
 			return &IngestParams{Format: FormatEmbedded, Protocol: dataset.General, Anomalies: 10, NormalTestFraction: 0.25}
 		},
-		Run: runIngest,
+		Outputs: []string{"images"},
+		Run:     runIngest,
 	})
 }
 
@@ -133,7 +135,7 @@ func (p *IngestParams) open() (dataset.Pool, error) {
 // runIngest lists the dataset, applies the protocol with the stage's seed, reads and decodes
 // every chosen image (a corrupt one fails the stage, naming the file) and writes the images
 // table with the encoded bytes, so no later stage reads the disk (stages/TABLES.md).
-func runIngest(ctx context.Context, env *Env) error {
+func runIngest(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*IngestParams)
 	if !ok {
 		return fmt.Errorf("stage %s: params are %T, want *IngestParams", env.Stage, env.Params)
@@ -174,7 +176,7 @@ func runIngest(ctx context.Context, env *Env) error {
 
 // readImages reads the bytes of every item and decodes them once, in parallel, to catch
 // corrupt files here rather than in a later stage.
-func readImages(ctx context.Context, env *Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
+func readImages(ctx context.Context, env *kind.Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
 	data := make([][]byte, len(items))
 	errs := make([]error, len(items))
 	next := make(chan int)

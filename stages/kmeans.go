@@ -13,6 +13,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/kmeans"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // kmeansVersion is the kmeans stage's code version (part of its cache key).
@@ -44,20 +45,22 @@ func (p *KMeansParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "kmeans",
 		Version: kmeansVersion,
 		Params: func() any {
 			return &KMeansParams{K: 3, Restarts: kmeans.DefaultRestarts, Features: string(kmeans.Pooled)}
 		},
-		Run: runKMeans,
+		Inputs:  kind.Inputs{Required: []string{"images", "features"}},
+		Outputs: []string{"assignments", "centroids"},
+		Run:     runKMeans,
 	})
 }
 
 // runKMeans clusters the training normals (split train, label 0 in the ingest images table)
 // by their features and writes their assignments (members of dropped clusters are absent)
 // and the kept clusters' centroids.
-func runKMeans(ctx context.Context, env *Env) error {
+func runKMeans(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*KMeansParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
@@ -129,7 +132,7 @@ type imageIndex struct {
 
 // loadImageIndex reads the images table of the one upstream instance that has an `images`
 // output (the ingest stage).
-func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
+func loadImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
 	x, err := readImageIndex(ctx, env)
 	if err != nil {
 		return nil, err
@@ -141,8 +144,8 @@ func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 }
 
 // readImageIndex is loadImageIndex's reader; the index holds copies, not the table's memory.
-func readImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
-	in, err := singleInputWith(env, "images")
+func readImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
+	in, err := env.With("images")
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +220,8 @@ func setOf(ids []string) map[string]bool {
 // Only ids in keep are read (all when keep is nil); rows are in the table's order of first
 // appearance, scales in increasing order. The maps and ids are copied out of the table, so
 // the set does not keep the table's blob alive.
-func loadMapSet(ctx context.Context, env *Env, output string, keep map[string]bool) (fmap.Set, error) {
-	in, err := singleInputWith(env, output)
+func loadMapSet(ctx context.Context, env *kind.Env, output string, keep map[string]bool) (fmap.Set, error) {
+	in, err := env.With(output)
 	if err != nil {
 		return fmap.Set{}, err
 	}

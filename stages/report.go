@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
@@ -51,13 +52,15 @@ func (p *ReportParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "report",
 		Version: reportVersion,
 		Params: func() any {
 			return &ReportParams{Replicates: []string{"seed"}, MethodKey: "method"}
 		},
-		Run: runReport,
+		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log"}},
+		Outputs: []string{"results", "roc", "log"},
+		Run:     runReport,
 	})
 }
 
@@ -108,9 +111,6 @@ func reportLabels(p *ReportParams, matrix map[string]string) (setting, method, r
 	return setting, method, strings.Join(rep, " ")
 }
 
-// hasOutput reports whether an upstream instance produces the named output.
-func hasOutput(in Input, name string) bool { return slices.Contains(in.Outputs, name) }
-
 // schemaMeta returns a schema metadata value, or "".
 func schemaMeta(rec arrow.RecordBatch, key string) string {
 	md := rec.Schema().Metadata()
@@ -120,7 +120,7 @@ func schemaMeta(rec arrow.RecordBatch, key string) string {
 	return ""
 }
 
-func runReport(ctx context.Context, env *Env) error {
+func runReport(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ReportParams)
 	type key struct{ setting, method, class, metric string }
 	values := map[key][]float64{}
@@ -145,7 +145,7 @@ func runReport(ctx context.Context, env *Env) error {
 			}
 		}
 		switch {
-		case hasOutput(in, "metrics"):
+		case in.Has("metrics"):
 			nEval++
 			m, err := in.Open(ctx, "metrics")
 			if err != nil {
@@ -165,7 +165,7 @@ func runReport(ctx context.Context, env *Env) error {
 				k := key{setting, method, classes[i], names[i]}
 				values[k] = append(values[k], vals[i])
 			}
-			if hasOutput(in, "roc") {
+			if in.Has("roc") {
 				r, err := in.Open(ctx, "roc")
 				if err != nil {
 					return fmt.Errorf("stage %s: input %s[%s]: %w", env.Stage, in.Stage, in.Instance, err)
@@ -187,7 +187,7 @@ func runReport(ctx context.Context, env *Env) error {
 				}
 				r.Release()
 			}
-		case hasOutput(in, "log"):
+		case in.Has("log"):
 			l, err := in.Open(ctx, "log")
 			if err != nil {
 				return fmt.Errorf("stage %s: input %s[%s]: %w", env.Stage, in.Stage, in.Instance, err)

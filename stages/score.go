@@ -6,6 +6,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // scoreVersion is the score stage's code version (part of its cache key).
@@ -26,10 +27,12 @@ func (p *ScoreParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "score",
 		Version: scoreVersion,
 		Params:  func() any { return &ScoreParams{BatchSize: 64} },
+		Inputs:  kind.Inputs{Required: []string{"images", "model", "features"}},
+		Outputs: []string{"scores"},
 		Run:     runScore,
 	})
 }
@@ -38,13 +41,13 @@ func init() {
 // model, without adaptation (AHL_SPEC.md, "Inference"). Heads score against the reference
 // map the dra head's composite sub-head needs: the mean map of all training normals. The
 // scores table carries the model's method and head as schema metadata.
-func runScore(ctx context.Context, env *Env) error {
+func runScore(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ScoreParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	in, err := singleInputWith(env, "model")
+	in, err := env.With("model")
 	if err != nil {
 		return err
 	}
