@@ -50,6 +50,10 @@ type Inputs struct {
 	Required []string
 	// Optional tables are read when a stage in `needs` has them.
 	Optional []string
+	// Each says that the kind reads its tables from every input instance that has them (the
+	// report, the test kinds that sum their inputs). Otherwise it reads each table from one
+	// input (Env.With), and a DAG in which several needs make it is invalid.
+	Each bool
 }
 
 // Reads reports whether the kind declares table (required or optional).

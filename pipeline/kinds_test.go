@@ -103,7 +103,7 @@ func init() {
 	kind.Register(kind.Definition{
 		Kind: "ptest-sum", Version: 1,
 		Params:  func() any { return &sumParams{} },
-		Inputs:  kind.Inputs{Optional: []string{"values", "sum"}},
+		Inputs:  kind.Inputs{Optional: []string{"values", "sum"}, Each: true},
 		Outputs: []string{"sum"},
 		Run: func(ctx context.Context, env *kind.Env) error {
 			countRun(env)
@@ -176,6 +176,10 @@ func init() {
 			env.Output("other", rec)
 			return nil
 		}})
+	// ptest-need requires a values table (ptest-gen and ptest-ext make one).
+	kind.Register(kind.Definition{Kind: "ptest-need", Version: 1, Outputs: []string{"sum"},
+		Inputs: kind.Inputs{Required: []string{"values"}},
+		Run:    func(ctx context.Context, env *kind.Env) error { return errors.New("not run in tests") }})
 	kind.Register(kind.Definition{Kind: "ptest-panic", Version: 1, Outputs: []string{"values"},
 		Run: func(ctx context.Context, env *kind.Env) error { panic("boom") }})
 	kind.Register(kind.Definition{Kind: "ptest-noparams", Version: 1, Outputs: []string{"values"},

@@ -644,6 +644,49 @@ stages:
 	}
 }
 
+// TestNeedsCheckedAgainstDeclaredInputs checks that Compile rejects a stage whose needs do not
+// make a table its kind requires, or make a table it reads twice, at the needs line.
+func TestNeedsCheckedAgainstDeclaredInputs(t *testing.T) {
+	cases := []struct{ name, src, want string }{
+		{"missing", `
+name: t
+stages:
+  a: {kind: ptest-sum}
+  b:
+    kind: ptest-need
+    needs: [a]
+`, `test.yaml:7: stage b: field needs: kind ptest-need reads table "values", which no stage in needs makes (needs: a); add a stage of kind ptest-ext or ptest-gen or ptest-liar or ptest-noparams or ptest-panic to needs`},
+		{"no needs", `
+name: t
+stages:
+  b: {kind: ptest-need}
+`, `test.yaml:4: stage b: field needs: kind ptest-need reads table "values", which no stage in needs makes (needs: none)`},
+		{"twice", `
+name: t
+stages:
+  a: {kind: ptest-gen}
+  c: {kind: ptest-ext}
+  b:
+    kind: ptest-need
+    needs: [a, c]
+`, `test.yaml:8: stage b: field needs: stages a and c all make table "values", which kind ptest-need reads from one input`},
+	}
+	for _, c := range cases {
+		_, err := compileErr(c.src)
+		if !IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v\nwant an *Error containing %s", c.name, err, c.want)
+		}
+	}
+	// A gather stage may read one table from many instances; a need that makes it is enough.
+	compile(t, `
+name: t
+matrix: {x: [1, 2]}
+stages:
+  a: {kind: ptest-gen, with: {n: "${matrix.x}"}}
+  b: {kind: ptest-need, needs: [a], gather: true}
+`)
+}
+
 func TestParseSet(t *testing.T) {
 	cases := []struct {
 		in   string

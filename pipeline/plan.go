@@ -272,6 +272,7 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 				continue
 			}
 			in.Params, in.CanonParams = params, canon
+			checkInputs(s, def, params, byName, fail)
 			base := f.Seed
 			if s.Seed != nil {
 				sv, err := substitute(s.Seed, lookup)
@@ -311,6 +312,51 @@ func Compile(f *File, sets []Set) (*Plan, error) {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// checkInputs reports, through fail, each table that the stage's kind requires (given its
+// params) but that no stage in its needs declares among its outputs, and each table it reads
+// that several of its needs make when it is not a gather stage (it could not tell which to
+// read). The check uses declarations only, so it runs before anything does.
+func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[string]*StageSpec,
+	fail func(line int, stage, field, format string, a ...any)) {
+	required := slices.Clone(def.Inputs.Required)
+	if r, ok := params.(kind.Requirer); ok {
+		required = append(required, r.RequiredInputs()...)
+	}
+	makers := func(table string) []string {
+		var from []string
+		for _, n := range s.Needs {
+			if nd, ok := kind.Lookup(byName[n].Kind); ok && slices.Contains(nd.Outputs, table) {
+				from = append(from, n)
+			}
+		}
+		return from
+	}
+	needs := strings.Join(s.Needs, ", ")
+	if needs == "" {
+		needs = "none"
+	}
+	for _, table := range required {
+		if len(makers(table)) > 0 {
+			continue
+		}
+		hint := "no registered kind makes it"
+		if ks := kind.Providers(table); len(ks) > 0 {
+			hint = "add a stage of kind " + strings.Join(ks, " or ") + " to needs"
+		}
+		fail(s.fieldLine("needs"), s.Name, "needs", "kind %s reads table %q, which no stage in needs makes (needs: %s); %s",
+			def.Kind, table, needs, hint)
+	}
+	if s.Gather || def.Inputs.Each {
+		return
+	}
+	for _, table := range append(slices.Clone(def.Inputs.Required), def.Inputs.Optional...) {
+		if from := makers(table); len(from) > 1 {
+			fail(s.fieldLine("needs"), s.Name, "needs", "stages %s all make table %q, which kind %s reads from one input; keep one of them in needs",
+				strings.Join(from, " and "), table, def.Kind)
+		}
+	}
 }
 
 // refField names the field in which a stage references r, for error messages.

@@ -58,7 +58,7 @@ func init() {
 		Params: func() any {
 			return &ReportParams{Replicates: []string{"seed"}, MethodKey: "method"}
 		},
-		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log"}},
+		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log"}, Each: true},
 		Outputs: []string{"results", "roc", "log"},
 		Run:     runReport,
 	})

@@ -46,7 +46,7 @@ func init() {
 		Kind:    "tcount",
 		Version: 1,
 		Params:  func() any { return &Params{N: 3} },
-		Inputs:  kind.Inputs{Optional: []string{"out"}},
+		Inputs:  kind.Inputs{Optional: []string{"out"}, Each: true},
 		Outputs: []string{"out"},
 		Run:     run,
 	})
