@@ -505,6 +505,21 @@ vars: {N: 1}
 stages:
   a: {kind: ptest-gen, with: {n: "${M}"}}
 `, nil, []string{"test.yaml:4", "stage a", "field with.n", "undefined variable ${M}"}},
+		{"undefined variable at its field's line", `
+vars: {T: 1}
+stages:
+  a:
+    kind: ptest-gen
+    with:
+      scale: 2
+      n: "${TT}"
+`, nil, []string{"test.yaml:8:", "stage a", "field with.n", "undefined variable ${TT}"}},
+		{"undefined seed variable", `
+stages:
+  a:
+    kind: ptest-gen
+    seed: "${S}"
+`, nil, []string{"test.yaml:5:", "stage a", "field seed", "undefined variable ${S}"}},
 		{"undefined matrix variable", `
 matrix: {x: [1]}
 stages:
