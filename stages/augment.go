@@ -111,31 +111,30 @@ var augmentBackbone = backboneFromTable
 func runAugment(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*AugmentParams)
 	if !ok {
-		return fmt.Errorf("stage %s: params are %T, want *AugmentParams", env.Stage, env.Params)
+		return fmt.Errorf("params are %T, want *AugmentParams", env.Params)
 	}
-	fail := func(err error) error { return fmt.Errorf("stage %s (augment): %w", env.Stage, err) }
 
 	bb, err := openBackbone(ctx, env)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	s := bb.Size()
 	ids, normals, err := trainingNormals(ctx, env, s)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if len(normals) < 2 && slices.Contains(p.Generators, "cutmix") {
-		return fail(fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals)))
+		return fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals))
 	}
 	aug := augment.Augmenter{}
 	if p.Source != "" {
 		if aug.Textures, err = loadSource(p.Source, s); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if p.Preview != "" {
 		if err := os.MkdirAll(p.Preview, 0o755); err != nil {
-			return fail(fmt.Errorf("preview: %w", err))
+			return fmt.Errorf("preview: %w", err)
 		}
 	}
 
@@ -155,11 +154,11 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 				rng := rand.New(rand.NewPCG(env.Seed, augmentStream(i, g)))
 				out, err := aug.Apply(g, normals[i], others, rng)
 				if err != nil {
-					return fail(fmt.Errorf("image %s: %w", ids[i], err))
+					return fmt.Errorf("image %s: %w", ids[i], err)
 				}
 				if p.Preview != "" && i < p.PreviewCount {
 					if err := writePreview(p.Preview, ids[i], g, out); err != nil {
-						return fail(err)
+						return err
 					}
 				}
 				batch = append(batch, out)
@@ -170,13 +169,13 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		}
 		err := rows.add(ctx, bb, batchID, batch, perImage{Name: "source", Values: batchSrc}, perImage{Name: "generator", Values: batchGen})
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		env.Progress(hi*len(p.Generators), total)
 	}
 	rec, err := rows.table()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",

@@ -39,7 +39,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	}
 	rec, err := in.Open(ctx, "scores")
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -47,7 +47,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	classes, err3 := artifacts.StringCol(rec, "class")
 	scores, err4 := artifacts.Float64Col(rec, "score")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("stage %s: input %s scores: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s scores: %w", in.Stage, err)
 	}
 	labels := make([]int, len(labels64))
 	for i, l := range labels64 {
@@ -55,7 +55,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	}
 	results, err := metrics.ByClass(scores, labels, classes)
 	if err != nil {
-		return fmt.Errorf("stage %s: %d scored images from %s: %w", env.Stage, len(ids), in.Stage, err)
+		return fmt.Errorf("%d scored images from %s: %w", len(ids), in.Stage, err)
 	}
 	var mName, mClass []string
 	var mValue []float64
@@ -66,7 +66,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	}
 	mt, err := artifacts.NewTable(artifacts.Strings("metric", mName), artifacts.Strings("class", mClass), artifacts.Float64s("value", mValue))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	meta := metaOf(rec, modelMethodKey, modelHeadKey)
 	env.Output("metrics", withMeta(mt, meta))
@@ -84,7 +84,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 		}
 		c, err := metrics.ROC(s, pos)
 		if err != nil {
-			return fmt.Errorf("stage %s: roc of class %q: %w", env.Stage, r.Class, err)
+			return fmt.Errorf("roc of class %q: %w", r.Class, err)
 		}
 		for range c.FPR {
 			rClass = append(rClass, r.Class)
@@ -96,7 +96,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	rt, err := artifacts.NewTable(artifacts.Strings("class", rClass), artifacts.Float64s("fpr", fpr),
 		artifacts.Float64s("tpr", tpr), artifacts.Float64s("threshold", thr))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("roc", withMeta(rt, meta))
 	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",

@@ -158,7 +158,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	}
 	rec, err := in.Open(ctx, "images")
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -166,12 +166,12 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	label, err3 := artifacts.Int64Col(rec, "label")
 	data, err4 := artifacts.BinaryCol(rec, "bytes")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	decode := func(i int) (imgs.Image, error) {
 		im, err := imgs.Decode(data[i])
 		if err != nil {
-			return imgs.Image{}, fmt.Errorf("stage %s: input %s images: id %q: %w", env.Stage, in.Stage, ids[i], err)
+			return imgs.Image{}, fmt.Errorf("input %s images: id %q: %w", in.Stage, ids[i], err)
 		}
 		return im, nil
 	}
@@ -189,7 +189,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	case backbone.ResNet18Name:
 		r, err := backbone.LoadResNet18(p.Weights, p.Size)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		bb = r
 	case backbone.ConvNetName:
@@ -219,7 +219,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		net, losses, err := backbone.TrainConvNet(ctx, cfg, normals, anomalies)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		for ep, l := range losses {
 			fmt.Fprintf(env.Log, "%s: convnet epoch %d loss %.4f\n", env.Stage, ep, l)
@@ -241,18 +241,18 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			batch = append(batch, im)
 		}
 		if err := rows.add(ctx, bb, ids[lo:hi], batch); err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		env.Progress(trainSteps+c+1, total)
 	}
 	feats, err := rows.table()
 	if err != nil {
-		return fmt.Errorf("stage %s: features: %w", env.Stage, err)
+		return fmt.Errorf("features: %w", err)
 	}
 	bt, err := backboneTable(bb)
 	if err != nil {
 		feats.Release()
-		return fmt.Errorf("stage %s: backbone: %w", env.Stage, err)
+		return fmt.Errorf("backbone: %w", err)
 	}
 	env.Output("backbone", bt)
 	env.Output("features", feats)

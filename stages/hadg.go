@@ -71,13 +71,13 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 		}
 		rec, err := asg.Open(ctx, "assignments")
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s assignments: %w", env.Stage, asg.Stage, err)
+			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
 		}
 		ids, err1 := artifacts.StringCol(rec, "id")
 		cl, err2 := artifacts.Int64Col(rec, "cluster")
 		if err := firstErr(err1, err2); err != nil {
 			rec.Release()
-			return fmt.Errorf("stage %s: input %s assignments: %w", env.Stage, asg.Stage, err)
+			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
 		}
 		byID := make(map[string]int, len(ids))
 		for i, id := range ids {
@@ -87,7 +87,7 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 		normal := setOf(in.Normals)
 		for id := range byID {
 			if !normal[id] {
-				return fmt.Errorf("stage %s: input %s assigns %q to a cluster, but it is not a training normal of the images table", env.Stage, asg.Stage, id)
+				return fmt.Errorf("input %s assigns %q to a cluster, but it is not a training normal of the images table", asg.Stage, id)
 			}
 		}
 		in.Clusters = make([]int, len(in.Normals))
@@ -107,14 +107,14 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 		}
 		rec, err := ps.Open(ctx, "pseudo")
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
 		}
 		ids, err1 := artifacts.StringCol(rec, "id")
 		src, err2 := artifacts.StringCol(rec, "source")
 		gen, err3 := artifacts.StringCol(rec, "generator")
 		if err := firstErr(err1, err2, err3); err != nil {
 			rec.Release()
-			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
 		}
 		// The table has one row per scale; keep each pseudo anomaly once. The kept strings
 		// are cloned: they alias the table's blob, which holds every pseudo anomaly's maps.
@@ -133,12 +133,12 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 		rec.Release() // after the clones: ids, src and gen alias its memory
 		in.PseudoID, err = hadg.PseudoLookup(uid, usrc, ugen)
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s: %w", ps.Stage, err)
 		}
 		if len(p.Generators) > 0 {
 			for _, g := range p.Generators {
 				if !gens[g] {
-					return fmt.Errorf("stage %s: generators: %q is not in the pseudo table (has %v)", env.Stage, g, sortedStrings(gens))
+					return fmt.Errorf("generators: %q is not in the pseudo table (has %v)", g, sortedStrings(gens))
 				}
 			}
 			in.Generators = append([]string(nil), p.Generators...)
@@ -146,19 +146,19 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 			in.Generators = sortedStrings(gens)
 		}
 	} else if len(p.Generators) > 0 {
-		return fmt.Errorf("stage %s: generators %v given but no input has a pseudo output (add the augment stage to needs)", env.Stage, p.Generators)
+		return fmt.Errorf("generators %v given but no input has a pseudo output (add the augment stage to needs)", p.Generators)
 	}
 
 	samples, rep, err := hadg.Build(in, rand.New(rand.NewPCG(env.Seed, 0)))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	for _, l := range rep.Lines() {
 		fmt.Fprintln(env.Log, l)
 	}
 	rec, err := tasksTable(samples)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("tasks", rec)
 	return nil

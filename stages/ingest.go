@@ -138,22 +138,21 @@ func (p *IngestParams) open() (dataset.Pool, error) {
 func runIngest(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*IngestParams)
 	if !ok {
-		return fmt.Errorf("stage %s: params are %T, want *IngestParams", env.Stage, env.Params)
+		return fmt.Errorf("params are %T, want *IngestParams", env.Params)
 	}
-	fail := func(err error) error { return fmt.Errorf("stage %s (ingest): %w", env.Stage, err) }
 	pool, err := p.open()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	items, err := dataset.Protocol{
 		Name: p.Protocol, SeenClass: p.SeenClass, Anomalies: p.Anomalies, NormalTestFraction: p.NormalTestFraction,
 	}.Assign(pool, env.Seed)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	data, err := readImages(ctx, env, pool, items)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	n := len(items)
 	ids, splits, classes := make([]string, n), make([]string, n), make([]string, n)
@@ -165,7 +164,7 @@ func runIngest(ctx context.Context, env *kind.Env) error {
 		artifacts.Strings("id", ids), artifacts.Strings("split", splits), artifacts.Int64s("label", labels),
 		artifacts.Strings("class", classes), artifacts.Binaries("bytes", data))
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %s, protocol %s, M = %d: %s\n", env.Stage, pool.Name, p.Protocol, p.Anomalies, summarize(items))

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -68,25 +69,25 @@ func runKMeans(ctx context.Context, env *kind.Env) error {
 	}
 	normals := imgs.trainNormals()
 	if len(normals) == 0 {
-		return fmt.Errorf("stage %s: the images table has no training normals to cluster", env.Stage)
+		return errors.New("the images table has no training normals to cluster")
 	}
 	set, err := loadMapSet(ctx, env, "features", setOf(normals))
 	if err != nil {
 		return err
 	}
 	if set.Len() != len(normals) {
-		return fmt.Errorf("stage %s: features cover %d of the %d training normals", env.Stage, set.Len(), len(normals))
+		return fmt.Errorf("features cover %d of the %d training normals", set.Len(), len(normals))
 	}
 	if p.K > set.Len() {
-		return fmt.Errorf("stage %s: k = %d clusters but only %d training normals", env.Stage, p.K, set.Len())
+		return fmt.Errorf("k = %d clusters but only %d training normals", p.K, set.Len())
 	}
 	x, err := kmeans.Features(set.Scales, kmeans.Mode(p.Features))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	res, err := kmeans.Fit(x, p.K, p.Restarts, rand.New(rand.NewPCG(env.Seed, 0)))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	var ids []string
 	var cl []int64
@@ -103,7 +104,7 @@ func runKMeans(ctx context.Context, env *kind.Env) error {
 	fmt.Fprintf(env.Log, "%s: %d normals in %d clusters of sizes %v (inertia %.4g)\n", env.Stage, set.Len(), len(res.Sizes), res.Sizes, res.Inertia)
 	asg, err := artifacts.NewTable(artifacts.Strings("id", ids), artifacts.Int64s("cluster", cl))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("assignments", asg)
 	cIDs := make([]int64, res.Centroids.N)
@@ -114,7 +115,7 @@ func runKMeans(ctx context.Context, env *kind.Env) error {
 	}
 	cen, err := artifacts.NewTable(artifacts.Int64s("cluster", cIDs), artifacts.Float32Lists("values", cVals))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("centroids", cen)
 	return nil
@@ -151,7 +152,7 @@ func readImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
 	}
 	rec, err := in.Open(ctx, "images")
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return nil, fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -159,7 +160,7 @@ func readImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
 	label, err3 := artifacts.Int64Col(rec, "label")
 	class, err4 := artifacts.StringCol(rec, "class")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return nil, fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return nil, fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	// The strings are cloned: arrow's strings alias the table's blob, which holds every
 	// image's PNG bytes, and the index outlives the record.
@@ -169,13 +170,13 @@ func readImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
 	x := &imageIndex{IDs: ids, Split: split, Label: append([]int64(nil), label...), Class: class, byID: make(map[string]int, len(ids))}
 	for i, id := range ids {
 		if _, dup := x.byID[id]; dup {
-			return nil, fmt.Errorf("stage %s: input %s images: duplicate id %q", env.Stage, in.Stage, id)
+			return nil, fmt.Errorf("input %s images: duplicate id %q", in.Stage, id)
 		}
 		if split[i] != "train" && split[i] != "test" {
-			return nil, fmt.Errorf("stage %s: input %s images: id %q has split %q, want train or test", env.Stage, in.Stage, id, split[i])
+			return nil, fmt.Errorf("input %s images: id %q has split %q, want train or test", in.Stage, id, split[i])
 		}
 		if label[i] != 0 && label[i] != 1 {
-			return nil, fmt.Errorf("stage %s: input %s images: id %q has label %d, want 0 or 1", env.Stage, in.Stage, id, label[i])
+			return nil, fmt.Errorf("input %s images: id %q has label %d, want 0 or 1", in.Stage, id, label[i])
 		}
 		x.byID[id] = i
 	}
@@ -227,12 +228,12 @@ func loadMapSet(ctx context.Context, env *kind.Env, output string, keep map[stri
 	}
 	rec, err := in.Open(ctx, output)
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: input %s %s: %w", env.Stage, in.Stage, output, err)
+		return fmap.Set{}, fmt.Errorf("input %s %s: %w", in.Stage, output, err)
 	}
 	defer rec.Release()
 	set, err := mapSetFromTable(rec, keep)
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: input %s %s: %w", env.Stage, in.Stage, output, err)
+		return fmap.Set{}, fmt.Errorf("input %s %s: %w", in.Stage, output, err)
 	}
 	return set, nil
 }

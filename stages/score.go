@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
@@ -73,7 +74,7 @@ func runScore(ctx context.Context, env *kind.Env) error {
 		}
 	}
 	if len(testIDs) == 0 {
-		return fmt.Errorf("stage %s: the images table has no test images", env.Stage)
+		return errors.New("the images table has no test images")
 	}
 	normals := imgs.trainNormals()
 	want := setOf(append(append([]string(nil), testIDs...), normals...))
@@ -82,7 +83,7 @@ func runScore(ctx context.Context, env *kind.Env) error {
 		return err
 	}
 	if set.Len() != len(want) {
-		return fmt.Errorf("stage %s: features cover %d of the %d test images and training normals", env.Stage, set.Len(), len(want))
+		return fmt.Errorf("features cover %d of the %d test images and training normals", set.Len(), len(want))
 	}
 	pos := make(map[string]int, set.Len())
 	for i, id := range set.IDs {
@@ -98,16 +99,16 @@ func runScore(ctx context.Context, env *kind.Env) error {
 		test := set.Gather(testRows)
 		s, err := model.KNN.Scores(test.Scales)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		copy(scores, s)
 	default:
 		if model.Head.Channels != set.Scales[0].C {
-			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Head.Channels, set.Scales[0].C)
+			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Head.Channels, set.Scales[0].C)
 		}
 		head, err := model.Head.build()
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		normalRows := make([]int, len(normals))
 		for i, id := range normals {
@@ -115,7 +116,7 @@ func runScore(ctx context.Context, env *kind.Env) error {
 		}
 		ref, err := batch.Ref(set, normalRows)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		// An ensemble scores by the mean of its members' scores; ahl and devnet have one head.
 		for k, theta := range model.Thetas {
@@ -132,7 +133,7 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	out, err := artifacts.NewTable(artifacts.Strings("id", testIDs), artifacts.Int64s("label", labels),
 		artifacts.Strings("class", classes), artifacts.Float64s("score", scores))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("scores", withMeta(out, meta))
 	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.Summary)
