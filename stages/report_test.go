@@ -12,6 +12,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // memInput is an upstream stage instance whose outputs are the given in-memory tables. Open
@@ -97,7 +98,7 @@ func TestReportMeanStdOverSeeds(t *testing.T) {
 		}
 	}
 	out := runKind(t, "report", nil, 0, ins...)
-	rows, err := ReadResults(out["results"])
+	rows, err := tables.DecodeResults(out["results"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestReportMethodFromMetadataAndLogs(t *testing.T) {
 	out := runKind(t, "report", &ReportParams{Replicates: []string{"seed"}, MethodKey: "method", Setting: "hard M=1"}, 0,
 		memInput("evaluate", "seed=3", mx, map[string]arrow.RecordBatch{"metrics": rec, "roc": roc}),
 		memInput("train", "seed=3", mx, map[string]arrow.RecordBatch{"model": rec, "log": withMeta(lg, map[string]string{modelMethodKey: "ahl", modelHeadKey: "dra"})}))
-	rows, err := ReadResults(out["results"])
+	rows, err := tables.DecodeResults(out["results"])
 	if err != nil {
 		t.Fatal(err)
 	}
