@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -15,8 +16,8 @@ import (
 )
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
-// results table changes meaning.
-const reportVersion = 1
+// results table changes meaning. 2: the results hold the mean-over-seen-classes rows.
+const reportVersion = 2
 
 // ReportParams configures the report stage, which gathers every evaluate instance (and, when
 // the DAG lists it in needs, every train instance) of a DAG into one table.
@@ -180,13 +181,66 @@ func runReport(ctx context.Context, env *kind.Env) error {
 		}
 		rows[i] = ReportResult{Setting: k.setting, Method: k.method, Class: k.class, Metric: k.metric, Mean: sum.Mean, Std: sum.Std, N: int64(sum.N)}
 	}
-	if err := tables.WriteResults(env, rows); err != nil {
+	if err := tables.WriteResults(env, SeenClassMeans(rows)); err != nil {
 		return err
 	}
 	if err := tables.WriteReportROC(env, roc); err != nil {
 		return err
 	}
 	return tables.WriteReportLog(env, logs)
+}
+
+// SettingMean ends the setting of the rows that average over seen classes.
+const SettingMean = "seen_class=mean"
+
+// SeenClassMeans returns rows followed by, for every group of settings that differ only in
+// their seen_class (two or more of them), one row per method and metric of class all with
+// the mean over those settings, under the setting "<the rest> seen_class=mean": the hard
+// protocol's headline figure is the mean over seen classes. Its std is the sample standard
+// deviation of the per-setting means and n the number of settings. The new rows follow the
+// order in which their groups first appear in rows.
+func SeenClassMeans(rows []ReportResult) []ReportResult {
+	type key struct{ rest, method, class, metric string }
+	groups := map[key][]float64{}
+	var order []key
+	for _, r := range rows {
+		var rest []string
+		has := false
+		for _, kv := range strings.Fields(r.Setting) {
+			if strings.HasPrefix(kv, "seen_class=") {
+				has = true
+				continue
+			}
+			rest = append(rest, kv)
+		}
+		if !has || r.Class != "all" {
+			continue
+		}
+		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r.Mean)
+	}
+	out := append([]ReportResult(nil), rows...)
+	for _, k := range order {
+		v := groups[k]
+		if len(v) < 2 {
+			continue
+		}
+		var m, ss float64
+		for _, x := range v {
+			m += x
+		}
+		m /= float64(len(v))
+		for _, x := range v {
+			ss += (x - m) * (x - m)
+		}
+		set := strings.TrimSpace(k.rest + " " + SettingMean)
+		out = append(out, ReportResult{Setting: set, Method: k.method, Class: k.class, Metric: k.metric,
+			Mean: m, Std: math.Sqrt(ss / float64(len(v)-1)), N: int64(len(v))})
+	}
+	return out
 }
 
 // classLess orders classes with "all" first, then by name.

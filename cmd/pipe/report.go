@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -140,61 +139,12 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	return nil
 }
 
-// settingMean is the pseudo setting under which the table prints the mean over seen classes.
-const settingMean = "seen_class=mean"
-
-// withSeenClassMeans adds, for every group of settings that differ only in their seen_class,
-// rows with the mean over those settings (the paper's hard-protocol figure is the mean over
-// seen classes); its std is the standard deviation of the per-setting means and n the number
-// of settings.
-func withSeenClassMeans(rows []stages.ReportResult) []stages.ReportResult {
-	type key struct{ rest, method, class, metric string }
-	groups := map[key][]float64{}
-	var order []key
-	for _, r := range rows {
-		var rest []string
-		has := false
-		for _, kv := range strings.Fields(r.Setting) {
-			if strings.HasPrefix(kv, "seen_class=") {
-				has = true
-				continue
-			}
-			rest = append(rest, kv)
-		}
-		if !has || r.Class != "all" {
-			continue
-		}
-		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r.Mean)
-	}
-	out := append([]stages.ReportResult(nil), rows...)
-	for _, k := range order {
-		v := groups[k]
-		if len(v) < 2 {
-			continue
-		}
-		var m, ss float64
-		for _, x := range v {
-			m += x
-		}
-		m /= float64(len(v))
-		for _, x := range v {
-			ss += (x - m) * (x - m)
-		}
-		set := strings.TrimSpace(k.rest + " " + settingMean)
-		out = append(out, stages.ReportResult{Setting: set, Method: k.method, Class: k.class, Metric: k.metric,
-			Mean: m, Std: math.Sqrt(ss / float64(len(v)-1)), N: int64(len(v))})
-	}
-	return out
-}
+// settingMean is the pseudo setting of the report stage's mean-over-seen-classes rows.
+const settingMean = stages.SettingMean
 
 // writeResultsTable prints one block per metric: rows setting x class, one column per
 // method, cells "mean ± std" (n runs in the header when all cells agree, else per cell).
 func writeResultsTable(w io.Writer, rows []stages.ReportResult) error {
-	rows = withSeenClassMeans(rows)
 	metrics := map[string]bool{}
 	methods := map[string]bool{}
 	for _, r := range rows {

@@ -29,7 +29,7 @@ var reportRows = []stages.ReportResult{
 
 func TestResultsTableLayout(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeResultsTable(&b, reportRows); err != nil {
+	if err := writeResultsTable(&b, stages.SeenClassMeans(reportRows)); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
