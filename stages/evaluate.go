@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/ahl/metrics"
-	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // evaluateVersion is the evaluate stage's code version (part of its cache key).
@@ -18,10 +17,12 @@ const evaluateVersion = 1
 type EvaluateParams struct{}
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "evaluate",
 		Version: evaluateVersion,
 		Params:  func() any { return &EvaluateParams{} },
+		Inputs:  kind.Inputs{Required: []string{"scores"}},
+		Outputs: []string{"metrics", "roc"},
 		Run:     runEvaluate,
 	})
 }
@@ -29,47 +30,31 @@ func init() {
 // runEvaluate reads the scores of the single upstream score instance and writes the metrics
 // table (auroc and auprc for class "all" and for every anomaly class, each against all test
 // normals) and the ROC points of the same classes (stages/TABLES.md).
-func runEvaluate(ctx context.Context, env *Env) error {
-	in, err := singleInputWith(env, "scores")
+func runEvaluate(ctx context.Context, env *kind.Env) error {
+	rows, scoresMeta, err := tables.ReadScores(ctx, env)
 	if err != nil {
 		return err
 	}
-	rec, err := in.Open(ctx, "scores")
-	if err != nil {
-		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
-	}
-	defer rec.Release()
-	ids, err1 := artifacts.StringCol(rec, "id")
-	labels64, err2 := artifacts.Int64Col(rec, "label")
-	classes, err3 := artifacts.StringCol(rec, "class")
-	scores, err4 := artifacts.Float64Col(rec, "score")
-	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("stage %s: input %s scores: %w", env.Stage, in.Stage, err)
-	}
-	labels := make([]int, len(labels64))
-	for i, l := range labels64 {
-		labels[i] = int(l)
+	n := len(rows)
+	scores, labels, classes := make([]float64, n), make([]int, n), make([]string, n)
+	for i, r := range rows {
+		scores[i], labels[i], classes[i] = r.Score, int(r.Label), r.Class
 	}
 	results, err := metrics.ByClass(scores, labels, classes)
 	if err != nil {
-		return fmt.Errorf("stage %s: %d scored images from %s: %w", env.Stage, len(ids), in.Stage, err)
+		return fmt.Errorf("%d scored images: %w", n, err)
 	}
-	var mName, mClass []string
-	var mValue []float64
+	var mt []tables.Metric
 	for _, r := range results {
-		mName = append(mName, "auroc", "auprc")
-		mClass = append(mClass, r.Class, r.Class)
-		mValue = append(mValue, r.AUROC, r.AUPRC)
+		mt = append(mt, tables.Metric{Metric: "auroc", Class: r.Class, Value: r.AUROC},
+			tables.Metric{Metric: "auprc", Class: r.Class, Value: r.AUPRC})
 	}
-	mt, err := artifacts.NewTable(artifacts.Strings("metric", mName), artifacts.Strings("class", mClass), artifacts.Float64s("value", mValue))
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+	meta := scoresMeta.Pick(tables.MethodKey, tables.HeadKey)
+	if err := tables.WriteMetrics(env, mt, meta); err != nil {
+		return err
 	}
-	meta := metaOf(rec, modelMethodKey, modelHeadKey)
-	env.Output("metrics", withMeta(mt, meta))
 
-	var rClass []string
-	var fpr, tpr, thr []float64
+	var roc []tables.ROCPoint
 	for _, r := range results {
 		var s []float64
 		var pos []bool
@@ -81,55 +66,16 @@ func runEvaluate(ctx context.Context, env *Env) error {
 		}
 		c, err := metrics.ROC(s, pos)
 		if err != nil {
-			return fmt.Errorf("stage %s: roc of class %q: %w", env.Stage, r.Class, err)
+			return fmt.Errorf("roc of class %q: %w", r.Class, err)
 		}
-		for range c.FPR {
-			rClass = append(rClass, r.Class)
+		for k := range c.FPR {
+			roc = append(roc, tables.ROCPoint{Class: r.Class, FPR: c.FPR[k], TPR: c.TPR[k], Threshold: c.Thresholds[k]})
 		}
-		fpr = append(fpr, c.FPR...)
-		tpr = append(tpr, c.TPR...)
-		thr = append(thr, c.Thresholds...)
 	}
-	rt, err := artifacts.NewTable(artifacts.Strings("class", rClass), artifacts.Float64s("fpr", fpr),
-		artifacts.Float64s("tpr", tpr), artifacts.Float64s("threshold", thr))
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+	if err := tables.WriteROC(env, roc, meta); err != nil {
+		return err
 	}
-	env.Output("roc", withMeta(rt, meta))
 	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
 		env.Stage, results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
 	return nil
-}
-
-// singleInputWith returns the one upstream instance that has the named output, so a stage
-// does not depend on what its upstream stage is called in the DAG.
-func singleInputWith(env *Env, output string) (*Input, error) {
-	var found *Input
-	for i := range env.Inputs {
-		if hasOutput(env.Inputs[i], output) {
-			if found != nil {
-				return nil, fmt.Errorf("stage %s: inputs %s and %s both have a %q output; want one", env.Stage, found.Stage, env.Inputs[i].Stage, output)
-			}
-			found = &env.Inputs[i]
-		}
-	}
-	if found == nil {
-		var names []string
-		for _, in := range env.Inputs {
-			names = append(names, in.Stage)
-		}
-		return nil, fmt.Errorf("stage %s: no input has a %q output (inputs: %v); add the stage that makes it to needs", env.Stage, output, names)
-	}
-	return found, nil
-}
-
-// metaOf returns the values of the given schema metadata keys that rec carries.
-func metaOf(rec arrow.RecordBatch, keys ...string) map[string]string {
-	out := map[string]string{}
-	for _, k := range keys {
-		if v := schemaMeta(rec, k); v != "" {
-			out[k] = v
-		}
-	}
-	return out
 }

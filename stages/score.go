@@ -2,10 +2,12 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
-	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // scoreVersion is the score stage's code version (part of its cache key).
@@ -26,10 +28,12 @@ func (p *ScoreParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "score",
 		Version: scoreVersion,
 		Params:  func() any { return &ScoreParams{BatchSize: 64} },
+		Inputs:  kind.Inputs{Required: []string{"images", "model", "features"}},
+		Outputs: []string{"scores"},
 		Run:     runScore,
 	})
 }
@@ -38,13 +42,13 @@ func init() {
 // model, without adaptation (AHL_SPEC.md, "Inference"). Heads score against the reference
 // map the dra head's composite sub-head needs: the mean map of all training normals. The
 // scores table carries the model's method and head as schema metadata.
-func runScore(ctx context.Context, env *Env) error {
+func runScore(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ScoreParams)
-	imgs, err := loadImageIndex(ctx, env)
+	imgs, err := tables.ReadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	in, err := singleInputWith(env, "model")
+	in, err := env.With("model")
 	if err != nil {
 		return err
 	}
@@ -70,16 +74,16 @@ func runScore(ctx context.Context, env *Env) error {
 		}
 	}
 	if len(testIDs) == 0 {
-		return fmt.Errorf("stage %s: the images table has no test images", env.Stage)
+		return errors.New("the images table has no test images")
 	}
-	normals := imgs.trainNormals()
+	normals := imgs.TrainNormals()
 	want := setOf(append(append([]string(nil), testIDs...), normals...))
-	set, err := loadMapSet(ctx, env, "features", want)
+	set, err := tables.ReadMaps(ctx, env, tables.MapSource{Table: "features", Keep: want})
 	if err != nil {
 		return err
 	}
 	if set.Len() != len(want) {
-		return fmt.Errorf("stage %s: features cover %d of the %d test images and training normals", env.Stage, set.Len(), len(want))
+		return fmt.Errorf("features cover %d of the %d test images and training normals", set.Len(), len(want))
 	}
 	pos := make(map[string]int, set.Len())
 	for i, id := range set.IDs {
@@ -95,16 +99,16 @@ func runScore(ctx context.Context, env *Env) error {
 		test := set.Gather(testRows)
 		s, err := model.KNN.Scores(test.Scales)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		copy(scores, s)
 	default:
 		if model.Head.Channels != set.Scales[0].C {
-			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Head.Channels, set.Scales[0].C)
+			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Head.Channels, set.Scales[0].C)
 		}
 		head, err := model.Head.build()
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		normalRows := make([]int, len(normals))
 		for i, id := range normals {
@@ -112,7 +116,7 @@ func runScore(ctx context.Context, env *Env) error {
 		}
 		ref, err := batch.Ref(set, normalRows)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		// An ensemble scores by the mean of its members' scores; ahl and devnet have one head.
 		for k, theta := range model.Thetas {
@@ -126,12 +130,13 @@ func runScore(ctx context.Context, env *Env) error {
 			env.Progress(k+1, len(model.Thetas))
 		}
 	}
-	out, err := artifacts.NewTable(artifacts.Strings("id", testIDs), artifacts.Int64s("label", labels),
-		artifacts.Strings("class", classes), artifacts.Float64s("score", scores))
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+	rows := make([]tables.Score, len(testIDs))
+	for i, id := range testIDs {
+		rows[i] = tables.Score{ID: id, Label: labels[i], Class: classes[i], Score: scores[i]}
 	}
-	env.Output("scores", withMeta(out, meta))
+	if err := tables.WriteScores(env, rows, meta); err != nil {
+		return err
+	}
 	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.Summary)
 	return nil
 }

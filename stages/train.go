@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
@@ -110,10 +111,12 @@ func (p *TrainParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "train",
 		Version: trainVersion,
 		Params:  func() any { return defaultTrainParams() },
+		Inputs:  kind.Inputs{Required: []string{"images", "features"}, Optional: []string{"tasks", "pseudo"}},
+		Outputs: []string{"model", "log"},
 		Run:     runTrain,
 	})
 }
@@ -152,7 +155,7 @@ func (h headSpec) meta() map[string]string {
 
 // runTrain trains the model of p.Method on the training images' features (and the pseudo
 // anomalies and tasks where the method uses them) and writes the model and log tables.
-func runTrain(ctx context.Context, env *Env) error {
+func runTrain(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*TrainParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
@@ -225,7 +228,7 @@ func runTrain(ctx context.Context, env *Env) error {
 	}
 	var samples []hadg.Sample
 	if p.Method == MethodAHL || p.Method == MethodEnsemble {
-		in, err := singleInputWith(env, "tasks")
+		in, err := env.With("tasks")
 		if err != nil {
 			return fmt.Errorf("%w (method %s trains on the HADG tasks)", err, p.Method)
 		}
@@ -316,8 +319,8 @@ func runTrain(ctx context.Context, env *Env) error {
 // their blobs dropped before it returns; a garbage collection then hands them back to the
 // OS, so the blobs (features and pseudo, the images table's PNG bytes) do not stay in the
 // process, nor set the collector's heap goal, while the model trains.
-func loadTrainPool(ctx context.Context, env *Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
-	fin, err := singleInputWith(env, "features")
+func loadTrainPool(ctx context.Context, env *kind.Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
+	fin, err := env.With("features")
 	if err != nil {
 		return fmap.Set{}, err
 	}
@@ -327,8 +330,8 @@ func loadTrainPool(ctx context.Context, env *Env, p *TrainParams, train map[stri
 	}
 	defer frec.Release()
 	srcs := []mapSource{{frec, train}}
-	if p.Method != MethodKNN && hasInputWith(env, "pseudo") {
-		pin, err := singleInputWith(env, "pseudo")
+	if p.Method != MethodKNN && env.Has("pseudo") {
+		pin, err := env.With("pseudo")
 		if err != nil {
 			return fmap.Set{}, err
 		}
@@ -346,7 +349,7 @@ func loadTrainPool(ctx context.Context, env *Env, p *TrainParams, train map[stri
 	return pool, nil
 }
 
-func devnetConfig(p *TrainParams, env *Env) baseline.DevnetConfig {
+func devnetConfig(p *TrainParams, env *kind.Env) baseline.DevnetConfig {
 	cfg := baseline.DefaultDevnet()
 	cfg.Epochs = cmpOr(p.Epochs, cfg.Epochs)
 	cfg.StepsPerEpoch, cfg.BatchSize, cfg.LR, cfg.LRDecayEvery = p.StepsPerEpoch, p.BatchSize, p.LR, p.LRDecayEvery
@@ -503,4 +506,13 @@ func readModel(rec arrow.RecordBatch) (*trainedModel, error) {
 	b, _ := json.Marshal(m.Head)
 	m.Summary = fmt.Sprintf("%s with %d %s head(s) %s", m.Method, members, m.Head.Name, b)
 	return m, nil
+}
+
+// RequiredInputs makes the tasks table required for the methods that train on HADG tasks
+// (kind.Requirer), so a DAG whose train lacks hadg in needs fails validation.
+func (p *TrainParams) RequiredInputs() []string {
+	if p.Method == MethodAHL || p.Method == MethodEnsemble {
+		return []string{"tasks"}
+	}
+	return nil
 }
