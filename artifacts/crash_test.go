@@ -52,7 +52,7 @@ func crashWriter(dir, seed string) error {
 			}
 			m.Outputs[out] = Output{Digest: d}
 		}
-		if err := s.PutManifest(ctx, m); err != nil {
+		if err := s.PutManifest(ctx, m.Manifest, m.Head); err != nil {
 			return err
 		}
 		fmt.Println("committed", key)

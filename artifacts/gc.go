@@ -57,18 +57,25 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 	rep := GCReport{DryRun: dryRun}
 	rep.DiskBefore = diskUsage(s.dir)
 	fail := func(err error) (GCReport, error) { return rep, fmt.Errorf("artifacts: gc %s: %w", s.dir, err) }
+	db, release, err := s.acquire(ctx, !dryRun)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 
 	// Every manifest, parsed; corrupt ones are nil and always deleted.
 	all := map[string]*Manifest{}
-	err := s.scan([]byte(manifestPrefix), func(k, v []byte) error {
-		key := strings.TrimPrefix(string(k), manifestPrefix)
-		var m Manifest
-		if json.Unmarshal(v, &m) == nil && m.Key == key {
-			all[key] = &m
-		} else {
-			all[key] = nil
-		}
-		return nil
+	err = db.View(func(txn *badger.Txn) error {
+		return scanTxn(txn, []byte(manifestPrefix), func(k, v []byte) error {
+			key := strings.TrimPrefix(string(k), manifestPrefix)
+			var m Manifest
+			if json.Unmarshal(v, &m) == nil && m.Key == key {
+				all[key] = &m
+			} else {
+				all[key] = nil
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return fail(err)
@@ -85,21 +92,30 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 
 	// Roots: heads and pinned runs.
 	var queue []string
-	heads, err := s.Heads(ctx, "")
-	if err != nil {
-		return fail(err)
-	}
-	for _, h := range heads {
-		queue = append(queue, h.Key)
-	}
-	runs, err := s.Runs(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	for _, r := range runs {
-		if r.Pinned {
-			queue = append(queue, r.Keys...)
+	err = db.View(func(txn *badger.Txn) error {
+		if err := scanTxn(txn, []byte(headPrefix), func(k, v []byte) error {
+			var h Head
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("head %s is %w: %v; run `pipe artifacts verify --repair` first", k, ErrCorrupt, err)
+			}
+			queue = append(queue, h.Key)
+			return nil
+		}); err != nil {
+			return err
 		}
+		return scanTxn(txn, []byte(runPrefix), func(k, v []byte) error {
+			var r Run
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("run record %s is %w: %v", k, ErrCorrupt, err)
+			}
+			if r.Pinned {
+				queue = append(queue, r.Keys...)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fail(err)
 	}
 
 	// Mark.
@@ -123,7 +139,7 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 	}
 
 	// Sweep: list.
-	err = s.scanBlobs(ctx, false, func(b blobInfo) error {
+	err = scanBlobs(ctx, db, false, func(b blobInfo) error {
 		if keepBlob[b.digest] && b.meta != nil {
 			rep.BlobsKept++
 			rep.BytesKept += b.meta.Size
@@ -157,7 +173,7 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 
 	// Sweep: delete. Manifests go first, so a crash in between leaves no manifest whose
 	// blobs are gone.
-	wb := s.db.NewWriteBatch()
+	wb := db.NewWriteBatch()
 	for _, key := range rep.Manifests {
 		if err := wb.Delete(manifestKey(key)); err != nil {
 			wb.Cancel()
@@ -175,16 +191,16 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		prefixes[i] = blobKeyPrefix(b.Digest)
 	}
 	if len(prefixes) > 0 {
-		if err := s.db.DropPrefix(prefixes...); err != nil {
+		if err := db.DropPrefix(prefixes...); err != nil {
 			return fail(err)
 		}
 	}
-	if !s.db.Opts().InMemory {
+	if !db.Opts().InMemory {
 		for {
 			if err := ctx.Err(); err != nil {
 				return fail(err)
 			}
-			err := s.db.RunValueLogGC(0.5)
+			err := db.RunValueLogGC(0.5)
 			if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 				break
 			}
@@ -195,6 +211,7 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		}
 	}
 	rep.DiskAfter = diskUsage(s.dir)
+	s.ensureReserve()
 	return rep, nil
 }
 

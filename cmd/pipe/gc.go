@@ -37,7 +37,11 @@ func newGCCommand(g *GlobalOptions) *cobra.Command {
 }
 
 func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) error {
-	store, err := g.openStore()
+	open := g.openStoreMaintenance
+	if opts.DryRun {
+		open = g.openStoreRead
+	}
+	store, err := open()
 	if err != nil {
 		return err
 	}
