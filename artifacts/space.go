@@ -68,7 +68,7 @@ func (s *Badger) ensureReserve() {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		return
 	}
-	if have, err := freeBytes(s.dir); err != nil || have < reserveSize+2*spaceMargin {
+	if have, err := freeBytes(s.dir); err != nil || have < reserveSize+spaceMargin {
 		return
 	}
 	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
