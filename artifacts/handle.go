@@ -162,6 +162,9 @@ func (s *Badger) openDB(ctx context.Context, write bool) (*badger.DB, error) {
 				return nil, err
 			}
 		}
+		if err := checkTables(s.dir); err != nil {
+			return nil, fmt.Errorf("artifacts: store %s: %w: %v; the store cannot be repaired in place: remove it, or restore it from a copy", s.dir, ErrUnreadable, err)
+		}
 		db, err := badger.Open(s.badgerOptions(write))
 		if err == nil {
 			return db, nil
