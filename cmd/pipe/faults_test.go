@@ -153,7 +153,7 @@ func TestFaultFlippedBytes(t *testing.T) {
 			f.flip(d, c.ext)
 			f.expectMatch(1, []string{"artifacts", "export", "f:" + c.stage, "-o", filepath.Join(f.dir, "x.csv")},
 				[]string{"blob " + string(d) + " is damaged on disk", "pipe artifacts verify --repair"})
-			f.expectMatch(1, []string{"artifacts", "verify"}, []string{"^blob " + string(d) + ": ", ": 1 problems"})
+			f.expectMatch(1, []string{"artifacts", "verify"}, []string{"^blob " + string(d) + ": ", "^manifest .* points to blob " + string(d), ": 2 problems"})
 			f.expectMatch(0, []string{"status", f.dag}, []string{"^" + c.stage + " +tcount +stale +output out damaged", "^sum +tcount +stale"})
 			f.expectMatch(0, []string{"run", f.dag}, []string{"^ran +" + c.stage + " .*output out damaged", "^cached +sum "})
 			f.expect(0, "artifacts", "verify")
