@@ -72,6 +72,7 @@ type blobMeta struct {
 	Chunks    int      `json:"chunks"`
 	ChunkSize int      `json:"chunk_size"`
 	CRC       []uint32 `json:"crc32c,omitempty"`
+	Written   int64    `json:"written,omitempty"` // Unix seconds; GC spares recent unnamed blobs
 }
 
 // castagnoli is the CRC-32C table (hardware-accelerated on amd64 and arm64).
@@ -136,7 +137,17 @@ type config struct {
 	lockWait     time.Duration
 	vlogFileSize int64 // tests lower it to exercise value-log rotation and GC cheaply
 	txnBytes     int   // tests lower it so that a kill lands inside a multi-transaction blob
+	gcGrace      time.Duration
 }
+
+// defaultGCGrace is how long GC spares a blob that no manifest names: longer than any stage
+// takes between storing its first output and writing its manifest (encoding the remaining
+// outputs), short enough that a failed stage's outputs do not linger for days.
+const defaultGCGrace = time.Hour
+
+// WithGCGrace sets how long GC spares a stored blob that no manifest names yet (default 1
+// hour); 0 deletes every unnamed blob, for a store no other process uses.
+func WithGCGrace(d time.Duration) Option { return func(c *config) { c.gcGrace = d } }
 
 // WithLogger sends the store's messages to l: corrupt manifests at warning level, Badger's
 // own messages at debug level. The default is slog.Default(); nil discards everything.
@@ -165,7 +176,7 @@ func Maintenance() Option { return func(c *config) { c.maintenance = true } }
 // can be opened (waiting while another process writes, see WithLockWait) and then holds no
 // lock: every operation takes Badger's lock for its own duration.
 func Open(dir string, opts ...Option) (*Badger, error) {
-	cfg := config{log: slog.Default(), vlogFileSize: valueLogFileSize, txnBytes: txnBytes, lockWait: defaultLockWait}
+	cfg := config{log: slog.Default(), vlogFileSize: valueLogFileSize, txnBytes: txnBytes, lockWait: defaultLockWait, gcGrace: defaultGCGrace}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -315,7 +326,7 @@ func (s *Badger) PutBlob(ctx context.Context, data []byte) (Digest, error) {
 		return "", err
 	}
 	n := (len(data) + s.chunk - 1) / s.chunk
-	meta := blobMeta{Size: int64(len(data)), Chunks: n, ChunkSize: s.chunk, CRC: make([]uint32, n)}
+	meta := blobMeta{Size: int64(len(data)), Chunks: n, ChunkSize: s.chunk, CRC: make([]uint32, n), Written: time.Now().Unix()}
 	txn := db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	inTxn := 0

@@ -18,9 +18,11 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
+// openTemp opens a store in a fresh folder; gc deletes unnamed blobs at once (no other
+// process shares it).
 func openTemp(t testing.TB) *Badger {
 	t.Helper()
-	s, err := Open(t.TempDir())
+	s, err := Open(t.TempDir(), WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +409,7 @@ func TestCorruptManifestIsAMiss(t *testing.T) {
 
 func TestInMemoryStore(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open("", InMemory())
+	s, err := Open("", InMemory(), WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -31,6 +32,9 @@ type GCReport struct {
 	BlobsDeleted     int   `json:"blobs_deleted"`
 	BytesDeleted     int64 `json:"bytes_deleted"`
 	ManifestsDeleted int   `json:"manifests_deleted"`
+	// BlobsRecent counts the kept blobs that no manifest names but that were stored within
+	// the grace period (see WithGCGrace): a run in another process may be about to name them.
+	BlobsRecent int `json:"blobs_recent"`
 
 	// Blobs and Manifests list what was deleted (or would be, with DryRun).
 	Blobs     []GCBlob `json:"blobs,omitempty"`
@@ -51,8 +55,11 @@ type GCReport struct {
 // reports what it would delete. Otherwise it deletes, then runs Badger's value-log GC until it
 // reclaims nothing more.
 //
-// GC must not run while the same process writes: a blob stored but not yet named by a
-// manifest is unreachable and would be deleted.
+// Other processes may be running meanwhile: a blob that no manifest names yet is kept while it
+// is younger than the grace period (WithGCGrace, default 1 hour), because its run may be about
+// to write the manifest. A blob with chunks but no meta is the leftover of a killed write (a
+// write holds the store's lock from its first chunk to its meta, and GC holds it throughout),
+// so it is deleted. GC must not run while the same process writes.
 func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 	rep := GCReport{DryRun: dryRun}
 	rep.DiskBefore = diskUsage(s.dir)
@@ -138,11 +145,30 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		}
 	}
 
+	// Blobs some manifest names (reachable or not): the others are orphans.
+	named := map[Digest]bool{}
+	for _, m := range all {
+		if m != nil {
+			for _, o := range m.Outputs {
+				named[o.Digest] = true
+			}
+		}
+	}
+	recent := time.Now().Add(-s.cfg.gcGrace).Unix()
+
 	// Sweep: list.
 	err = scanBlobs(ctx, db, false, func(b blobInfo) error {
 		if keepBlob[b.digest] && b.meta != nil {
 			rep.BlobsKept++
 			rep.BytesKept += b.meta.Size
+			return nil
+		}
+		if s.cfg.gcGrace > 0 && b.meta != nil && !named[b.digest] && b.meta.Written >= recent {
+			// Another process's run may have stored it and not yet written the manifest
+			// that names it (it holds no lock in between).
+			rep.BlobsKept++
+			rep.BytesKept += b.meta.Size
+			rep.BlobsRecent++
 			return nil
 		}
 		g := GCBlob{Digest: b.digest, Bytes: b.keyBytes, Complete: b.meta != nil}

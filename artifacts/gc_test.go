@@ -190,7 +190,7 @@ func TestGC(t *testing.T) {
 // so a 40 MiB blob (one transaction, hence one file) fills a file that then rotates.
 func TestGCReclaimsValueLog(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(t.TempDir(), func(c *config) { c.vlogFileSize = 16 << 20 })
+	s, err := Open(t.TempDir(), func(c *config) { c.vlogFileSize = 16 << 20 }, WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,5 +274,36 @@ func TestDiskCorruptionIsDetected(t *testing.T) {
 	}
 	if len(rep.Mismatched) != 1 || rep.Mismatched[0].Digest != d {
 		t.Fatalf("verify: %+v", rep)
+	}
+}
+
+// TestGCSparesRecentUnnamedBlobs: a blob no manifest names yet may belong to a run in another
+// process that is about to write its manifest; gc keeps it during the grace period.
+func TestGCSparesRecentUnnamedBlobs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.PutBlob(ctx, []byte("a run's output, its manifest not written yet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := GC(ctx, s, false)
+	if err != nil || rep.BlobsDeleted != 0 || rep.BlobsRecent != 1 {
+		t.Fatalf("gc within the grace period: %+v, %v; want the blob kept as recent", rep, err)
+	}
+	if ok, err := s.HasBlob(ctx, d); !ok || err != nil {
+		t.Fatalf("the recent blob is gone: %v", err)
+	}
+	s.Close()
+	s, err = Open(dir, WithGCGrace(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if rep, err := GC(ctx, s, false); err != nil || rep.BlobsDeleted != 1 {
+		t.Fatalf("gc after the grace period: %+v, %v; want the blob deleted", rep, err)
 	}
 }
