@@ -114,6 +114,7 @@ type Badger struct {
 	h              *handle // the open handle, or nil
 	writersWaiting int
 	closed         bool
+	yieldUntil     time.Time // no new handle before then (fairness, see yieldGap)
 }
 
 // In memory, Badger keeps every value in its memtables and refuses values over the value

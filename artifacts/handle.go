@@ -41,17 +41,25 @@ const (
 	// operations of one status or one stage commit without making others wait visibly.
 	readLinger  = 50 * time.Millisecond
 	writeLinger = 200 * time.Millisecond
-	// Backoff between attempts to take a locked folder.
-	minBackoff = 5 * time.Millisecond
-	maxBackoff = 200 * time.Millisecond
+	// Backoff between attempts to take a locked folder. A failed attempt costs little
+	// (Badger takes the folder's flock before reading anything), so waiters poll often.
+	minBackoff = 2 * time.Millisecond
+	maxBackoff = 25 * time.Millisecond
+	// Fairness: a handle is shared by new operations only while it is younger than
+	// maxHold; an older one closes when its last operation ends, and this process then
+	// waits yieldGap (more than a waiter's longest backoff) before it opens Badger again,
+	// so that a waiting process gets its turn even while this one writes back to back.
+	maxHold  = 250 * time.Millisecond
+	yieldGap = 3 * maxBackoff
 )
 
 // handle is one open Badger database and the operations using it.
 type handle struct {
-	db    *badger.DB
-	write bool
-	refs  int
-	timer *time.Timer
+	db     *badger.DB
+	write  bool
+	refs   int
+	timer  *time.Timer
+	opened time.Time
 }
 
 // acquire returns an open database in at least the given mode and a function that releases
@@ -77,7 +85,11 @@ func (s *Badger) acquire(ctx context.Context, write bool) (*badger.DB, func(), e
 		}
 		h := s.h
 		switch {
-		case h != nil && (h.write || !write && s.writersWaiting == 0):
+		case h != nil && h.refs == 0 && time.Since(h.opened) > maxHold:
+			s.closeHandle()
+			s.yieldUntil = time.Now().Add(yieldGap)
+			continue
+		case h != nil && (h.write || !write && s.writersWaiting == 0) && (h.refs > 0 || time.Since(h.opened) <= maxHold):
 			// A write handle serves reads too; readers join a read handle unless a
 			// writer of this process waits for it to close.
 			h.refs++
@@ -93,11 +105,14 @@ func (s *Badger) acquire(ctx context.Context, write bool) (*badger.DB, func(), e
 			s.cond.Wait()
 			continue
 		}
+		if wait := time.Until(s.yieldUntil); wait > 0 {
+			time.Sleep(wait) // give a waiting process its turn (see yieldGap)
+		}
 		db, err := s.openDB(ctx, write)
 		if err != nil {
 			return nil, nil, err
 		}
-		s.h = &handle{db: db, write: write, refs: 1}
+		s.h = &handle{db: db, write: write, refs: 1, opened: time.Now()}
 		h = s.h
 		return db, func() { s.release(h) }, nil
 	}
@@ -112,6 +127,11 @@ func (s *Badger) release(h *handle) {
 		return
 	}
 	s.cond.Broadcast()
+	if time.Since(h.opened) > maxHold && s.h == h {
+		s.closeHandle()
+		s.yieldUntil = time.Now().Add(yieldGap)
+		return
+	}
 	linger := readLinger
 	if h.write {
 		linger = writeLinger

@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/table"
 )
 
 // Full disks. Badger writes its value log and memtable log through memory maps; on a file
@@ -100,16 +103,27 @@ func fmtBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// checkTables checks the footer of every Badger table (.sst) in dir before Badger opens it:
-// Badger panics, in a goroutine no caller can recover, on a table cut short (a footer length
-// pointing outside the file). A table ends in [index][4-byte index length][checksum]
-// [4-byte checksum length], big-endian.
+// checkTables checks the footer of every Badger table (.sst) that the store's MANIFEST names,
+// before Badger opens them: Badger panics, in a goroutine no caller can recover, on a table
+// cut short (a footer length pointing outside the file). A table ends in [index][4-byte
+// index length][checksum][4-byte checksum length], big-endian. Files the MANIFEST does not
+// name (a table a killed process was writing, or one another process is writing now) are
+// not read by Badger, so they are not checked.
 func checkTables(dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a new store
+	}
 	if err != nil {
 		return err
 	}
-	for _, p := range files {
+	mf, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir))
+	f.Close()
+	if err != nil {
+		return nil // Badger reports a damaged MANIFEST itself, as an error
+	}
+	for id := range mf.Tables {
+		p := table.NewFilename(id, dir)
 		if err := checkTable(p); err != nil {
 			return fmt.Errorf("table %s is cut short or damaged (%v)", filepath.Base(p), err)
 		}
