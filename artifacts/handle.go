@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,10 +46,12 @@ const (
 	// (Badger takes the folder's flock before reading anything), so waiters poll often.
 	minBackoff = 2 * time.Millisecond
 	maxBackoff = 25 * time.Millisecond
-	// Fairness: a handle is shared by new operations only while it is younger than
-	// maxHold; an older one closes when its last operation ends, and this process then
-	// waits yieldGap (more than a waiter's longest backoff) before it opens Badger again,
-	// so that a waiting process gets its turn even while this one writes back to back.
+	// Fairness: a process that waits for the lock says so with a marker file
+	// (waitMarker). While one exists, a handle is shared by new operations only while it
+	// is younger than maxHold; an older one closes when its last operation ends, and this
+	// process then waits yieldGap (more than a waiter's longest backoff) before it opens
+	// Badger again, so the waiter gets its turn even while this one works back to back.
+	// Without waiters a busy process keeps its handle (no cost to a long read).
 	maxHold  = 250 * time.Millisecond
 	yieldGap = 3 * maxBackoff
 )
@@ -85,11 +88,11 @@ func (s *Badger) acquire(ctx context.Context, write bool) (*badger.DB, func(), e
 		}
 		h := s.h
 		switch {
-		case h != nil && h.refs == 0 && time.Since(h.opened) > maxHold:
+		case h != nil && h.refs == 0 && time.Since(h.opened) > maxHold && s.othersWaiting():
 			s.closeHandle()
 			s.yieldUntil = time.Now().Add(yieldGap)
 			continue
-		case h != nil && (h.write || !write && s.writersWaiting == 0) && (h.refs > 0 || time.Since(h.opened) <= maxHold):
+		case h != nil && (h.write || !write && s.writersWaiting == 0):
 			// A write handle serves reads too; readers join a read handle unless a
 			// writer of this process waits for it to close.
 			h.refs++
@@ -127,7 +130,7 @@ func (s *Badger) release(h *handle) {
 		return
 	}
 	s.cond.Broadcast()
-	if time.Since(h.opened) > maxHold && s.h == h {
+	if time.Since(h.opened) > maxHold && s.h == h && s.othersWaiting() {
 		s.closeHandle()
 		s.yieldUntil = time.Now().Add(yieldGap)
 		return
@@ -176,6 +179,7 @@ func (s *Badger) openDB(ctx context.Context, write bool) (*badger.DB, error) {
 	deadline := time.Now().Add(s.cfg.lockWait)
 	backoff := minBackoff
 	repairs := 0
+	marker := ""
 	for {
 		if write {
 			if err := s.checkSpace(0); err != nil {
@@ -191,6 +195,12 @@ func (s *Badger) openDB(ctx context.Context, write bool) (*badger.DB, error) {
 		}
 		switch {
 		case isLockErr(err):
+			if marker == "" {
+				marker = s.markWaiting()
+				if marker != "" {
+					defer os.Remove(marker)
+				}
+			}
 			if !time.Now().Before(deadline) {
 				return nil, s.lockedError()
 			}
@@ -267,4 +277,40 @@ func (s *Badger) Close() error {
 	}
 	s.closed = true
 	return nil
+}
+
+// waitPrefix names the marker files of processes waiting for the store's lock.
+const waitPrefix = "pipe-waiting."
+
+// markWaiting creates this process's wait marker and returns its path, or "" when the folder
+// is not writable (a read-only mount has no writer to wait for anyway).
+func (s *Badger) markWaiting() string {
+	p := filepath.Join(s.dir, fmt.Sprintf("%s%d", waitPrefix, os.Getpid()))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return ""
+	}
+	f.Close()
+	return p
+}
+
+// othersWaiting reports whether another live process has a wait marker in the folder. A
+// marker left by a killed process is removed.
+func (s *Badger) othersWaiting() bool {
+	if s.dir == "" {
+		return false
+	}
+	ms, _ := filepath.Glob(filepath.Join(s.dir, waitPrefix+"*"))
+	for _, m := range ms {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(m), waitPrefix))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.Remove(m)
+			continue
+		}
+		return true
+	}
+	return false
 }
