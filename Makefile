@@ -26,8 +26,15 @@ test: deps
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 # Tests on the real benchmark data in ../shared/data (skipped with a message when absent).
+# It also runs each fuzz target for FUZZTIME (what reads outside bytes: DAG YAML, images,
+# stored Arrow IPC blobs, manifest JSON).
+FUZZTIME ?= 20s
 integration: deps
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./pipeline/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ahl/imgs/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIPC$$' -fuzztime $(FUZZTIME) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) ./artifacts/
 
 # The demo: the AHL DAG on the embedded Fashion-MNIST subset, then its results table. The
 # store is .pipe/store; run `make demo` again to see every stage cached.

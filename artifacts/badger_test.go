@@ -18,9 +18,11 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
+// openTemp opens a store in a fresh folder; gc deletes unnamed blobs at once (no other
+// process shares it).
 func openTemp(t testing.TB) *Badger {
 	t.Helper()
-	s, err := Open(t.TempDir())
+	s, err := Open(t.TempDir(), WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,7 @@ func randomBytes(n int, seed uint64) []byte {
 // rawSet writes a key directly into Badger, bypassing the store's checks.
 func rawSet(t testing.TB, s *Badger, key, val []byte) {
 	t.Helper()
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+	if err := testDB(t, s, "Update").Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -59,7 +61,7 @@ func rawSet(t testing.TB, s *Badger, key, val []byte) {
 func rawGet(t testing.TB, s *Badger, key []byte) []byte {
 	t.Helper()
 	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := testDB(t, s, "View").View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err
@@ -76,7 +78,7 @@ func rawGet(t testing.TB, s *Badger, key []byte) []byte {
 func countKeys(t testing.TB, s *Badger, prefix []byte) int {
 	t.Helper()
 	n := 0
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := testDB(t, s, "View").View(func(txn *badger.Txn) error {
 		opt := badger.DefaultIteratorOptions
 		opt.Prefix = prefix
 		opt.PrefetchValues = false
@@ -194,47 +196,94 @@ func TestBlobEdgeSizes(t *testing.T) {
 	}
 }
 
-func TestOpenLockedStore(t *testing.T) {
+// TestSharedStore checks the lock protocol: two Opens of one folder share it, a writer that
+// holds Badger's lock makes another process's operation wait (and fail with ErrLocked after
+// the lock wait, naming the folder), and the lock is free again a moment after the writer's
+// last operation.
+func TestSharedStore(t *testing.T) {
+	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	s2, err := Open(dir)
-	took := time.Since(start)
-	if err == nil {
-		s2.Close()
-		t.Fatal("second Open of a held store succeeded")
+	defer s.Close()
+	s2, err := Open(dir, ReadOnly(), WithLockWait(300*time.Millisecond))
+	if err != nil {
+		t.Fatalf("second Open of a store: %v", err)
 	}
-	if !errors.Is(err, ErrLocked) {
-		t.Fatalf("second Open: %v, want ErrLocked", err)
-	}
-	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "another pipe process") {
-		t.Fatalf("lock error %q should name %s and say another pipe process holds it", err, dir)
-	}
-	t.Logf("second Open: %v (after %v)", err, took)
-	if took > time.Second {
-		t.Fatalf("second Open took %v, want an immediate failure", took)
-	}
-	if err := s.Close(); err != nil {
+	defer s2.Close()
+	d, err := s.PutBlob(ctx, []byte("shared"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	s3, err := Open(dir)
+	// While s holds the writer's lock, s2 waits, then fails.
+	_, release, err := s.acquire(ctx, true)
 	if err != nil {
-		t.Fatalf("Open after Close: %v", err)
+		t.Fatal(err)
 	}
-	s3.Close()
+	start := time.Now()
+	_, err = s2.Blob(ctx, d)
+	took := time.Since(start)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "another pipe process") {
+		t.Fatalf("read while another opener writes: %v, want ErrLocked naming %s", err, dir)
+	}
+	if took < 250*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("ErrLocked after %v, want after the 300ms lock wait", took)
+	}
+	release()
+	// The writer's handle closes after its linger; the reader then gets in, and sees the
+	// writer's blob.
+	got, err := s2.Blob(ctx, d)
+	if err != nil || string(got) != "shared" {
+		t.Fatalf("read after the writer let go: %q, %v", got, err)
+	}
+	// And a write waits for the reader's linger, not failing.
+	if _, err := s.PutBlob(ctx, []byte("second")); err != nil {
+		t.Fatalf("write after a read: %v", err)
+	}
 }
 
-func testManifest(key, dag, stage, inst string, outs map[string]Digest, ins map[string]Digest) Manifest {
-	m := Manifest{Key: key, DAG: dag, Stage: stage, Instance: inst, Kind: stage, Version: 1,
+// named is a manifest and the head that names it.
+type named struct {
+	Manifest
+	Head Head
+}
+
+func (n named) put(ctx context.Context, s Store) error { return s.PutManifest(ctx, n.Manifest, n.Head) }
+
+// testDB gives tests raw transactions on the store's Badger database (opened read-write
+// for Update, read-only for View) for the duration of each call.
+func testDB(t testing.TB, s *Badger, _ string) rawDB { return rawDB{t, s} }
+
+type rawDB struct {
+	t testing.TB
+	s *Badger
+}
+
+func (r rawDB) Update(fn func(txn *badger.Txn) error) error { return r.run(true, fn) }
+func (r rawDB) View(fn func(txn *badger.Txn) error) error   { return r.run(false, fn) }
+
+func (r rawDB) run(write bool, fn func(txn *badger.Txn) error) error {
+	db, release, err := r.s.acquire(context.Background(), write)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer release()
+	if write {
+		return db.Update(fn)
+	}
+	return db.View(fn)
+}
+
+func testManifest(key, dag, stage, inst string, outs map[string]Digest, ins map[string]Digest) named {
+	m := Manifest{Key: key, Kind: stage, Version: 1,
 		Params: map[string]any{"T": 7.0}, Seed: 42, Inputs: ins, Outputs: map[string]Output{},
 		Seconds: 1.5, Created: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
 	for name, d := range outs {
 		m.Outputs[name] = Output{Digest: d, Rows: 3, Bytes: 10}
 	}
-	return m
+	return named{m, Head{DAG: dag, Stage: stage, Instance: inst, Key: key}}
 }
 
 func TestManifestsHeadsRuns(t *testing.T) {
@@ -246,7 +295,7 @@ func TestManifestsHeadsRuns(t *testing.T) {
 	}
 	// A manifest whose output blob is absent is refused (blobs first).
 	bad := testManifest("k0", "demo", "train", "", map[string]Digest{"model": DigestOf([]byte("absent"))}, nil)
-	if err := s.PutManifest(ctx, bad); err == nil || !strings.Contains(err.Error(), "not stored") {
+	if err := s.PutManifest(ctx, bad.Manifest, bad.Head); err == nil || !strings.Contains(err.Error(), "not stored") {
 		t.Fatalf("PutManifest with a missing blob: %v", err)
 	}
 	if _, err := s.Manifest(ctx, "k0"); !errors.Is(err, ErrNotFound) {
@@ -257,8 +306,8 @@ func TestManifestsHeadsRuns(t *testing.T) {
 	m2 := testManifest("k2", "demo", "train", "T=7", map[string]Digest{"model": d}, nil)
 	m3 := testManifest("k3", "other", "a/b", "c", map[string]Digest{"x": d}, nil)
 	m4 := testManifest("k4", "other", "a", "b/c", map[string]Digest{"x": d}, nil)
-	for _, m := range []Manifest{m1, m2, m3, m4} {
-		if err := s.PutManifest(ctx, m); err != nil {
+	for _, m := range []named{m1, m2, m3, m4} {
+		if err := s.PutManifest(ctx, m.Manifest, m.Head); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -328,7 +377,7 @@ func TestCorruptManifestIsAMiss(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"good", "trunc", "wrongkey"} {
-		if err := s.PutManifest(ctx, testManifest(k, "demo", k, "", map[string]Digest{"o": d}, nil)); err != nil {
+		if err := testManifest(k, "demo", k, "", map[string]Digest{"o": d}, nil).put(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -360,7 +409,7 @@ func TestCorruptManifestIsAMiss(t *testing.T) {
 
 func TestInMemoryStore(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open("", InMemory())
+	s, err := Open("", InMemory(), WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,14 +436,19 @@ func TestInMemoryStore(t *testing.T) {
 
 type badgerTxn = badger.Txn
 
-// putRawManifest stores a manifest without PutManifest's checks.
-func putRawManifest(t testing.TB, s *Badger, m Manifest) {
+// putRawManifest stores a manifest and its head without PutManifest's checks.
+func putRawManifest(t testing.TB, s *Badger, m named) {
 	t.Helper()
-	b, err := json.Marshal(m)
+	b, err := json.Marshal(m.Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rawSet(t, s, manifestKey(m.Key), b)
+	hb, err := json.Marshal(m.Head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSet(t, s, headKey(m.Head.DAG, m.Head.Stage, m.Head.Instance), hb)
 }
 
 // TestConcurrentWriters stores overlapping blobs and manifests from several goroutines
@@ -409,7 +463,7 @@ func TestConcurrentWriters(t *testing.T) {
 			data := randomBytes(ChunkSize+g%4, uint64(g%4))
 			d, err := s.PutBlob(ctx, data)
 			if err == nil {
-				err = s.PutManifest(ctx, testManifest(fmt.Sprintf("k%d", g), "demo", "s", fmt.Sprint(g%4), map[string]Digest{"o": d}, nil))
+				err = testManifest(fmt.Sprintf("k%d", g), "demo", "s", fmt.Sprint(g%4), map[string]Digest{"o": d}, nil).put(ctx, s)
 			}
 			errs <- err
 		}()

@@ -52,7 +52,7 @@ func crashWriter(dir, seed string) error {
 			}
 			m.Outputs[out] = Output{Digest: d}
 		}
-		if err := s.PutManifest(ctx, m); err != nil {
+		if err := s.PutManifest(ctx, m.Manifest, m.Head); err != nil {
 			return err
 		}
 		fmt.Println("committed", key)
@@ -65,54 +65,70 @@ func crashWriter(dir, seed string) error {
 	}
 }
 
-// TestSIGKILLRecovery kills a writing process at seeded random moments and checks that the
-// store reopens at once, verifies clean, and holds every manifest the writer reported as
-// committed, with readable outputs.
+// TestSIGKILLRecovery runs two writing processes on one store at once and kills each at its
+// own seeded random moment; then the store must reopen at once, verify clean, and hold every
+// manifest a writer reported as committed, with readable outputs.
 func TestSIGKILLRecovery(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(11, 3))
 	var committed []string
-	incomplete := 0
+	incomplete, kills := 0, 0
 	for round := range 4 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWriterHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s_SEED=%d", crashDirEnv, round))
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
+		type writer struct {
+			cmd   *exec.Cmd
+			lines chan string
 		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines <- sc.Text()
+		var ws []writer
+		for w := range 2 {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWriterHelper$", "-test.count=1")
+			cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s_SEED=%d", crashDirEnv, 2*round+w))
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
 			}
-			close(lines)
-		}()
-		// Wait for the first commit, then kill after a random delay (0-300 ms), which lands
-		// anywhere in blob writes, manifest commits and run records.
-		first, ok := <-lines
-		if !ok || !strings.HasPrefix(first, "committed ") {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("round %d: writer did not commit: %q", round, first)
-		}
-		committed = append(committed, strings.TrimPrefix(first, "committed "))
-		time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		for l := range lines {
-			if k, ok := strings.CutPrefix(l, "committed "); ok {
-				committed = append(committed, k)
-			} else if strings.HasPrefix(l, "error:") {
-				t.Fatalf("round %d: writer failed: %s", round, l)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
+			lines := make(chan string, 1024)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			ws = append(ws, writer{cmd, lines})
 		}
-		cmd.Wait()
+		// Wait for each writer's first commit, then kill it after a random delay (0-300
+		// ms), which lands anywhere in blob writes, manifest commits, run records and
+		// waits for the other writer's lock.
+		for _, w := range ws {
+			first, ok := <-w.lines
+			if !ok || !strings.HasPrefix(first, "committed ") {
+				w.cmd.Process.Kill()
+				w.cmd.Wait()
+				t.Fatalf("round %d: writer did not commit: %q", round, first)
+			}
+			committed = append(committed, strings.TrimPrefix(first, "committed "))
+		}
+		for _, w := range ws {
+			time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond)
+			if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			kills++
+		}
+		for _, w := range ws {
+			for l := range w.lines {
+				if k, ok := strings.CutPrefix(l, "committed "); ok {
+					committed = append(committed, k)
+				} else if strings.HasPrefix(l, "error:") {
+					t.Fatalf("round %d: writer failed: %s", round, l)
+				}
+			}
+			w.cmd.Wait()
+		}
 
 		s, err := Open(dir)
 		if err != nil {
@@ -142,7 +158,7 @@ func TestSIGKILLRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("%d incomplete blobs seen after kills", incomplete)
+	t.Logf("%d kills of two concurrent writers survived; %d incomplete blobs seen after them", kills, incomplete)
 	// gc removes any blob an interrupted write left behind.
 	s, err := Open(dir)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -31,6 +32,9 @@ type GCReport struct {
 	BlobsDeleted     int   `json:"blobs_deleted"`
 	BytesDeleted     int64 `json:"bytes_deleted"`
 	ManifestsDeleted int   `json:"manifests_deleted"`
+	// BlobsRecent counts the kept blobs that no manifest names but that were stored within
+	// the grace period (see WithGCGrace): a run in another process may be about to name them.
+	BlobsRecent int `json:"blobs_recent"`
 
 	// Blobs and Manifests list what was deleted (or would be, with DryRun).
 	Blobs     []GCBlob `json:"blobs,omitempty"`
@@ -51,24 +55,34 @@ type GCReport struct {
 // reports what it would delete. Otherwise it deletes, then runs Badger's value-log GC until it
 // reclaims nothing more.
 //
-// GC must not run while the same process writes: a blob stored but not yet named by a
-// manifest is unreachable and would be deleted.
+// Other processes may be running meanwhile: a blob that no manifest names yet is kept while it
+// is younger than the grace period (WithGCGrace, default 1 hour), because its run may be about
+// to write the manifest. A blob with chunks but no meta is the leftover of a killed write (a
+// write holds the store's lock from its first chunk to its meta, and GC holds it throughout),
+// so it is deleted. GC must not run while the same process writes.
 func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 	rep := GCReport{DryRun: dryRun}
 	rep.DiskBefore = diskUsage(s.dir)
 	fail := func(err error) (GCReport, error) { return rep, fmt.Errorf("artifacts: gc %s: %w", s.dir, err) }
+	db, release, err := s.acquire(ctx, !dryRun)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 
 	// Every manifest, parsed; corrupt ones are nil and always deleted.
 	all := map[string]*Manifest{}
-	err := s.scan([]byte(manifestPrefix), func(k, v []byte) error {
-		key := strings.TrimPrefix(string(k), manifestPrefix)
-		var m Manifest
-		if json.Unmarshal(v, &m) == nil && m.Key == key {
-			all[key] = &m
-		} else {
-			all[key] = nil
-		}
-		return nil
+	err = db.View(func(txn *badger.Txn) error {
+		return scanTxn(txn, []byte(manifestPrefix), func(k, v []byte) error {
+			key := strings.TrimPrefix(string(k), manifestPrefix)
+			var m Manifest
+			if json.Unmarshal(v, &m) == nil && m.Key == key {
+				all[key] = &m
+			} else {
+				all[key] = nil
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return fail(err)
@@ -85,21 +99,30 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 
 	// Roots: heads and pinned runs.
 	var queue []string
-	heads, err := s.Heads(ctx, "")
-	if err != nil {
-		return fail(err)
-	}
-	for _, h := range heads {
-		queue = append(queue, h.Key)
-	}
-	runs, err := s.Runs(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	for _, r := range runs {
-		if r.Pinned {
-			queue = append(queue, r.Keys...)
+	err = db.View(func(txn *badger.Txn) error {
+		if err := scanTxn(txn, []byte(headPrefix), func(k, v []byte) error {
+			var h Head
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("head %s is %w: %v; run `pipe artifacts verify --repair` first", k, ErrCorrupt, err)
+			}
+			queue = append(queue, h.Key)
+			return nil
+		}); err != nil {
+			return err
 		}
+		return scanTxn(txn, []byte(runPrefix), func(k, v []byte) error {
+			var r Run
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("run record %s is %w: %v", k, ErrCorrupt, err)
+			}
+			if r.Pinned {
+				queue = append(queue, r.Keys...)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fail(err)
 	}
 
 	// Mark.
@@ -122,11 +145,30 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		}
 	}
 
+	// Blobs some manifest names (reachable or not): the others are orphans.
+	named := map[Digest]bool{}
+	for _, m := range all {
+		if m != nil {
+			for _, o := range m.Outputs {
+				named[o.Digest] = true
+			}
+		}
+	}
+	recent := time.Now().Add(-s.cfg.gcGrace).Unix()
+
 	// Sweep: list.
-	err = s.scanBlobs(ctx, false, func(b blobInfo) error {
+	err = scanBlobs(ctx, db, false, func(b blobInfo) error {
 		if keepBlob[b.digest] && b.meta != nil {
 			rep.BlobsKept++
 			rep.BytesKept += b.meta.Size
+			return nil
+		}
+		if s.cfg.gcGrace > 0 && b.meta != nil && !named[b.digest] && b.meta.Written >= recent {
+			// Another process's run may have stored it and not yet written the manifest
+			// that names it (it holds no lock in between).
+			rep.BlobsKept++
+			rep.BytesKept += b.meta.Size
+			rep.BlobsRecent++
 			return nil
 		}
 		g := GCBlob{Digest: b.digest, Bytes: b.keyBytes, Complete: b.meta != nil}
@@ -157,7 +199,7 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 
 	// Sweep: delete. Manifests go first, so a crash in between leaves no manifest whose
 	// blobs are gone.
-	wb := s.db.NewWriteBatch()
+	wb := db.NewWriteBatch()
 	for _, key := range rep.Manifests {
 		if err := wb.Delete(manifestKey(key)); err != nil {
 			wb.Cancel()
@@ -175,16 +217,16 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		prefixes[i] = blobKeyPrefix(b.Digest)
 	}
 	if len(prefixes) > 0 {
-		if err := s.db.DropPrefix(prefixes...); err != nil {
+		if err := db.DropPrefix(prefixes...); err != nil {
 			return fail(err)
 		}
 	}
-	if !s.db.Opts().InMemory {
+	if !db.Opts().InMemory {
 		for {
 			if err := ctx.Err(); err != nil {
 				return fail(err)
 			}
-			err := s.db.RunValueLogGC(0.5)
+			err := db.RunValueLogGC(0.5)
 			if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 				break
 			}
@@ -195,6 +237,7 @@ func GC(ctx context.Context, s *Badger, dryRun bool) (GCReport, error) {
 		}
 	}
 	rep.DiskAfter = diskUsage(s.dir)
+	s.ensureReserve()
 	return rep, nil
 }
 

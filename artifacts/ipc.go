@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	flatbuffers "github.com/google/flatbuffers/go"
 	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -149,6 +150,9 @@ func (r *sliceMessageReader) Message() (*ipc.Message, error) {
 	}
 	meta := r.b[r.off : r.off+int(n)]
 	r.off += int(n)
+	if err := checkMeta(meta); err != nil {
+		return nil, err
+	}
 	probe := ipc.NewMessage(memory.NewBufferBytes(meta), memory.NewBufferBytes(nil))
 	bodyLen := probe.BodyLen()
 	probe.Release()
@@ -186,4 +190,100 @@ func Get(ctx context.Context, s Store, d Digest) (arrow.RecordBatch, error) {
 		return nil, fmt.Errorf("artifacts: blob %s: %w", d, err)
 	}
 	return rec, nil
+}
+
+// checkMeta bounds every vector length in an IPC message's metadata (a flatbuffer) by the
+// metadata's size before Arrow reads it: Arrow allocates a slice of each vector's declared
+// length (schema fields, children, metadata pairs), so a damaged length would make one
+// allocation of many gigabytes, which kills the process instead of failing the decode. A
+// bad offset here panics, which DecodeIPC turns into an error.
+func checkMeta(meta []byte) error {
+	limit := len(meta) / 4 // every element takes at least 4 bytes
+	vec := func(t *flatbuffers.Table, field int, what string) (flatbuffers.UOffsetT, int, error) {
+		o := flatbuffers.UOffsetT(t.Offset(flatbuffers.VOffsetT(4 + 2*field)))
+		if o == 0 {
+			return 0, 0, nil
+		}
+		n := t.VectorLen(o)
+		if n < 0 || n > limit {
+			return 0, 0, fmt.Errorf("malformed message: %s claims %d entries in %d bytes", what, n, len(meta))
+		}
+		return o, n, nil
+	}
+	table := func(t *flatbuffers.Table, field int) (*flatbuffers.Table, bool) {
+		o := flatbuffers.UOffsetT(t.Offset(flatbuffers.VOffsetT(4 + 2*field)))
+		if o == 0 {
+			return nil, false
+		}
+		return &flatbuffers.Table{Bytes: t.Bytes, Pos: t.Indirect(o + t.Pos)}, true
+	}
+	var checkField func(f *flatbuffers.Table, depth int) error
+	checkField = func(f *flatbuffers.Table, depth int) error {
+		if depth > 64 {
+			return errors.New("malformed message: fields nested more than 64 deep")
+		}
+		if _, _, err := vec(f, 6, "field metadata"); err != nil {
+			return err
+		}
+		o, n, err := vec(f, 5, "field children")
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			c := &flatbuffers.Table{Bytes: f.Bytes, Pos: f.Indirect(f.Vector(o) + flatbuffers.UOffsetT(4*i))}
+			if err := checkField(c, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	checkBatch := func(b *flatbuffers.Table) error {
+		for _, fv := range []struct {
+			field int
+			what  string
+		}{{1, "record batch nodes"}, {2, "record batch buffers"}, {4, "record batch variadic counts"}} {
+			if _, _, err := vec(b, fv.field, fv.what); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	msg := &flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
+	if _, _, err := vec(msg, 4, "message metadata"); err != nil {
+		return err
+	}
+	var headerType byte
+	if o := flatbuffers.UOffsetT(msg.Offset(4 + 2*1)); o != 0 {
+		headerType = msg.GetByte(o + msg.Pos)
+	}
+	header, ok := table(msg, 2)
+	if !ok {
+		return nil
+	}
+	switch headerType {
+	case 1: // Schema
+		if _, _, err := vec(header, 2, "schema metadata"); err != nil {
+			return err
+		}
+		if _, _, err := vec(header, 3, "schema features"); err != nil {
+			return err
+		}
+		o, n, err := vec(header, 1, "schema fields")
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			f := &flatbuffers.Table{Bytes: meta, Pos: header.Indirect(header.Vector(o) + flatbuffers.UOffsetT(4*i))}
+			if err := checkField(f, 0); err != nil {
+				return err
+			}
+		}
+	case 2: // DictionaryBatch
+		if data, ok := table(header, 1); ok {
+			return checkBatch(data)
+		}
+	case 3: // RecordBatch
+		return checkBatch(header)
+	}
+	return nil
 }

@@ -82,8 +82,8 @@ type blobInfo struct {
 
 // scanBlobs walks every blob key in order. With hashing it streams each chunk through sha256
 // without copying it.
-func (s *Badger) scanBlobs(ctx context.Context, hashing bool, fn func(blobInfo) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
+func scanBlobs(ctx context.Context, db *badger.DB, hashing bool, fn func(blobInfo) error) error {
+	return db.View(func(txn *badger.Txn) error {
 		opt := badger.DefaultIteratorOptions
 		opt.Prefix = []byte(blobPrefix)
 		opt.PrefetchValues = false
@@ -159,11 +159,21 @@ func (s *Badger) scanBlobs(ctx context.Context, hashing bool, fn func(blobInfo) 
 }
 
 // Verify re-hashes every blob, checks that every blob has all its chunks, that every
-// manifest parses, and that every manifest's outputs and every head's manifest exist.
+// manifest and head parses, and that every manifest's outputs and every head's manifest
+// exist. It opens the store read-only.
 func Verify(ctx context.Context, s *Badger) (VerifyReport, error) {
+	db, release, err := s.acquire(ctx, false)
+	if err != nil {
+		return VerifyReport{}, err
+	}
+	defer release()
+	return verify(ctx, s, db)
+}
+
+func verify(ctx context.Context, s *Badger, db *badger.DB) (VerifyReport, error) {
 	var r VerifyReport
 	have := map[Digest]bool{}
-	err := s.scanBlobs(ctx, true, func(b blobInfo) error {
+	err := scanBlobs(ctx, db, true, func(b blobInfo) error {
 		switch {
 		case b.meta == nil && b.metaErr == nil:
 			r.Incomplete = append(r.Incomplete, b.digest)
@@ -194,41 +204,151 @@ func Verify(ctx context.Context, s *Badger) (VerifyReport, error) {
 		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
 	}
 	manifests := map[string]bool{}
-	err = s.scan([]byte(manifestPrefix), func(k, v []byte) error {
-		key := strings.TrimPrefix(string(k), manifestPrefix)
-		r.Manifests++
-		var m Manifest
-		if err := json.Unmarshal(v, &m); err != nil {
-			r.CorruptManifests = append(r.CorruptManifests, ManifestProblem{key, err.Error()})
-			return nil
-		}
-		if m.Key != key {
-			r.CorruptManifests = append(r.CorruptManifests, ManifestProblem{key, fmt.Sprintf("records key %q", m.Key)})
-			return nil
-		}
-		manifests[key] = true
-		for _, name := range slices.Sorted(maps.Keys(m.Outputs)) {
-			if d := m.Outputs[name].Digest; !have[d] {
-				r.Dangling = append(r.Dangling, ManifestProblem{"manifest " + key,
-					fmt.Sprintf("output %q (%s/%s[%s]) points to blob %s, which is missing or damaged", name, m.DAG, m.Stage, m.Instance, d)})
+	err = db.View(func(txn *badger.Txn) error {
+		if err := scanTxn(txn, []byte(manifestPrefix), func(k, v []byte) error {
+			key := strings.TrimPrefix(string(k), manifestPrefix)
+			r.Manifests++
+			m, err := DecodeManifest(key, v)
+			if err != nil {
+				r.CorruptManifests = append(r.CorruptManifests, ManifestProblem{key, err.Error()})
+				return nil
 			}
+			manifests[key] = true
+			for _, name := range slices.Sorted(maps.Keys(m.Outputs)) {
+				if d := m.Outputs[name].Digest; !have[d] {
+					r.Dangling = append(r.Dangling, ManifestProblem{"manifest " + key,
+						fmt.Sprintf("output %q (%s) points to blob %s, which is missing or damaged", name, m.Kind, d)})
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		return nil
+		return scanTxn(txn, []byte(headPrefix), func(k, v []byte) error {
+			r.Heads++
+			var h Head
+			if err := json.Unmarshal(v, &h); err != nil {
+				r.Dangling = append(r.Dangling, ManifestProblem{string(k), fmt.Sprintf("unreadable head: %v", err)})
+				return nil
+			}
+			if !manifests[h.Key] {
+				r.Dangling = append(r.Dangling, ManifestProblem{fmt.Sprintf("head %s/%s[%s]", h.DAG, h.Stage, h.Instance),
+					fmt.Sprintf("points to manifest %s, which is missing or corrupt", h.Key)})
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
 	}
-	heads, err := s.Heads(ctx, "")
-	if err != nil {
-		return r, fmt.Errorf("artifacts: verify %s: %w", s.dir, err)
-	}
-	r.Heads = len(heads)
-	for _, h := range heads {
-		if !manifests[h.Key] {
-			r.Dangling = append(r.Dangling, ManifestProblem{fmt.Sprintf("head %s/%s[%s]", h.DAG, h.Stage, h.Instance),
-				fmt.Sprintf("points to manifest %s, which is missing or corrupt", h.Key)})
-		}
-	}
 	sort.Slice(r.Dangling, func(i, j int) bool { return r.Dangling[i].Key < r.Dangling[j].Key })
 	return r, nil
+}
+
+// RepairReport says what Repair dropped.
+type RepairReport struct {
+	Blobs     []Digest `json:"blobs,omitempty"`     // damaged blobs dropped
+	Manifests []string `json:"manifests,omitempty"` // manifests dropped (corrupt, or naming a dropped or missing blob)
+	Heads     []Head   `json:"heads,omitempty"`     // heads dropped (their manifest is gone)
+	HeadKeys  []string `json:"head_keys,omitempty"` // unreadable heads dropped, by store key
+}
+
+// Repair verifies the store (opened read-write) and drops what is damaged: damaged blobs, the
+// manifests that are corrupt or name a damaged or missing blob, and the heads that point at
+// a dropped or missing manifest. The stages behind them become cache misses and rerun;
+// nothing else is touched. The verification before the repair is returned too.
+func Repair(ctx context.Context, s *Badger) (VerifyReport, RepairReport, error) {
+	var rr RepairReport
+	db, release, err := s.acquire(ctx, true)
+	if err != nil {
+		return VerifyReport{}, rr, err
+	}
+	defer release()
+	vr, err := verify(ctx, s, db)
+	if err != nil {
+		return vr, rr, err
+	}
+	fail := func(err error) (VerifyReport, RepairReport, error) {
+		return vr, rr, fmt.Errorf("artifacts: repair %s: %w", s.dir, err)
+	}
+	bad := map[Digest]bool{}
+	for _, p := range append(slices.Clone(vr.Mismatched), vr.MissingChunks...) {
+		bad[p.Digest] = true
+	}
+	// Manifests to drop: corrupt ones and those naming a damaged or missing blob. Heads to
+	// drop: unreadable ones and those naming a dropped or missing manifest.
+	dropManifest := map[string]bool{}
+	for _, p := range vr.CorruptManifests {
+		dropManifest[p.Key] = true
+	}
+	var dropHeadKeys [][]byte
+	err = db.View(func(txn *badger.Txn) error {
+		kept := map[string]bool{}
+		if err := scanTxn(txn, []byte(manifestPrefix), func(k, v []byte) error {
+			key := strings.TrimPrefix(string(k), manifestPrefix)
+			m, err := DecodeManifest(key, v)
+			if err != nil {
+				return nil
+			}
+			for _, o := range m.Outputs {
+				if _, err := getMeta(txn, o.Digest); bad[o.Digest] || err != nil {
+					dropManifest[key] = true
+					return nil
+				}
+			}
+			kept[key] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		return scanTxn(txn, []byte(headPrefix), func(k, v []byte) error {
+			var h Head
+			if err := json.Unmarshal(v, &h); err != nil {
+				rr.HeadKeys = append(rr.HeadKeys, string(k))
+				dropHeadKeys = append(dropHeadKeys, slices.Clone(k))
+				return nil
+			}
+			if !kept[h.Key] {
+				rr.Heads = append(rr.Heads, h)
+				dropHeadKeys = append(dropHeadKeys, slices.Clone(k))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fail(err)
+	}
+	rr.Manifests = slices.Sorted(maps.Keys(dropManifest))
+	rr.Blobs = slices.Sorted(maps.Keys(bad))
+	if len(rr.Manifests)+len(dropHeadKeys)+len(rr.Blobs) == 0 {
+		return vr, rr, nil
+	}
+	// Heads and manifests first, so a crash in between leaves no manifest naming a dropped
+	// blob and no head naming a dropped manifest.
+	wb := db.NewWriteBatch()
+	for _, k := range dropHeadKeys {
+		if err := wb.Delete(k); err != nil {
+			wb.Cancel()
+			return fail(err)
+		}
+	}
+	for _, key := range rr.Manifests {
+		if err := wb.Delete(manifestKey(key)); err != nil {
+			wb.Cancel()
+			return fail(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fail(err)
+	}
+	if len(rr.Blobs) > 0 {
+		prefixes := make([][]byte, len(rr.Blobs))
+		for i, d := range rr.Blobs {
+			prefixes[i] = blobKeyPrefix(d)
+		}
+		if err := db.DropPrefix(prefixes...); err != nil {
+			return fail(err)
+		}
+	}
+	return vr, rr, nil
 }

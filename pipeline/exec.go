@@ -178,9 +178,9 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 			}
 		}
 		if n == 1 {
-			return rep, fmt.Errorf("%w: %s: %v", ErrStageFailed, firstFail.Instance.ID(), firstFail.Err)
+			return rep, fmt.Errorf("%w: %s: %w", ErrStageFailed, firstFail.Instance.ID(), firstFail.Err)
 		}
-		return rep, fmt.Errorf("%w: %d stage instances failed, first %s: %v", ErrStageFailed, n, firstFail.Instance.ID(), firstFail.Err)
+		return rep, fmt.Errorf("%w: %d stage instances failed, first %s: %w", ErrStageFailed, n, firstFail.Instance.ID(), firstFail.Err)
 	}
 	return rep, nil
 }
@@ -324,18 +324,21 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 		m, err := store.Manifest(ctx, res.Key)
 		switch {
 		case err == nil:
-			if missing := missingBlob(ctx, store, m); missing == "" {
+			name, cause, serr := unusableOutput(ctx, store, m)
+			if serr != nil {
+				res.Status, res.Reason, res.Err = Failed, "store error", serr
+				return res
+			}
+			if name == "" {
 				res.Status, res.Outputs, res.Seconds = Cached, m.Outputs, 0
 				res.Reason = fmt.Sprintf("unchanged since %s (took %s)", m.Created.Local().Format("2006-01-02 15:04"), fmtSeconds(m.Seconds))
 				if err := r.pointHead(ctx, in, m); err != nil {
 					res.Status, res.Reason, res.Err = Failed, "store error", err
 				}
 				return res
-			} else {
-				reason = "output " + missing + " missing from store"
 			}
-		case errors.Is(err, artifacts.ErrNotFound) && strings.Contains(err.Error(), "corrupt"):
-			// A store error that merely mentions corruption (Badger's) is not a miss.
+			reason = "output " + name + " " + cause
+		case errors.Is(err, artifacts.ErrCorrupt):
 			reason = "cached manifest corrupt, treated as a miss"
 		case !errors.Is(err, artifacts.ErrNotFound):
 			res.Status, res.Reason, res.Err = Failed, "store error", err
@@ -375,14 +378,14 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 		return res
 	}
 	res.Outputs = outs
-	m := artifacts.Manifest{Key: res.Key, DAG: r.plan.DAG, Stage: in.Stage, Instance: in.Label, Kind: in.Kind,
+	m := artifacts.Manifest{Key: res.Key, Kind: in.Kind,
 		Version: in.Def.Version, Params: in.CanonParams, Seed: in.Seed, Inputs: parts.Inputs, Outputs: outs,
 		Seconds: res.Seconds, Created: time.Now().UTC()}
 	if ctx.Err() != nil {
 		res.Status, res.Reason = Skipped, "interrupted"
 		return res
 	}
-	if err := store.PutManifest(ctx, m); err != nil {
+	if err := store.PutManifest(ctx, m, r.head(in, m.Key)); err != nil {
 		res.Status, res.Err = Failed, err
 		return res
 	}
@@ -413,7 +416,11 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 				if !ok {
 					return nil, fmt.Errorf("input %s has no output %q (outputs: %s)", d.ID(), output, strings.Join(sortedKeys(outs), ", "))
 				}
-				return artifacts.Get(ctx, store, o.Digest)
+				rec, err := artifacts.Get(ctx, store, o.Digest)
+				if err != nil {
+					return nil, fmt.Errorf("input %s/%s (the output of stage instance %s): %w", d.ID(), output, d.ID(), err)
+				}
+				return rec, nil
 			}})
 	}
 	err := runStage(ctx, in, env)
@@ -456,11 +463,15 @@ func runStage(ctx context.Context, in *Instance, env *kind.Env) (err error) {
 	return in.Def.Run(ctx, env)
 }
 
+// head names instance in of this run's DAG as the result stored under key.
+func (r *runner) head(in *Instance, key string) artifacts.Head {
+	return artifacts.Head{DAG: r.plan.DAG, Stage: in.Stage, Instance: in.Label, Key: key}
+}
+
 // pointHead makes the head of this DAG's instance name the cached manifest m, which may have
 // been made by another DAG, another instance, or an earlier run with other params (a head
-// always names the latest result, which report and artifacts REFs read). The store only
-// writes heads together with their manifest, so m is stored again under the same key with
-// this DAG's names; its key parts and outputs do not change.
+// always names the latest result, which report and artifacts REFs read). Manifests are
+// content only, so m itself is not touched: another DAG's head on it keeps its names.
 func (r *runner) pointHead(ctx context.Context, in *Instance, m artifacts.Manifest) error {
 	if r.opts.DryRun {
 		return nil
@@ -469,8 +480,7 @@ func (r *runner) pointHead(ctx context.Context, in *Instance, m artifacts.Manife
 	if h, err := store.Head(ctx, r.plan.DAG, in.Stage, in.Label); err == nil && h.Key == m.Key {
 		return nil
 	}
-	m.DAG, m.Stage, m.Instance = r.plan.DAG, in.Stage, in.Label
-	return store.PutManifest(ctx, m)
+	return store.PutHead(ctx, r.head(in, m.Key))
 }
 
 // staleReason explains a miss by comparing with the manifest the head points at.
@@ -490,15 +500,24 @@ func staleReason(ctx context.Context, store artifacts.Store, dag string, in *Ins
 	return Explain(PartsOf(old), parts)
 }
 
-// missingBlob returns the name of an output of m whose blob is absent, or "".
-func missingBlob(ctx context.Context, store artifacts.Store, m artifacts.Manifest) string {
+// unusableOutput returns the name of an output of m whose blob is missing or damaged, and
+// which ("missing" or "damaged"), or "" when every output reads back intact. Each blob is
+// read and checked (at memory speed: CRC-32C per chunk), so that a cached stage never hands
+// on bytes it cannot vouch for. Other store errors are returned.
+func unusableOutput(ctx context.Context, store artifacts.Store, m artifacts.Manifest) (name, cause string, err error) {
 	for _, name := range sortedKeys(m.Outputs) {
-		ok, err := store.HasBlob(ctx, m.Outputs[name].Digest)
-		if err != nil || !ok {
-			return name
+		err := store.VerifyBlob(ctx, m.Outputs[name].Digest)
+		switch {
+		case err == nil:
+		case errors.Is(err, artifacts.ErrCorrupt):
+			return name, "damaged", nil
+		case errors.Is(err, artifacts.ErrNotFound):
+			return name, "missing", nil
+		default:
+			return "", "", err
 		}
 	}
-	return ""
+	return "", "", nil
 }
 
 func fmtSeconds(s float64) string {

@@ -735,7 +735,7 @@ func (c corruptStore) Manifest(ctx context.Context, key string) (artifacts.Manif
 	if _, err := c.Store.Manifest(ctx, key); err != nil {
 		return artifacts.Manifest{}, err
 	}
-	return artifacts.Manifest{}, fmt.Errorf("artifacts: manifest %s is corrupt (bad json), treating it as a miss: %w", key, artifacts.ErrNotFound)
+	return artifacts.Manifest{}, fmt.Errorf("artifacts: manifest %s is corrupt (bad json), treating it as a miss: %w (%w)", key, artifacts.ErrCorrupt, artifacts.ErrNotFound)
 }
 
 func TestCorruptManifestIsAReportedMiss(t *testing.T) {

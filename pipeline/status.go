@@ -3,6 +3,8 @@ package pipeline
 import (
 	"context"
 	"errors"
+
+	"github.com/pipe-ahl/pipe/artifacts"
 )
 
 // Freshness values of a status line.
@@ -42,6 +44,10 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 				s.State = Missing
 			}
 		case Failed: // the key could not be computed (a fingerprint or store error)
+			if storeUnusable(r.Err) {
+				// The store, not this instance, is the problem: say so once.
+				return nil, r.Err
+			}
 			s.State, s.Reason = Errored, r.Err.Error()
 		default:
 			s.State = Stale
@@ -52,4 +58,10 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 		out[i] = s
 	}
 	return out, nil
+}
+
+// storeUnusable reports whether err is about the whole store (locked, full, missing,
+// unreadable) rather than one instance.
+func storeUnusable(err error) bool {
+	return errors.Is(err, artifacts.ErrLocked) || artifacts.Unusable(err)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -53,7 +54,7 @@ func newArtifactsLsCommand(g *GlobalOptions) *cobra.Command {
 	var opts ArtifactsLsOptions
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List stored artifacts (every output of every stored manifest)",
+		Short: "List stored artifacts (every output of the latest result of every DAG stage instance)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runArtifactsLs(cmd.Context(), g, opts)
@@ -82,22 +83,29 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 			return err
 		}
 	}
-	store, err := g.openStore()
+	store, err := g.openStoreRead()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ms, err := store.Manifests(ctx)
+	// Heads carry the names; the manifests they point at carry the content. Several heads
+	// (of several DAGs) may share one manifest: each lists it under its own name.
+	heads, err := store.Heads(ctx, dag)
 	if err != nil {
 		return err
 	}
 	out := []artifactJSON{}
-	for _, m := range ms {
-		if dag != "" && m.DAG != dag {
+	for _, h := range heads {
+		m, err := store.Manifest(ctx, h.Key)
+		if errors.Is(err, artifacts.ErrNotFound) {
+			fmt.Fprintf(g.Stderr, "pipe: %s:%s%s: %v (run pipe artifacts verify --repair)\n", h.DAG, h.Stage, bracket(h.Instance), err)
 			continue
 		}
+		if err != nil {
+			return err
+		}
 		for name, o := range m.Outputs {
-			out = append(out, artifactJSON{string(o.Digest), m.DAG, m.Stage, m.Instance, name, o.Rows, o.Bytes, m.Created})
+			out = append(out, artifactJSON{string(o.Digest), h.DAG, h.Stage, h.Instance, name, o.Rows, o.Bytes, m.Created})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -149,21 +157,25 @@ func newArtifactsShowCommand(g *GlobalOptions) *cobra.Command {
 }
 
 func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowOptions, ref string) error {
-	store, err := g.openStore()
+	store, err := g.openStoreRead()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	m, names, err := resolveRef(ctx, store, ref)
+	m, names, heads, err := resolveRef(ctx, store, ref)
 	if err != nil {
 		return err
 	}
 	w := g.Stdout
-	id := m.Stage + bracket(m.Instance)
 	for _, name := range names {
 		o := m.Outputs[name]
 		fmt.Fprintf(w, "artifact %s\n", o.Digest)
-		fmt.Fprintf(w, "  %s:%s/%s, %d rows, %s\n", m.DAG, id, name, o.Rows, humanBytes(o.Bytes))
+		if len(heads) == 0 {
+			fmt.Fprintf(w, "  %s (no DAG's latest result), %d rows, %s\n", name, o.Rows, humanBytes(o.Bytes))
+		}
+		for _, h := range heads {
+			fmt.Fprintf(w, "  %s:%s%s/%s, %d rows, %s\n", h.DAG, h.Stage, bracket(h.Instance), name, o.Rows, humanBytes(o.Bytes))
+		}
 		rec, err := artifacts.Get(ctx, store, o.Digest)
 		if err != nil {
 			return err
@@ -247,12 +259,12 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 	if opts.Output == "" || (ext != ".arrow" && ext != ".csv") {
 		return usagef("artifacts export: -o FILE must end in .arrow or .csv, got %q", opts.Output)
 	}
-	store, err := g.openStore()
+	store, err := g.openStoreRead()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	m, names, err := resolveRef(ctx, store, ref)
+	m, names, _, err := resolveRef(ctx, store, ref)
 	if err != nil {
 		return err
 	}
@@ -286,35 +298,54 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 
 // ArtifactsVerifyOptions holds the flags of `pipe artifacts verify`.
 type ArtifactsVerifyOptions struct {
-	JSON bool
+	JSON   bool
+	Repair bool
 }
 
 func newArtifactsVerifyCommand(g *GlobalOptions) *cobra.Command {
 	var opts ArtifactsVerifyOptions
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Re-hash every blob and check every manifest and head (exit 1 on damage)",
+		Short: "Re-hash every blob and check every manifest and head (exit 1 on damage); --repair drops what is damaged",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runArtifactsVerify(cmd.Context(), g, opts)
 		},
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the report as JSON on stdout")
+	cmd.Flags().BoolVar(&opts.Repair, "repair", false, "drop damaged blobs and the manifests and heads that name them, so that their stages rerun")
 	return cmd
 }
 
 func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVerifyOptions) error {
-	store, err := g.openStore()
+	open := g.openStoreRead
+	if opts.Repair {
+		open = g.openStoreMaintenance
+	}
+	store, err := open()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rep, err := artifacts.Verify(ctx, store)
+	var rep artifacts.VerifyReport
+	var rr artifacts.RepairReport
+	if opts.Repair {
+		rep, rr, err = artifacts.Repair(ctx, store)
+	} else {
+		rep, err = artifacts.Verify(ctx, store)
+	}
 	if err != nil {
 		return err
 	}
 	if opts.JSON {
-		if err := writeJSON(g.Stdout, rep); err != nil {
+		v := any(rep)
+		if opts.Repair {
+			v = struct {
+				artifacts.VerifyReport
+				Repaired artifacts.RepairReport `json:"repaired"`
+			}{rep, rr}
+		}
+		if err := writeJSON(g.Stdout, v); err != nil {
 			return err
 		}
 	} else {
@@ -326,12 +357,17 @@ func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVer
 	if len(rep.Incomplete) > 0 {
 		fmt.Fprintf(g.Stderr, ", %d incomplete writes (harmless; gc removes them)", len(rep.Incomplete))
 	}
-	if !rep.OK() {
-		fmt.Fprintf(g.Stderr, ": %d problems\n", len(rep.Problems()))
-		return exitCodeError{exitFailed, errSilent}
+	switch {
+	case rep.OK():
+		fmt.Fprintln(g.Stderr, ": clean")
+		return nil
+	case opts.Repair:
+		fmt.Fprintf(g.Stderr, ": %d problems; repaired: dropped %d blobs, %d manifests, %d heads (their stages rerun on the next pipe run)\n",
+			len(rep.Problems()), len(rr.Blobs), len(rr.Manifests), len(rr.Heads)+len(rr.HeadKeys))
+		return nil
 	}
-	fmt.Fprintln(g.Stderr, ": clean")
-	return nil
+	fmt.Fprintf(g.Stderr, ": %d problems (pipe artifacts verify --repair drops them, so that their stages rerun)\n", len(rep.Problems()))
+	return exitCodeError{exitFailed, errSilent}
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -356,11 +392,41 @@ func dagName(arg string) (string, error) {
 	return arg, nil
 }
 
-// resolveRef finds the manifest a REF names and the output names it selects.
-func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, error) {
+// resolveRef finds the manifest a REF names, the output names it selects and the heads that
+// name that manifest (the REF's own head first, for a DAG:stage REF).
+func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, []artifacts.Head, error) {
+	var m artifacts.Manifest
+	var names []string
+	var first *artifacts.Head
+	var err error
 	if i := strings.Index(ref, ":"); i > 0 { // DAG names hold no colon; matrix values may
-		return resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:])
+		var h artifacts.Head
+		m, names, h, err = resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:])
+		first = &h
+	} else {
+		m, names, err = resolveDigestRef(ctx, store, ref)
 	}
+	if err != nil {
+		return m, nil, nil, err
+	}
+	all, err := store.Heads(ctx, "")
+	if err != nil {
+		return m, nil, nil, err
+	}
+	var heads []artifacts.Head
+	if first != nil {
+		heads = append(heads, *first)
+	}
+	for _, h := range all {
+		if h.Key == m.Key && (first == nil || h != *first) {
+			heads = append(heads, h)
+		}
+	}
+	return m, names, heads, nil
+}
+
+// resolveDigestRef finds the manifest whose output has a digest starting with ref.
+func resolveDigestRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, error) {
 	prefix := strings.ToLower(ref)
 	if len(prefix) < 4 || strings.Trim(prefix, "0123456789abcdef") != "" {
 		return artifacts.Manifest{}, nil, usagef("REF %q: want a digest prefix of at least 4 hex digits or DAG:stage[/output]", ref)
@@ -395,10 +461,10 @@ func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifac
 	return found[best], names[best : best+1], nil
 }
 
-func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, rest string) (artifacts.Manifest, []string, error) {
+func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, rest string) (artifacts.Manifest, []string, artifacts.Head, error) {
 	dag, err := dagName(dagArg)
 	if err != nil {
-		return artifacts.Manifest{}, nil, err
+		return artifacts.Manifest{}, nil, artifacts.Head{}, err
 	}
 	stage, output := rest, ""
 	if i := strings.LastIndex(rest, "/"); i > strings.LastIndex(rest, "]") {
@@ -409,7 +475,7 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 		stage, instance, hasInstance = stage[:i], stage[i+1:len(stage)-1], true
 	}
 	if stage == "" {
-		return artifacts.Manifest{}, nil, usagef("REF %q: want DAG:stage[/output]", ref)
+		return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: want DAG:stage[/output]", ref)
 	}
 	var head artifacts.Head
 	if hasInstance {
@@ -417,7 +483,7 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 	} else {
 		heads, herr := store.Heads(ctx, dag)
 		if herr != nil {
-			return artifacts.Manifest{}, nil, herr
+			return artifacts.Manifest{}, nil, artifacts.Head{}, herr
 		}
 		var matches []artifacts.Head
 		for _, h := range heads {
@@ -435,15 +501,15 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 			for _, h := range matches {
 				labels = append(labels, stage+bracket(h.Instance))
 			}
-			return artifacts.Manifest{}, nil, usagef("REF %q: stage %s has %d instances; name one: %s", ref, stage, len(matches), strings.Join(labels, ", "))
+			return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: stage %s has %d instances; name one: %s", ref, stage, len(matches), strings.Join(labels, ", "))
 		}
 	}
 	if err != nil {
-		return artifacts.Manifest{}, nil, usagef("REF %q: DAG %s has no stored run of stage %s: %v", ref, dag, stage+bracket(instance), err)
+		return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: DAG %s has no stored run of stage %s: %v", ref, dag, stage+bracket(instance), err)
 	}
 	m, err := store.Manifest(ctx, head.Key)
 	if err != nil {
-		return artifacts.Manifest{}, nil, err
+		return artifacts.Manifest{}, nil, artifacts.Head{}, err
 	}
 	var names []string
 	for name := range m.Outputs {
@@ -452,11 +518,11 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 	sort.Strings(names)
 	if output != "" {
 		if _, ok := m.Outputs[output]; !ok {
-			return artifacts.Manifest{}, nil, usagef("REF %q: stage %s has no output %q (outputs: %s)", ref, stage, output, strings.Join(names, ", "))
+			return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: stage %s has no output %q (outputs: %s)", ref, stage, output, strings.Join(names, ", "))
 		}
 		names = []string{output}
 	}
-	return m, names, nil
+	return m, names, head, nil
 }
 
 // bracket returns "[s]", or "" for an empty s (a stage without matrix instances).

@@ -37,7 +37,11 @@ func newGCCommand(g *GlobalOptions) *cobra.Command {
 }
 
 func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) error {
-	store, err := g.openStore()
+	open := g.openStoreMaintenance
+	if opts.DryRun {
+		open = g.openStoreRead
+	}
+	store, err := open()
 	if err != nil {
 		return err
 	}
@@ -71,6 +75,9 @@ func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) error {
 	fmt.Fprintf(g.Stderr, "gc: %s %d blobs (%s) and %d manifests; kept %d blobs (%s) and %d manifests; disk %s -> %s\n",
 		verb, rep.BlobsDeleted, humanBytes(rep.BytesDeleted), rep.ManifestsDeleted,
 		rep.BlobsKept, humanBytes(rep.BytesKept), rep.ManifestsKept, humanBytes(rep.DiskBefore), humanBytes(rep.DiskAfter))
+	if rep.BlobsRecent > 0 {
+		fmt.Fprintf(g.Stderr, "gc: kept %d blobs that no manifest names yet but were stored in the last hour (a run may be about to name them); a later gc deletes them\n", rep.BlobsRecent)
+	}
 	return nil
 }
 

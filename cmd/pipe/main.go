@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,12 +20,13 @@ import (
 	"github.com/pipe-ahl/pipe/stages"
 )
 
-// Exit codes (DESIGN.md, "CLI").
+// Exit codes (DESIGN.md, "CLI"), one meaning each.
 const (
 	exitOK          = 0
-	exitFailed      = 1 // a stage failed (or verify found damage)
+	exitFailed      = 1 // a stage failed (or verify found damage, or status lists an error)
 	exitUsage       = 2 // bad usage or an invalid DAG
-	exitLocked      = 3 // another pipe process holds the store
+	exitLocked      = 3 // another pipe process held the store beyond the lock wait
+	exitStore       = 4 // the store is unusable: full, unreadable, damaged beyond a miss, or missing
 	exitInterrupted = 130
 )
 
@@ -44,6 +46,9 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 func main() {
+	if os.Getenv("PIPE_DEBUG") != "" {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -82,15 +87,17 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ec):
 		return ec.code
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
 	case errors.Is(err, artifacts.ErrLocked):
 		return exitLocked
+	case artifacts.Unusable(err):
+		return exitStore
 	case errors.As(err, &ue), pipeline.IsInvalid(err):
 		return exitUsage
 	case strings.HasPrefix(err.Error(), "unknown command "), strings.HasPrefix(err.Error(), "accepts "),
 		strings.HasPrefix(err.Error(), "requires at least "):
 		return exitUsage // cobra's own usage errors
-	case errors.Is(err, context.Canceled):
-		return exitInterrupted
 	}
 	return exitFailed
 }
@@ -113,8 +120,16 @@ evaluate, report). Each stage's outputs are Arrow tables in a content-addressed 
 stage reruns only when its kind's code version, its params, its seed or its inputs' bytes
 changed.
 
-Exit codes: 0 ok, 1 a stage failed (or verify found damage), 2 bad usage or invalid
-DAG, 3 store locked, 130 interrupted.`,
+Exit codes:
+  0    ok
+  1    a stage failed, verify found damage, or status lists an instance in state error
+  2    bad usage or an invalid DAG
+  3    the store stayed locked by another pipe process beyond the lock wait (30 s)
+  4    the store is unusable: no space left, unreadable, or missing (read commands
+       never create a store)
+  130  interrupted
+
+Set PIPE_DEBUG=1 to see the store's debug log (Badger's own messages) on stderr.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -154,7 +169,23 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
-// openStore opens the store named by --store.
+// openStore opens the store named by --store for a command that writes (run), creating it
+// when absent.
 func (g *GlobalOptions) openStore() (*artifacts.Badger, error) {
 	return artifacts.Open(g.Store)
+}
+
+// openStoreRead opens the store named by --store for a command that only reads: it must
+// exist, and Badger is opened read-only (beside a running pipe, or on a read-only mount).
+func (g *GlobalOptions) openStoreRead() (*artifacts.Badger, error) {
+	return artifacts.Open(g.Store, artifacts.ReadOnly())
+}
+
+// openStoreMaintenance opens the existing store named by --store for gc or verify --repair,
+// which may release the store's reserve file on a full disk.
+func (g *GlobalOptions) openStoreMaintenance() (*artifacts.Badger, error) {
+	if _, err := artifacts.Open(g.Store, artifacts.ReadOnly()); err != nil && errors.Is(err, artifacts.ErrStoreMissing) {
+		return nil, err
+	}
+	return artifacts.Open(g.Store, artifacts.Maintenance())
 }

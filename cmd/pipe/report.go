@@ -87,7 +87,7 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	switch o.Format {
 	case "table", "csv", "json":
 	default:
-		return fmt.Errorf("--format %q: want table, csv or json", o.Format)
+		return usagef("--format %q: want table, csv or json", o.Format)
 	}
 	f, err := pipeline.ReadFile(dagPath)
 	if err != nil {
@@ -106,7 +106,7 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 		}
 		stage = found[0]
 	}
-	st, err := artifacts.Open(reportStoreDir(cmd, o))
+	st, err := artifacts.Open(reportStoreDir(cmd, o), artifacts.ReadOnly())
 	if err != nil {
 		return err
 	}

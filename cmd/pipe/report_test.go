@@ -133,8 +133,8 @@ func TestReportCommandFromStore(t *testing.T) {
 		outs[name] = o
 		rec.Release()
 	}
-	m := artifacts.Manifest{Key: "k1", DAG: "tiny", Stage: "summary", Kind: "report", Version: 1, Outputs: outs, Created: time.Now()}
-	if err := st.PutManifest(ctx, m); err != nil {
+	m := artifacts.Manifest{Key: "k1", Kind: "report", Version: 1, Outputs: outs, Created: time.Now()}
+	if err := st.PutManifest(ctx, m, artifacts.Head{DAG: "tiny", Stage: "summary", Key: "k1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {

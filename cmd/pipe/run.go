@@ -129,7 +129,12 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 	if errors.Is(runErr, pipeline.ErrStageFailed) {
 		// Each failure was reported on its own line already; say it once more, briefly.
-		return exitCodeError{exitFailed, runErr}
+		// A stage that failed because the store is full or locked gives the store's code.
+		code := exitFailed
+		if c := exitCode(runErr); c == exitStore || c == exitLocked {
+			code = c
+		}
+		return exitCodeError{code, runErr}
 	}
 	return runErr
 }

@@ -51,7 +51,7 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	if err != nil {
 		return err
 	}
-	store, err := g.openStore()
+	store, err := g.openStoreRead()
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 			return err
 		}
 		fmt.Fprintf(g.Stdout, "%s\n", b)
-		return nil
+		return statusErr(st)
 	}
 	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tKIND\tSTATE\tWHY")
@@ -87,5 +87,16 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 		fmt.Fprintf(g.Stderr, ", %d error", n)
 	}
 	fmt.Fprintln(g.Stderr)
+	return statusErr(st)
+}
+
+// statusErr makes status exit 1 when some instance is in state error (its key could not be
+// computed), having printed why.
+func statusErr(st []pipeline.InstanceStatus) error {
+	for _, s := range st {
+		if s.State == pipeline.Errored {
+			return exitCodeError{exitFailed, errSilent}
+		}
+	}
 	return nil
 }
