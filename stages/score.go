@@ -35,7 +35,8 @@ func init() {
 }
 
 // runScore scores every test image (split test of the ingest images table) with the trained
-// model, without adaptation (AHL_SPEC.md, "Inference"). Heads score against the reference
+// model, without adaptation (AHL_SPEC.md, "Inference"); the model's head is rebuilt through
+// the heads registry from the model table's metadata. Heads score against the reference
 // map the dra head's composite sub-head needs: the mean map of all training normals. The
 // scores table carries the model's method and head as schema metadata.
 func runScore(ctx context.Context, env *Env) error {
@@ -52,12 +53,12 @@ func runScore(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("stage %s: input %s model: %w", env.Stage, in.Stage, err)
 	}
-	defer rec.Release()
 	model, err := readModel(rec)
+	meta := metaOf(rec, modelMethodKey, modelHeadKey)
+	rec.Release()
 	if err != nil {
 		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
 	}
-	meta := metaOf(rec, modelMethodKey, modelHeadKey)
 
 	var testIDs []string
 	var labels []int64
@@ -99,10 +100,10 @@ func runScore(ctx context.Context, env *Env) error {
 		}
 		copy(scores, s)
 	default:
-		if model.Head.Channels != set.Scales[0].C {
-			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Head.Channels, set.Scales[0].C)
+		if model.Config.Channels != set.Scales[0].C {
+			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Config.Channels, set.Scales[0].C)
 		}
-		head, err := model.Head.build()
+		head, err := model.newHead()
 		if err != nil {
 			return fmt.Errorf("stage %s: %w", env.Stage, err)
 		}
@@ -132,6 +133,6 @@ func runScore(ctx context.Context, env *Env) error {
 		return fmt.Errorf("stage %s: %w", env.Stage, err)
 	}
 	env.Output("scores", withMeta(out, meta))
-	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.Summary)
+	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.summary())
 	return nil
 }

@@ -185,30 +185,3 @@ func TestTrainErrors(t *testing.T) {
 		t.Errorf("bare model: err = %v", err)
 	}
 }
-
-func TestModelTensorsRoundTrip(t *testing.T) {
-	hs := headSpec{Name: "dra", Channels: 3, CompositeWidth: 2, Stride: 1}
-	h, err := hs.build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	theta := h.Init(rand.New(rand.NewPCG(1, 2)))
-	byName := map[string]artifacts.Tensor{}
-	for _, tn := range headTensors(h, "member1/", theta) {
-		byName[tn.Name] = tn
-	}
-	back, err := thetaFromTensors(h, "member1/", byName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(back) != fmt.Sprint(theta) {
-		t.Error("weights changed on the way through tensors")
-	}
-	if _, err := thetaFromTensors(h, "member2/", byName); err == nil || !strings.Contains(err.Error(), "no tensor") {
-		t.Errorf("wrong prefix: err = %v", err)
-	}
-	other, _ := headSpec{Name: "dra", Channels: 4, CompositeWidth: 2, Stride: 1}.build()
-	if _, err := thetaFromTensors(other, "member1/", byName); err == nil || !strings.Contains(err.Error(), "shape") {
-		t.Errorf("wrong channels: err = %v", err)
-	}
-}
