@@ -174,9 +174,23 @@ func TestTrainErrors(t *testing.T) {
 	if _, err := tryKind("train", quick("ahl", "devnet", 1), 1, ingest, feat); err == nil || !strings.Contains(err.Error(), `"tasks" output`) {
 		t.Errorf("ahl without tasks: err = %v", err)
 	}
-	for _, p := range []*TrainParams{quick("maml", "devnet", 1), quick("ahl", "resnet", 1), quick("ahl", "dra", -1)} {
-		if err := p.Validate(); err == nil {
-			t.Errorf("%+v should not validate", p)
+	for _, tc := range []struct {
+		edit func(p *TrainParams)
+		want string
+	}{
+		{func(p *TrainParams) { p.Method = "maml" }, `method: "maml", want ahl, devnet, knn or ensemble`},
+		{func(p *TrainParams) { p.Head = "resnet" }, `head: "resnet", want devnet, dra`},
+		{func(p *TrainParams) { p.Epochs = -1 }, "epochs: -1, want >= 0"},
+		{func(p *TrainParams) { p.CompositeStride = 0 }, "composite_stride: 0, want >= 1"},
+		{func(p *TrainParams) { p.Neighbours = 0 }, "neighbours: 0, want >= 1"},
+		// Checked by cdl.Config.Validate and baseline.DevnetConfig.Validate, whatever the method.
+		{func(p *TrainParams) { p.Method, p.QuerySteps = "devnet", 0 }, "query_steps = 0, want >= 1"},
+		{func(p *TrainParams) { p.Method, p.LR = "ahl", 0 }, "lr = 0, want > 0"},
+	} {
+		p := quick("ahl", "devnet", 1)
+		tc.edit(p)
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one containing %q", p, err, tc.want)
 		}
 	}
 	// A model table without the train stage's metadata is refused by score.
