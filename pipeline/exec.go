@@ -14,7 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/google/uuid"
 	"github.com/pipe-ahl/pipe/artifacts"
-	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // Status values of a Result.
@@ -216,7 +216,7 @@ type fingerprintOnce struct {
 // fingerprint returns fp.Fingerprint for instance in, computed once per run for each kind
 // and canonical params: the matrix instances of a stage that share them (every seed of one
 // dataset folder or weights file) read the outside world once, not once each.
-func (r *runner) fingerprint(ctx context.Context, in *Instance, fp stages.Fingerprinter) (string, error) {
+func (r *runner) fingerprint(ctx context.Context, in *Instance, fp kind.Fingerprinter) (string, error) {
 	k := in.Kind + " " + jsonString(in.CanonParams)
 	r.fpMu.Lock()
 	if r.fps == nil {
@@ -306,7 +306,7 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 			parts.Inputs[inputName(d.Stage, d.Label, name)] = o.Digest
 		}
 	}
-	if fp, ok := in.Params.(stages.Fingerprinter); ok {
+	if fp, ok := in.Params.(kind.Fingerprinter); ok {
 		v, err := r.fingerprint(ctx, in, fp)
 		if err != nil {
 			res.Status, res.Reason, res.Err = Failed, "fingerprint failed", err
@@ -393,7 +393,7 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 // exec runs the stage and stores its output blobs.
 func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.Output, error) {
 	store := r.opts.Store
-	env := &stages.Env{DAG: r.plan.DAG, Stage: in.Stage, Instance: in.Label, Params: in.Params, Seed: in.Seed,
+	env := &kind.Env{DAG: r.plan.DAG, Stage: in.Stage, Instance: in.Label, Params: in.Params, Seed: in.Seed,
 		Log: &prefixWriter{mu: r.logMu, w: r.opts.Log, prefix: in.ID() + ": "}, Progress: func(int, int) {}}
 	if r.opts.Progress != nil {
 		if f := r.opts.Progress(in); f != nil {
@@ -403,9 +403,12 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 	for _, d := range in.Deps {
 		dr := r.result(d)
 		outs := dr.Outputs
-		env.Inputs = append(env.Inputs, stages.Input{Stage: d.Stage, Instance: d.Label, Matrix: d.Matrix,
+		env.Inputs = append(env.Inputs, kind.Input{Stage: d.Stage, Instance: d.Label, Matrix: d.Matrix,
 			Outputs: sortedKeys(outs),
 			Open: func(ctx context.Context, output string) (arrow.RecordBatch, error) {
+				if !in.Def.Inputs.Reads(output) {
+					return nil, fmt.Errorf("kind %s reads table %q from input %s but does not declare it among its inputs", in.Kind, output, d.ID())
+				}
 				o, ok := outs[output]
 				if !ok {
 					return nil, fmt.Errorf("input %s has no output %q (outputs: %s)", d.ID(), output, strings.Join(sortedKeys(outs), ", "))
@@ -423,8 +426,8 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) == 0 {
-		return nil, fmt.Errorf("kind %s produced no output tables", in.Kind)
+	if err := in.Def.CheckOutputs(sortedKeys(recs)); err != nil {
+		return nil, err
 	}
 	outs := map[string]artifacts.Output{}
 	for _, name := range sortedKeys(recs) {
@@ -443,7 +446,7 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 // runStage calls the stage, turning a panic into an error so one bad stage cannot take the
 // whole run (and its committed work) down with it. The panic's stack goes to the stage's log,
 // so that the bug can be found.
-func runStage(ctx context.Context, in *Instance, env *stages.Env) (err error) {
+func runStage(ctx context.Context, in *Instance, env *kind.Env) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(env.Log, "panic: %v\n%s", p, debug.Stack())

@@ -14,7 +14,7 @@ import (
 // meaning of a manifest changes, which invalidates every cached stage at once.
 const SchemaVersion = 1
 
-// ExternalInput is the pseudo-input name under which a stage's stages.Fingerprinter value
+// ExternalInput is the pseudo-input name under which a stage's kind.Fingerprinter value
 // enters its key and manifest.
 const ExternalInput = "external"
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/pipe-ahl/pipe/artifacts"
-	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // Test-only stage kinds. They count their executions so tests can assert exactly which
@@ -22,7 +22,7 @@ var (
 	counts  = map[string]int{} // "stage" or "stage[label]" -> executions
 )
 
-func countRun(env *stages.Env) {
+func countRun(env *kind.Env) {
 	countMu.Lock()
 	defer countMu.Unlock()
 	id := env.Stage
@@ -81,10 +81,11 @@ func (p *extParams) Fingerprint(ctx context.Context) (string, error) {
 }
 
 func init() {
-	stages.Register(stages.Definition{
+	kind.Register(kind.Definition{
 		Kind: "ptest-gen", Version: 1,
-		Params: func() any { return &genParams{N: 3, Scale: 1} },
-		Run: func(ctx context.Context, env *stages.Env) error {
+		Params:  func() any { return &genParams{N: 3, Scale: 1} },
+		Outputs: []string{"values"},
+		Run: func(ctx context.Context, env *kind.Env) error {
 			countRun(env)
 			p := env.Params.(*genParams)
 			v := make([]float64, p.N)
@@ -99,10 +100,12 @@ func init() {
 			return nil
 		},
 	})
-	stages.Register(stages.Definition{
+	kind.Register(kind.Definition{
 		Kind: "ptest-sum", Version: 1,
-		Params: func() any { return &sumParams{} },
-		Run: func(ctx context.Context, env *stages.Env) error {
+		Params:  func() any { return &sumParams{} },
+		Inputs:  kind.Inputs{Optional: []string{"values", "sum"}, Each: true},
+		Outputs: []string{"sum"},
+		Run: func(ctx context.Context, env *kind.Env) error {
 			countRun(env)
 			p := env.Params.(*sumParams)
 			if p.Fail {
@@ -136,10 +139,11 @@ func init() {
 			return nil
 		},
 	})
-	stages.Register(stages.Definition{
+	kind.Register(kind.Definition{
 		Kind: "ptest-ext", Version: 1,
-		Params: func() any { return &extParams{} },
-		Run: func(ctx context.Context, env *stages.Env) error {
+		Params:  func() any { return &extParams{} },
+		Outputs: []string{"values"},
+		Run: func(ctx context.Context, env *kind.Env) error {
 			countRun(env)
 			b, err := os.ReadFile(env.Params.(*extParams).Path)
 			if err != nil {
@@ -153,10 +157,33 @@ func init() {
 			return nil
 		},
 	})
-	stages.Register(stages.Definition{Kind: "ptest-panic", Version: 1,
-		Run: func(ctx context.Context, env *stages.Env) error { panic("boom") }})
-	stages.Register(stages.Definition{Kind: "ptest-noparams", Version: 1,
-		Run: func(ctx context.Context, env *stages.Env) error { return errors.New("not run in tests") }})
+	// ptest-liar writes a table it does not declare, and reads one it does not declare
+	// when its params say so.
+	kind.Register(kind.Definition{Kind: "ptest-liar", Version: 1, Outputs: []string{"values"},
+		Params: func() any { return &sumParams{} },
+		Run: func(ctx context.Context, env *kind.Env) error {
+			if env.Params.(*sumParams).Fail {
+				rec, err := env.Inputs[0].Open(ctx, "values")
+				if err != nil {
+					return err
+				}
+				rec.Release()
+			}
+			rec, err := artifacts.NewTable(artifacts.Float64s("value", []float64{1}))
+			if err != nil {
+				return err
+			}
+			env.Output("other", rec)
+			return nil
+		}})
+	// ptest-need requires a values table (ptest-gen and ptest-ext make one).
+	kind.Register(kind.Definition{Kind: "ptest-need", Version: 1, Outputs: []string{"sum"},
+		Inputs: kind.Inputs{Required: []string{"values"}},
+		Run:    func(ctx context.Context, env *kind.Env) error { return errors.New("not run in tests") }})
+	kind.Register(kind.Definition{Kind: "ptest-panic", Version: 1, Outputs: []string{"values"},
+		Run: func(ctx context.Context, env *kind.Env) error { panic("boom") }})
+	kind.Register(kind.Definition{Kind: "ptest-noparams", Version: 1, Outputs: []string{"values"},
+		Run: func(ctx context.Context, env *kind.Env) error { return errors.New("not run in tests") }})
 }
 
 // memStore opens an in-memory Badger store for one test.

@@ -505,6 +505,21 @@ vars: {N: 1}
 stages:
   a: {kind: ptest-gen, with: {n: "${M}"}}
 `, nil, []string{"test.yaml:4", "stage a", "field with.n", "undefined variable ${M}"}},
+		{"undefined variable at its field's line", `
+vars: {T: 1}
+stages:
+  a:
+    kind: ptest-gen
+    with:
+      scale: 2
+      n: "${TT}"
+`, nil, []string{"test.yaml:8:", "stage a", "field with.n", "undefined variable ${TT}"}},
+		{"undefined seed variable", `
+stages:
+  a:
+    kind: ptest-gen
+    seed: "${S}"
+`, nil, []string{"test.yaml:5:", "stage a", "field seed", "undefined variable ${S}"}},
 		{"undefined matrix variable", `
 matrix: {x: [1]}
 stages:
@@ -614,6 +629,77 @@ stages:
 	if !strings.Contains(log.String(), "a: panic: boom") || !strings.Contains(log.String(), "runStage") {
 		t.Errorf("the log does not hold the panic's stack:\n%s", log.String())
 	}
+}
+
+// TestDeclaredTablesEnforced checks that an instance fails, naming the tables, when its kind
+// writes a table it does not declare or opens an input table it does not declare.
+func TestDeclaredTablesEnforced(t *testing.T) {
+	res, err := run(t, memStore(t), compile(t, `
+name: t
+stages:
+  a: {kind: ptest-liar}
+`))
+	if !errors.Is(err, ErrStageFailed) || res["a"].Status != Failed {
+		t.Fatalf("err %v, a %s; want a failed", err, res["a"].Status)
+	}
+	if msg := res["a"].Err.Error(); !strings.Contains(msg, "missing values") || !strings.Contains(msg, "undeclared other") {
+		t.Errorf("a's error %q does not name the missing and the undeclared table", msg)
+	}
+	res, err = run(t, memStore(t), compile(t, `
+name: t
+stages:
+  a: {kind: ptest-gen}
+  b: {kind: ptest-liar, needs: [a], with: {fail: true}}
+`))
+	if !errors.Is(err, ErrStageFailed) || res["b"].Status != Failed {
+		t.Fatalf("err %v, b %s; want b failed", err, res["b"].Status)
+	}
+	if msg := res["b"].Err.Error(); !strings.Contains(msg, `reads table "values" from input a but does not declare it`) {
+		t.Errorf("b's error %q does not name the undeclared input table", msg)
+	}
+}
+
+// TestNeedsCheckedAgainstDeclaredInputs checks that Compile rejects a stage whose needs do not
+// make a table its kind requires, or make a table it reads twice, at the needs line.
+func TestNeedsCheckedAgainstDeclaredInputs(t *testing.T) {
+	cases := []struct{ name, src, want string }{
+		{"missing", `
+name: t
+stages:
+  a: {kind: ptest-sum}
+  b:
+    kind: ptest-need
+    needs: [a]
+`, `test.yaml:7: stage b: field needs: kind ptest-need reads table "values", which no stage in needs makes (needs: a); add a stage of kind ptest-ext or ptest-gen or ptest-liar or ptest-noparams or ptest-panic to needs`},
+		{"no needs", `
+name: t
+stages:
+  b: {kind: ptest-need}
+`, `test.yaml:4: stage b: field needs: kind ptest-need reads table "values", which no stage in needs makes (needs: none)`},
+		{"twice", `
+name: t
+stages:
+  a: {kind: ptest-gen}
+  c: {kind: ptest-ext}
+  b:
+    kind: ptest-need
+    needs: [a, c]
+`, `test.yaml:8: stage b: field needs: stages a and c all make table "values", which kind ptest-need reads from one input`},
+	}
+	for _, c := range cases {
+		_, err := compileErr(c.src)
+		if !IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v\nwant an *Error containing %s", c.name, err, c.want)
+		}
+	}
+	// A gather stage may read one table from many instances; a need that makes it is enough.
+	compile(t, `
+name: t
+matrix: {x: [1, 2]}
+stages:
+  a: {kind: ptest-gen, with: {n: "${matrix.x}"}}
+  b: {kind: ptest-need, needs: [a], gather: true}
+`)
 }
 
 func TestParseSet(t *testing.T) {

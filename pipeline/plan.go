@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/kind"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -33,7 +33,7 @@ type Instance struct {
 	Label string
 	// Matrix holds the assignment the label names.
 	Matrix map[string]string
-	Def    stages.Definition
+	Def    kind.Definition
 	// Params is the resolved params struct (defaults filled in), or nil for a kind without
 	// params; CanonParams its canonical JSON form as a map, stored in the manifest.
 	Params      any
@@ -88,229 +88,358 @@ func ParseSet(s string) (Set, error) {
 
 // Compile validates f, applies the overrides and expands the matrix into a plan. Every
 // problem found is returned (joined) once, even when several matrix instances of a stage
-// share it; each is an *Error naming file, stage and field.
+// share it; each is an *Error naming file, line, stage and field.
+//
+// It runs as named steps: apply the --set overrides, check kinds and needs, order the
+// stages, find each stage's matrix variables, then expand every stage into instances
+// (resolve vars, decode params, check the contract, derive the seed, wire the inputs).
 func Compile(f *File, sets []Set) (*Plan, error) {
-	var errs []error
-	seen := map[Error]bool{}
-	fail := func(line int, stage, field, format string, a ...any) {
-		e := Error{File: f.Path, Line: line, Stage: stage, Field: field, Msg: fmt.Sprintf(format, a...)}
-		if !seen[e] {
-			seen[e] = true
-			errs = append(errs, &e)
-		}
-	}
-	vars := make(map[string]any, len(f.Vars))
-	for k, v := range f.Vars {
-		vars[k] = v
-	}
-	byName := map[string]*StageSpec{}
-	for _, s := range f.Stages {
-		byName[s.Name] = s
-	}
-	stageSets := map[string]map[string]any{}
-	matrix := append([]MatrixVar(nil), f.Matrix...)
-	for _, st := range sets {
-		if mv, ok := strings.CutPrefix(st.Name, "matrix."); ok {
-			i := slices.IndexFunc(matrix, func(m MatrixVar) bool { return m.Name == mv })
-			if i < 0 {
-				fail(0, "", "--set "+st.Name, "undefined matrix variable %q", mv)
-				continue
-			}
-			var vals any
-			if err := yaml.Unmarshal([]byte(st.Raw), &vals); err != nil {
-				vals = st.Raw
-			}
-			list, isList := vals.([]any)
-			if !isList {
-				list = []any{vals}
-			}
-			if len(list) == 0 {
-				fail(0, "", "--set "+st.Name, "want a value or a non-empty list [a, b]")
-				continue
-			}
-			matrix[i].Values = list
-			continue
-		}
-		if stage, param, ok := strings.Cut(st.Name, "."); ok {
-			if byName[stage] == nil {
-				fail(0, stage, "--set "+st.Name, "no stage named %q in the DAG", stage)
-				continue
-			}
-			if stageSets[stage] == nil {
-				stageSets[stage] = map[string]any{}
-			}
-			stageSets[stage][param] = st.Value
-			continue
-		}
-		if _, ok := vars[st.Name]; !ok {
-			fail(0, "", "--set "+st.Name, "undefined variable %q (vars: %s)", st.Name, strings.Join(sortedKeys(vars), ", "))
-			continue
-		}
-		vars[st.Name] = st.Value
-	}
-
-	// Kinds and needs.
-	known := strings.Join(stages.Kinds(), ", ")
-	for _, s := range f.Stages {
-		if _, ok := stages.Lookup(s.Kind); !ok {
-			fail(s.fieldLine("kind"), s.Name, "kind", "unknown kind %q (known kinds: %s)", s.Kind, known)
-		}
-		seenNeed := map[string]bool{}
-		for _, n := range s.Needs {
-			if seenNeed[n] {
-				fail(s.fieldLine("needs"), s.Name, "needs", "input stage %q is listed twice", n)
-			}
-			seenNeed[n] = true
-			if byName[n] == nil {
-				fail(s.fieldLine("needs"), s.Name, "needs", "unknown input stage %q", n)
-			} else if n == s.Name {
-				fail(s.fieldLine("needs"), s.Name, "needs", "a stage cannot need itself")
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	c := newCompiler(f)
+	c.applySets(sets)
+	c.checkKindsAndNeeds()
+	if err := c.err(); err != nil {
+		return nil, err
 	}
 	order, err := topoSort(f)
 	if err != nil {
 		return nil, err
 	}
-
-	// Matrix dependencies: direct references, plus those of the inputs unless gathering.
-	matrixIndex := map[string]int{}
-	for i, m := range matrix {
-		matrixIndex[m.Name] = i
+	c.resolveMatrixDeps(order)
+	if err := c.err(); err != nil {
+		return nil, err
 	}
-	deps := map[string]map[string]bool{}
+	for _, s := range order {
+		c.expandStage(s)
+	}
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	return c.plan, nil
+}
+
+// compiler holds Compile's state between its steps.
+type compiler struct {
+	f      *File
+	errs   []error
+	seen   map[Error]bool
+	vars   map[string]any
+	byName map[string]*StageSpec
+	// stageSets holds the --set STAGE.PARAM overrides, by stage and param.
+	stageSets map[string]map[string]any
+	matrix    []MatrixVar
+	// matrixDeps holds, by stage, the matrix variables its instances differ by.
+	matrixDeps map[string]map[string]bool
+	plan       *Plan
+	// instances lists each stage's instances; byLabel finds one by "stage\x00label".
+	instances map[string][]*Instance
+	byLabel   map[string]*Instance
+}
+
+func newCompiler(f *File) *compiler {
+	c := &compiler{f: f, seen: map[Error]bool{}, vars: make(map[string]any, len(f.Vars)),
+		byName: map[string]*StageSpec{}, stageSets: map[string]map[string]any{},
+		matrix: append([]MatrixVar(nil), f.Matrix...), matrixDeps: map[string]map[string]bool{},
+		plan:      &Plan{DAG: f.Name, File: f.Path, Seed: f.Seed},
+		instances: map[string][]*Instance{}, byLabel: map[string]*Instance{}}
+	for k, v := range f.Vars {
+		c.vars[k] = v
+	}
+	for _, s := range f.Stages {
+		c.byName[s.Name] = s
+	}
+	return c
+}
+
+// fail records a validation error once.
+func (c *compiler) fail(line int, stage, field, format string, a ...any) {
+	e := Error{File: c.f.Path, Line: line, Stage: stage, Field: field, Msg: fmt.Sprintf(format, a...)}
+	if !c.seen[e] {
+		c.seen[e] = true
+		c.errs = append(c.errs, &e)
+	}
+}
+
+// err returns the errors recorded so far, joined, or nil.
+func (c *compiler) err() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	return errors.Join(c.errs...)
+}
+
+// applySets applies the --set overrides: matrix.x=V (the values of a matrix variable),
+// STAGE.PARAM=V (a stage param, applied when the stage's params are decoded) and NAME=V (a
+// DAG var).
+func (c *compiler) applySets(sets []Set) {
+	for _, st := range sets {
+		if mv, ok := strings.CutPrefix(st.Name, "matrix."); ok {
+			c.setMatrix(st, mv)
+			continue
+		}
+		if stage, param, ok := strings.Cut(st.Name, "."); ok {
+			if c.byName[stage] == nil {
+				c.fail(0, stage, "--set "+st.Name, "no stage named %q in the DAG", stage)
+				continue
+			}
+			if c.stageSets[stage] == nil {
+				c.stageSets[stage] = map[string]any{}
+			}
+			c.stageSets[stage][param] = st.Value
+			continue
+		}
+		if _, ok := c.vars[st.Name]; !ok {
+			c.fail(0, "", "--set "+st.Name, "undefined variable %q (vars: %s)", st.Name, strings.Join(sortedKeys(c.vars), ", "))
+			continue
+		}
+		c.vars[st.Name] = st.Value
+	}
+}
+
+// setMatrix replaces the values of matrix variable name with st's value or list.
+func (c *compiler) setMatrix(st Set, name string) {
+	i := slices.IndexFunc(c.matrix, func(m MatrixVar) bool { return m.Name == name })
+	if i < 0 {
+		c.fail(0, "", "--set "+st.Name, "undefined matrix variable %q", name)
+		return
+	}
+	var vals any
+	if err := yaml.Unmarshal([]byte(st.Raw), &vals); err != nil {
+		vals = st.Raw
+	}
+	list, isList := vals.([]any)
+	if !isList {
+		list = []any{vals}
+	}
+	if len(list) == 0 {
+		c.fail(0, "", "--set "+st.Name, "want a value or a non-empty list [a, b]")
+		return
+	}
+	c.matrix[i].Values = list
+}
+
+// checkKindsAndNeeds checks that every stage's kind is registered and its needs name other
+// stages of the DAG, once each.
+func (c *compiler) checkKindsAndNeeds() {
+	known := strings.Join(kind.Kinds(), ", ")
+	for _, s := range c.f.Stages {
+		if _, ok := kind.Lookup(s.Kind); !ok {
+			c.fail(s.fieldLine("kind"), s.Name, "kind", "unknown kind %q (known kinds: %s)", s.Kind, known)
+		}
+		seenNeed := map[string]bool{}
+		for _, n := range s.Needs {
+			line := s.fieldLine("needs")
+			switch {
+			case seenNeed[n]:
+				c.fail(line, s.Name, "needs", "input stage %q is listed twice", n)
+			case c.byName[n] == nil:
+				c.fail(line, s.Name, "needs", "unknown input stage %q", n)
+			case n == s.Name:
+				c.fail(line, s.Name, "needs", "a stage cannot need itself")
+			}
+			seenNeed[n] = true
+		}
+	}
+}
+
+// resolveMatrixDeps finds the matrix variables each stage's instances differ by: those its
+// params and seed reference, plus those of its inputs unless it gathers them. It checks
+// every ${var} and ${matrix.var} reference on the way, at the line of the field that
+// holds it.
+func (c *compiler) resolveMatrixDeps(order []*StageSpec) {
+	names := map[string]bool{}
+	for _, m := range c.matrix {
+		names[m.Name] = true
+	}
 	for _, s := range order {
 		d := map[string]bool{}
 		for _, r := range append(refs(s.With), refs(s.Seed)...) {
-			if !r.Matrix {
-				if _, ok := vars[r.Name]; !ok {
-					fail(s.Line, s.Name, refField(s, r), "undefined variable ${%s}", r.Name)
+			field := refField(s, r)
+			line := s.fieldLine(field)
+			switch {
+			case !r.Matrix:
+				if _, ok := c.vars[r.Name]; !ok {
+					c.fail(line, s.Name, field, "undefined variable ${%s}", r.Name)
 				}
-				continue
+			case !names[r.Name]:
+				c.fail(line, s.Name, field, "undefined matrix variable ${matrix.%s}", r.Name)
+			case s.Gather:
+				c.fail(line, s.Name, field, "a gather stage cannot reference ${matrix.%s}: it is one instance over all of them", r.Name)
+			default:
+				d[r.Name] = true
 			}
-			if _, ok := matrixIndex[r.Name]; !ok {
-				fail(s.Line, s.Name, refField(s, r), "undefined matrix variable ${matrix.%s}", r.Name)
-				continue
-			}
-			if s.Gather {
-				fail(s.Line, s.Name, refField(s, r), "a gather stage cannot reference ${matrix.%s}: it is one instance over all of them", r.Name)
-			}
-			d[r.Name] = true
 		}
 		if !s.Gather {
 			for _, n := range s.Needs {
-				for k := range deps[n] {
+				for k := range c.matrixDeps[n] {
 					d[k] = true
 				}
 			}
 		}
-		deps[s.Name] = d
+		c.matrixDeps[s.Name] = d
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
+}
 
-	p := &Plan{DAG: f.Name, File: f.Path, Seed: f.Seed}
-	instances := map[string][]*Instance{}
-	byLabel := map[string]*Instance{} // "stage\x00label"
-	for _, s := range order {
-		def, _ := stages.Lookup(s.Kind)
-		var dims []MatrixVar
-		for _, m := range matrix {
-			if deps[s.Name][m.Name] {
-				dims = append(dims, m)
-			}
+// expandStage adds one instance of s per assignment of the matrix variables it depends on.
+func (c *compiler) expandStage(s *StageSpec) {
+	def, _ := kind.Lookup(s.Kind)
+	var dims []MatrixVar
+	for _, m := range c.matrix {
+		if c.matrixDeps[s.Name][m.Name] {
+			dims = append(dims, m)
 		}
-		for _, assign := range product(dims) {
-			in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}}
-			var labels []string
-			for _, m := range dims {
-				v := fmt.Sprint(assign[m.Name])
-				in.Matrix[m.Name] = v
-				labels = append(labels, m.Name+"="+v)
-			}
-			in.Label = strings.Join(labels, ",")
-			lookup := func(r ref) (any, bool) {
-				if r.Matrix {
-					v, ok := assign[r.Name]
-					return v, ok
-				}
-				v, ok := vars[r.Name]
+	}
+	for _, assign := range product(dims) {
+		in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}}
+		var labels []string
+		for _, m := range dims {
+			v := fmt.Sprint(assign[m.Name])
+			in.Matrix[m.Name] = v
+			labels = append(labels, m.Name+"="+v)
+		}
+		in.Label = strings.Join(labels, ",")
+		lookup := func(r ref) (any, bool) {
+			if r.Matrix {
+				v, ok := assign[r.Name]
 				return v, ok
 			}
-			with, err := substitute(s.With, lookup)
-			if err != nil {
-				fail(s.fieldLine("with"), s.Name, "with", "%v", err)
-				continue
-			}
-			wm := with.(map[string]any)
-			for k, v := range stageSets[s.Name] {
-				wm[k] = v
-			}
-			params, canon, err := decodeParams(def, wm)
-			if err != nil {
-				var pe *paramError
-				if errors.As(err, &pe) {
-					field := "with"
-					if pe.field != "" {
-						field += "." + pe.field // else Validate rejected the params as a whole
-					}
-					line, msg := s.fieldLine(field), pe.msg
-					if v, ok := stageSets[s.Name][pe.field]; ok {
-						field, line = "--set "+s.Name+"."+pe.field, 0
-						if str, ok := v.(string); ok && (strings.HasPrefix(str, "[") || strings.HasPrefix(str, "{")) {
-							msg += " (--set values are YAML scalars; set a list or mapping param in the DAG file)"
-						}
-					}
-					fail(line, s.Name, field, "%s", msg)
-				} else {
-					fail(s.fieldLine("with"), s.Name, "with", "%v", err)
-				}
-				continue
-			}
-			in.Params, in.CanonParams = params, canon
-			base := f.Seed
-			if s.Seed != nil {
-				sv, err := substitute(s.Seed, lookup)
-				if err == nil {
-					base, err = toUint64(sv)
-				}
-				if err != nil {
-					fail(s.fieldLine("seed"), s.Name, "seed", "%v", err)
-					continue
-				}
-			}
-			in.Seed = DeriveSeed(base, s.Name, dims, in.Matrix)
-			for _, n := range s.Needs {
-				if s.Gather {
-					in.Deps = append(in.Deps, instances[n]...)
-					continue
-				}
-				var nl []string
-				for _, m := range matrix {
-					if deps[n][m.Name] {
-						nl = append(nl, m.Name+"="+in.Matrix[m.Name])
-					}
-				}
-				dep := byLabel[n+"\x00"+strings.Join(nl, ",")]
-				if dep == nil { // an upstream instance failed to compile; already reported
-					continue
-				}
-				in.Deps = append(in.Deps, dep)
-			}
-			in.index = len(p.Instances)
-			p.Instances = append(p.Instances, in)
-			instances[s.Name] = append(instances[s.Name], in)
-			byLabel[s.Name+"\x00"+in.Label] = in
+			v, ok := c.vars[r.Name]
+			return v, ok
+		}
+		var ok bool
+		if in.Params, in.CanonParams, ok = c.decodeParams(s, def, lookup); !ok {
+			continue
+		}
+		checkInputs(s, def, in.Params, c.byName, c.fail)
+		if in.Seed, ok = c.deriveSeed(s, dims, in.Matrix, lookup); !ok {
+			continue
+		}
+		c.wireInputs(s, in)
+		in.index = len(c.plan.Instances)
+		c.plan.Instances = append(c.plan.Instances, in)
+		c.instances[s.Name] = append(c.instances[s.Name], in)
+		c.byLabel[s.Name+"\x00"+in.Label] = in
+	}
+}
+
+// decodeParams resolves the vars in s's `with`, applies the --set overrides of s and decodes
+// the result into the kind's params struct. A problem is recorded at the line of the param
+// (or of the --set flag) and reported as ok false.
+func (c *compiler) decodeParams(s *StageSpec, def kind.Definition, lookup func(ref) (any, bool)) (params any, canon map[string]any, ok bool) {
+	with, err := substitute(s.With, lookup)
+	if err != nil {
+		c.fail(s.fieldLine("with"), s.Name, "with", "%v", err)
+		return nil, nil, false
+	}
+	wm := with.(map[string]any)
+	for k, v := range c.stageSets[s.Name] {
+		wm[k] = v
+	}
+	params, canon, err = decodeParams(def, wm)
+	if err == nil {
+		return params, canon, true
+	}
+	var pe *paramError
+	if !errors.As(err, &pe) {
+		c.fail(s.fieldLine("with"), s.Name, "with", "%v", err)
+		return nil, nil, false
+	}
+	field := "with"
+	if pe.field != "" {
+		field += "." + pe.field // else Validate rejected the params as a whole
+	}
+	line, msg := s.fieldLine(field), pe.msg
+	if v, ok := c.stageSets[s.Name][pe.field]; ok {
+		field, line = "--set "+s.Name+"."+pe.field, 0
+		if str, ok := v.(string); ok && (strings.HasPrefix(str, "[") || strings.HasPrefix(str, "{")) {
+			msg += " (--set values are YAML scalars; set a list or mapping param in the DAG file)"
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	c.fail(line, s.Name, field, "%s", msg)
+	return nil, nil, false
+}
+
+// deriveSeed returns the instance's seed: derived from the stage's own seed when it sets one,
+// else from the DAG seed (see DeriveSeed).
+func (c *compiler) deriveSeed(s *StageSpec, dims []MatrixVar, assign map[string]string, lookup func(ref) (any, bool)) (uint64, bool) {
+	base := c.f.Seed
+	if s.Seed != nil {
+		sv, err := substitute(s.Seed, lookup)
+		if err == nil {
+			base, err = toUint64(sv)
+		}
+		if err != nil {
+			c.fail(s.fieldLine("seed"), s.Name, "seed", "%v", err)
+			return 0, false
+		}
 	}
-	return p, nil
+	return DeriveSeed(base, s.Name, dims, assign), true
+}
+
+// wireInputs sets in's Deps: for each stage in needs, the instance with the same values of
+// the matrix variables that stage depends on, or every instance of it when in gathers.
+func (c *compiler) wireInputs(s *StageSpec, in *Instance) {
+	for _, n := range s.Needs {
+		if s.Gather {
+			in.Deps = append(in.Deps, c.instances[n]...)
+			continue
+		}
+		var nl []string
+		for _, m := range c.matrix {
+			if c.matrixDeps[n][m.Name] {
+				nl = append(nl, m.Name+"="+in.Matrix[m.Name])
+			}
+		}
+		dep := c.byLabel[n+"\x00"+strings.Join(nl, ",")]
+		if dep == nil { // an upstream instance failed to compile; already reported
+			continue
+		}
+		in.Deps = append(in.Deps, dep)
+	}
+}
+
+// checkInputs reports, through fail, each table that the stage's kind requires (given its
+// params) but that no stage in its needs declares among its outputs, and each table it reads
+// that several of its needs make when it is not a gather stage (it could not tell which to
+// read). The check uses declarations only, so it runs before anything does.
+func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[string]*StageSpec,
+	fail func(line int, stage, field, format string, a ...any)) {
+	required := slices.Clone(def.Inputs.Required)
+	if r, ok := params.(kind.Requirer); ok {
+		required = append(required, r.RequiredInputs()...)
+	}
+	makers := func(table string) []string {
+		var from []string
+		for _, n := range s.Needs {
+			if nd, ok := kind.Lookup(byName[n].Kind); ok && slices.Contains(nd.Outputs, table) {
+				from = append(from, n)
+			}
+		}
+		return from
+	}
+	needs := strings.Join(s.Needs, ", ")
+	if needs == "" {
+		needs = "none"
+	}
+	for _, table := range required {
+		if len(makers(table)) > 0 {
+			continue
+		}
+		hint := "no registered kind makes it"
+		if ks := kind.Providers(table); len(ks) > 0 {
+			hint = "add a stage of kind " + strings.Join(ks, " or ") + " to needs"
+		}
+		fail(s.fieldLine("needs"), s.Name, "needs", "kind %s reads table %q, which no stage in needs makes (needs: %s); %s",
+			def.Kind, table, needs, hint)
+	}
+	if s.Gather || def.Inputs.Each {
+		return
+	}
+	for _, table := range append(slices.Clone(def.Inputs.Required), def.Inputs.Optional...) {
+		if from := makers(table); len(from) > 1 {
+			fail(s.fieldLine("needs"), s.Name, "needs", "stages %s all make table %q, which kind %s reads from one input; keep one of them in needs",
+				strings.Join(from, " and "), table, def.Kind)
+		}
+	}
 }
 
 // refField names the field in which a stage references r, for error messages.
@@ -445,7 +574,7 @@ func (e *paramError) Error() string { return e.field + ": " + e.msg }
 // decodeParams decodes with into a fresh params struct of def strictly (names are the
 // struct's json tags; an unknown name or a wrong type is an error), validates it, and returns
 // it with its canonical form (a map whose JSON encoding has sorted keys).
-func decodeParams(def stages.Definition, with map[string]any) (any, map[string]any, error) {
+func decodeParams(def kind.Definition, with map[string]any) (any, map[string]any, error) {
 	if def.Params == nil {
 		if len(with) > 0 {
 			k := sortedKeys(with)[0]
@@ -475,7 +604,7 @@ func decodeParams(def stages.Definition, with map[string]any) (any, map[string]a
 			return nil, nil, &paramError{k, err.Error()}
 		}
 	}
-	if v, ok := p.(stages.Validator); ok {
+	if v, ok := p.(kind.Validator); ok {
 		if err := v.Validate(); err != nil {
 			return nil, nil, &paramError{"", err.Error()}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // augmentVersion is the augment stage's code version (part of its cache key).
@@ -44,13 +45,15 @@ type AugmentParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "augment",
 		Version: augmentVersion,
 		Params: func() any {
 			return &AugmentParams{Generators: slices.Clone(augment.Generators), PreviewCount: 4}
 		},
-		Run: runAugment,
+		Inputs:  kind.Inputs{Required: []string{"backbone", "images"}},
+		Outputs: []string{"pseudo"},
+		Run:     runAugment,
 	})
 }
 
@@ -105,34 +108,33 @@ var augmentBackbone = backboneFromTable
 // through the frozen backbone at both scales and writes the pseudo table (stages/TABLES.md).
 // The augmentation runs at the backbone's input size S, as the reference code resizes before
 // augmenting.
-func runAugment(ctx context.Context, env *Env) error {
+func runAugment(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*AugmentParams)
 	if !ok {
-		return fmt.Errorf("stage %s: params are %T, want *AugmentParams", env.Stage, env.Params)
+		return fmt.Errorf("params are %T, want *AugmentParams", env.Params)
 	}
-	fail := func(err error) error { return fmt.Errorf("stage %s (augment): %w", env.Stage, err) }
 
 	bb, err := openBackbone(ctx, env)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	s := bb.Size()
 	ids, normals, err := trainingNormals(ctx, env, s)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if len(normals) < 2 && slices.Contains(p.Generators, "cutmix") {
-		return fail(fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals)))
+		return fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals))
 	}
 	aug := augment.Augmenter{}
 	if p.Source != "" {
 		if aug.Textures, err = loadSource(p.Source, s); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if p.Preview != "" {
 		if err := os.MkdirAll(p.Preview, 0o755); err != nil {
-			return fail(fmt.Errorf("preview: %w", err))
+			return fmt.Errorf("preview: %w", err)
 		}
 	}
 
@@ -152,11 +154,11 @@ func runAugment(ctx context.Context, env *Env) error {
 				rng := rand.New(rand.NewPCG(env.Seed, augmentStream(i, g)))
 				out, err := aug.Apply(g, normals[i], others, rng)
 				if err != nil {
-					return fail(fmt.Errorf("image %s: %w", ids[i], err))
+					return fmt.Errorf("image %s: %w", ids[i], err)
 				}
 				if p.Preview != "" && i < p.PreviewCount {
 					if err := writePreview(p.Preview, ids[i], g, out); err != nil {
-						return fail(err)
+						return err
 					}
 				}
 				batch = append(batch, out)
@@ -167,13 +169,13 @@ func runAugment(ctx context.Context, env *Env) error {
 		}
 		err := rows.add(ctx, bb, batchID, batch, perImage{Name: "source", Values: batchSrc}, perImage{Name: "generator", Values: batchGen})
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		env.Progress(hi*len(p.Generators), total)
 	}
 	rec, err := rows.table()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",
@@ -191,8 +193,8 @@ func augmentStream(i int, g string) uint64 {
 }
 
 // openBackbone reads the backbone table of the input that has one.
-func openBackbone(ctx context.Context, env *Env) (backbone.Backbone, error) {
-	in, err := singleInputWith(env, "backbone")
+func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, error) {
+	in, err := env.With("backbone")
 	if err != nil {
 		return nil, err
 	}
@@ -210,8 +212,8 @@ func openBackbone(ctx context.Context, env *Env) (backbone.Backbone, error) {
 
 // trainingNormals decodes the training normals (split train, label 0) of the images input,
 // in table order, resized to s x s.
-func trainingNormals(ctx context.Context, env *Env, s int) ([]string, []imgs.Image, error) {
-	in, err := singleInputWith(env, "images")
+func trainingNormals(ctx context.Context, env *kind.Env, s int) ([]string, []imgs.Image, error) {
+	in, err := env.With("images")
 	if err != nil {
 		return nil, nil, err
 	}

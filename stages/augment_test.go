@@ -17,6 +17,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // pixelBackbone is a stand-in backbone whose feature maps are the (resized) images
@@ -40,7 +41,7 @@ func (b pixelBackbone) Extract(ctx context.Context, images []imgs.Image) ([]fmap
 
 // augmentEnv runs ingest on a small tree and returns an augment env whose inputs are that
 // images table and a (placeholder) backbone table, with the stand-in backbone installed.
-func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *Env {
+func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *kind.Env {
 	t.Helper()
 	old := augmentBackbone
 	augmentBackbone = func(arrow.RecordBatch) (backbone.Backbone, error) { return pixelBackbone{size: 16}, nil }
@@ -54,7 +55,7 @@ func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *Env {
 }
 
 // augmentEnvWith is augmentEnv with a given backbone table (and augmentBackbone as it is).
-func augmentEnvWith(t *testing.T, p *AugmentParams, seed uint64, bbTable arrow.RecordBatch) *Env {
+func augmentEnvWith(t *testing.T, p *AugmentParams, seed uint64, bbTable arrow.RecordBatch) *kind.Env {
 	t.Helper()
 	root := writeMVTecTree(t, map[string]int{"train/good": 5, "test/good": 2, "test/crack": 3, "test/hole": 3})
 	ing, err := runIngestFor(t, ingestParams(func(ip *IngestParams) { ip.Format, ip.Root, ip.Anomalies = "mvtec", root, 2 }), 1)
@@ -68,9 +69,9 @@ func augmentEnvWith(t *testing.T, p *AugmentParams, seed uint64, bbTable arrow.R
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{
+	return &kind.Env{
 		Stage: "augment", Params: p, Seed: seed, Log: &bytes.Buffer{}, Progress: func(int, int) {},
-		Inputs: []Input{
+		Inputs: []kind.Input{
 			{Stage: "ingest", Outputs: []string{"images"}, Open: open(images)},
 			{Stage: "features", Outputs: []string{"backbone", "features"}, Open: open(bbTable)},
 		},
@@ -78,7 +79,7 @@ func augmentEnvWith(t *testing.T, p *AugmentParams, seed uint64, bbTable arrow.R
 }
 
 func augmentParams(change func(p *AugmentParams)) *AugmentParams {
-	d, _ := Lookup("augment")
+	d, _ := lookup("augment")
 	p := d.Params().(*AugmentParams)
 	change(p)
 	return p
@@ -90,7 +91,7 @@ type pseudoRows struct {
 	values       [][]float32
 }
 
-func readPseudo(t *testing.T, env *Env) pseudoRows {
+func readPseudo(t *testing.T, env *kind.Env) pseudoRows {
 	t.Helper()
 	rec, ok := env.Outputs()["pseudo"]
 	if !ok {

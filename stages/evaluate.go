@@ -8,6 +8,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // evaluateVersion is the evaluate stage's code version (part of its cache key).
@@ -18,10 +19,12 @@ const evaluateVersion = 1
 type EvaluateParams struct{}
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "evaluate",
 		Version: evaluateVersion,
 		Params:  func() any { return &EvaluateParams{} },
+		Inputs:  kind.Inputs{Required: []string{"scores"}},
+		Outputs: []string{"metrics", "roc"},
 		Run:     runEvaluate,
 	})
 }
@@ -29,14 +32,14 @@ func init() {
 // runEvaluate reads the scores of the single upstream score instance and writes the metrics
 // table (auroc and auprc for class "all" and for every anomaly class, each against all test
 // normals) and the ROC points of the same classes (stages/TABLES.md).
-func runEvaluate(ctx context.Context, env *Env) error {
-	in, err := singleInputWith(env, "scores")
+func runEvaluate(ctx context.Context, env *kind.Env) error {
+	in, err := env.With("scores")
 	if err != nil {
 		return err
 	}
 	rec, err := in.Open(ctx, "scores")
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -44,7 +47,7 @@ func runEvaluate(ctx context.Context, env *Env) error {
 	classes, err3 := artifacts.StringCol(rec, "class")
 	scores, err4 := artifacts.Float64Col(rec, "score")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("stage %s: input %s scores: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s scores: %w", in.Stage, err)
 	}
 	labels := make([]int, len(labels64))
 	for i, l := range labels64 {
@@ -52,7 +55,7 @@ func runEvaluate(ctx context.Context, env *Env) error {
 	}
 	results, err := metrics.ByClass(scores, labels, classes)
 	if err != nil {
-		return fmt.Errorf("stage %s: %d scored images from %s: %w", env.Stage, len(ids), in.Stage, err)
+		return fmt.Errorf("%d scored images from %s: %w", len(ids), in.Stage, err)
 	}
 	var mName, mClass []string
 	var mValue []float64
@@ -63,7 +66,7 @@ func runEvaluate(ctx context.Context, env *Env) error {
 	}
 	mt, err := artifacts.NewTable(artifacts.Strings("metric", mName), artifacts.Strings("class", mClass), artifacts.Float64s("value", mValue))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	meta := metaOf(rec, modelMethodKey, modelHeadKey)
 	env.Output("metrics", withMeta(mt, meta))
@@ -81,7 +84,7 @@ func runEvaluate(ctx context.Context, env *Env) error {
 		}
 		c, err := metrics.ROC(s, pos)
 		if err != nil {
-			return fmt.Errorf("stage %s: roc of class %q: %w", env.Stage, r.Class, err)
+			return fmt.Errorf("roc of class %q: %w", r.Class, err)
 		}
 		for range c.FPR {
 			rClass = append(rClass, r.Class)
@@ -93,34 +96,12 @@ func runEvaluate(ctx context.Context, env *Env) error {
 	rt, err := artifacts.NewTable(artifacts.Strings("class", rClass), artifacts.Float64s("fpr", fpr),
 		artifacts.Float64s("tpr", tpr), artifacts.Float64s("threshold", thr))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("roc", withMeta(rt, meta))
 	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
 		env.Stage, results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
 	return nil
-}
-
-// singleInputWith returns the one upstream instance that has the named output, so a stage
-// does not depend on what its upstream stage is called in the DAG.
-func singleInputWith(env *Env, output string) (*Input, error) {
-	var found *Input
-	for i := range env.Inputs {
-		if hasOutput(env.Inputs[i], output) {
-			if found != nil {
-				return nil, fmt.Errorf("stage %s: inputs %s and %s both have a %q output; want one", env.Stage, found.Stage, env.Inputs[i].Stage, output)
-			}
-			found = &env.Inputs[i]
-		}
-	}
-	if found == nil {
-		var names []string
-		for _, in := range env.Inputs {
-			names = append(names, in.Stage)
-		}
-		return nil, fmt.Errorf("stage %s: no input has a %q output (inputs: %v); add the stage that makes it to needs", env.Stage, output, names)
-	}
-	return found, nil
 }
 
 // metaOf returns the values of the given schema metadata keys that rec carries.

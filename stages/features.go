@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // featuresVersion is the features stage's code version (part of its cache key). 2: the
@@ -61,7 +62,7 @@ type FeaturesParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "features",
 		Version: featuresVersion,
 		Params: func() any {
@@ -71,7 +72,9 @@ func init() {
 				Generators: append([]string(nil), augment.Generators...),
 			}
 		},
-		Run: runFeatures,
+		Inputs:  kind.Inputs{Required: []string{"images"}},
+		Outputs: []string{"backbone", "features"},
+		Run:     runFeatures,
 	})
 }
 
@@ -147,15 +150,15 @@ func (p *FeaturesParams) Fingerprint(ctx context.Context) (string, error) {
 
 // runFeatures builds the backbone (loads resnet18, or trains the convnet on the training
 // split) and extracts every image's maps at both scales.
-func runFeatures(ctx context.Context, env *Env) error {
+func runFeatures(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*FeaturesParams)
-	in, err := singleInputWith(env, "images")
+	in, err := env.With("images")
 	if err != nil {
 		return err
 	}
 	rec, err := in.Open(ctx, "images")
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -163,12 +166,12 @@ func runFeatures(ctx context.Context, env *Env) error {
 	label, err3 := artifacts.Int64Col(rec, "label")
 	data, err4 := artifacts.BinaryCol(rec, "bytes")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	decode := func(i int) (imgs.Image, error) {
 		im, err := imgs.Decode(data[i])
 		if err != nil {
-			return imgs.Image{}, fmt.Errorf("stage %s: input %s images: id %q: %w", env.Stage, in.Stage, ids[i], err)
+			return imgs.Image{}, fmt.Errorf("input %s images: id %q: %w", in.Stage, ids[i], err)
 		}
 		return im, nil
 	}
@@ -186,7 +189,7 @@ func runFeatures(ctx context.Context, env *Env) error {
 	case backbone.ResNet18Name:
 		r, err := backbone.LoadResNet18(p.Weights, p.Size)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		bb = r
 	case backbone.ConvNetName:
@@ -216,7 +219,7 @@ func runFeatures(ctx context.Context, env *Env) error {
 		}
 		net, losses, err := backbone.TrainConvNet(ctx, cfg, normals, anomalies)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		for ep, l := range losses {
 			fmt.Fprintf(env.Log, "%s: convnet epoch %d loss %.4f\n", env.Stage, ep, l)
@@ -238,18 +241,18 @@ func runFeatures(ctx context.Context, env *Env) error {
 			batch = append(batch, im)
 		}
 		if err := rows.add(ctx, bb, ids[lo:hi], batch); err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		env.Progress(trainSteps+c+1, total)
 	}
 	feats, err := rows.table()
 	if err != nil {
-		return fmt.Errorf("stage %s: features: %w", env.Stage, err)
+		return fmt.Errorf("features: %w", err)
 	}
 	bt, err := backboneTable(bb)
 	if err != nil {
 		feats.Release()
-		return fmt.Errorf("stage %s: backbone: %w", env.Stage, err)
+		return fmt.Errorf("backbone: %w", err)
 	}
 	env.Output("backbone", bt)
 	env.Output("features", feats)

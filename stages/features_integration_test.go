@@ -15,6 +15,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // TestFeaturesConvNetHeadCT trains the convnet base model on HeadCT (general protocol, M = 10)
@@ -42,11 +43,11 @@ func convNetOnDataset(t *testing.T, dataset string, minHead, minKNN float64) {
 	}
 	images := env.Outputs()["images"]
 	in := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images})
-	d, _ := Lookup("features")
+	d, _ := lookup("features")
 	p := d.Params().(*FeaturesParams)
 	var log bytes.Buffer
 	start := time.Now()
-	fenv := &Env{Stage: "features", Params: p, Seed: 1, Inputs: []Input{in}, Log: &log, Progress: func(int, int) {}}
+	fenv := &kind.Env{Stage: "features", Params: p, Seed: 1, Inputs: []kind.Input{in}, Log: &log, Progress: func(int, int) {}}
 	if err := runFeatures(t.Context(), fenv); err != nil {
 		t.Fatal(err)
 	}

@@ -73,16 +73,16 @@ func pngImagesTable(t *testing.T, seed uint64) (arrow.RecordBatch, []imgs.Image)
 }
 
 func smallConvNetParams() *FeaturesParams {
-	d, _ := Lookup("features")
+	d, _ := lookup("features")
 	p := d.Params().(*FeaturesParams)
 	p.Size, p.Channels, p.Epochs, p.Steps, p.Batch = 16, []int{4, 8}, 2, 3, 6
 	return p
 }
 
-func mustDefaults[T any](t *testing.T, kind string) T {
-	d, ok := Lookup(kind)
+func mustDefaults[T any](t *testing.T, k string) T {
+	d, ok := lookup(k)
 	if !ok {
-		t.Fatalf("kind %q not registered", kind)
+		t.Fatalf("kind %q not registered", k)
 	}
 	return d.Params().(T)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // hadgVersion is the hadg stage's code version (part of its cache key).
@@ -42,10 +43,12 @@ func (p *HADGParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "hadg",
 		Version: hadgVersion,
 		Params:  func() any { return &HADGParams{T: 7} },
+		Inputs:  kind.Inputs{Required: []string{"images"}, Optional: []string{"assignments", "pseudo"}},
+		Outputs: []string{"tasks"},
 		Run:     runHADG,
 	})
 }
@@ -53,7 +56,7 @@ func init() {
 // runHADG builds the T tasks from the training normals and seen anomalies (ingest images),
 // the normals' clusters (kmeans assignments; without a clusters input every task is
 // holistic) and the pseudo anomalies (augment pseudo; without it the tasks hold none).
-func runHADG(ctx context.Context, env *Env) error {
+func runHADG(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*HADGParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
@@ -61,20 +64,20 @@ func runHADG(ctx context.Context, env *Env) error {
 	}
 	in := hadg.Input{Normals: imgs.trainNormals(), Anomalies: imgs.trainAnomalies(), Tasks: p.T}
 
-	if hasInputWith(env, "assignments") {
-		asg, err := singleInputWith(env, "assignments")
+	if env.Has("assignments") {
+		asg, err := env.With("assignments")
 		if err != nil {
 			return err
 		}
 		rec, err := asg.Open(ctx, "assignments")
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s assignments: %w", env.Stage, asg.Stage, err)
+			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
 		}
 		ids, err1 := artifacts.StringCol(rec, "id")
 		cl, err2 := artifacts.Int64Col(rec, "cluster")
 		if err := firstErr(err1, err2); err != nil {
 			rec.Release()
-			return fmt.Errorf("stage %s: input %s assignments: %w", env.Stage, asg.Stage, err)
+			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
 		}
 		byID := make(map[string]int, len(ids))
 		for i, id := range ids {
@@ -84,7 +87,7 @@ func runHADG(ctx context.Context, env *Env) error {
 		normal := setOf(in.Normals)
 		for id := range byID {
 			if !normal[id] {
-				return fmt.Errorf("stage %s: input %s assigns %q to a cluster, but it is not a training normal of the images table", env.Stage, asg.Stage, id)
+				return fmt.Errorf("input %s assigns %q to a cluster, but it is not a training normal of the images table", asg.Stage, id)
 			}
 		}
 		in.Clusters = make([]int, len(in.Normals))
@@ -97,21 +100,21 @@ func runHADG(ctx context.Context, env *Env) error {
 		}
 	}
 
-	if hasInputWith(env, "pseudo") {
-		ps, err := singleInputWith(env, "pseudo")
+	if env.Has("pseudo") {
+		ps, err := env.With("pseudo")
 		if err != nil {
 			return err
 		}
 		rec, err := ps.Open(ctx, "pseudo")
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
 		}
 		ids, err1 := artifacts.StringCol(rec, "id")
 		src, err2 := artifacts.StringCol(rec, "source")
 		gen, err3 := artifacts.StringCol(rec, "generator")
 		if err := firstErr(err1, err2, err3); err != nil {
 			rec.Release()
-			return fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
 		}
 		// The table has one row per scale; keep each pseudo anomaly once. The kept strings
 		// are cloned: they alias the table's blob, which holds every pseudo anomaly's maps.
@@ -130,12 +133,12 @@ func runHADG(ctx context.Context, env *Env) error {
 		rec.Release() // after the clones: ids, src and gen alias its memory
 		in.PseudoID, err = hadg.PseudoLookup(uid, usrc, ugen)
 		if err != nil {
-			return fmt.Errorf("stage %s: input %s: %w", env.Stage, ps.Stage, err)
+			return fmt.Errorf("input %s: %w", ps.Stage, err)
 		}
 		if len(p.Generators) > 0 {
 			for _, g := range p.Generators {
 				if !gens[g] {
-					return fmt.Errorf("stage %s: generators: %q is not in the pseudo table (has %v)", env.Stage, g, sortedStrings(gens))
+					return fmt.Errorf("generators: %q is not in the pseudo table (has %v)", g, sortedStrings(gens))
 				}
 			}
 			in.Generators = append([]string(nil), p.Generators...)
@@ -143,32 +146,22 @@ func runHADG(ctx context.Context, env *Env) error {
 			in.Generators = sortedStrings(gens)
 		}
 	} else if len(p.Generators) > 0 {
-		return fmt.Errorf("stage %s: generators %v given but no input has a pseudo output (add the augment stage to needs)", env.Stage, p.Generators)
+		return fmt.Errorf("generators %v given but no input has a pseudo output (add the augment stage to needs)", p.Generators)
 	}
 
 	samples, rep, err := hadg.Build(in, rand.New(rand.NewPCG(env.Seed, 0)))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	for _, l := range rep.Lines() {
 		fmt.Fprintln(env.Log, l)
 	}
 	rec, err := tasksTable(samples)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("tasks", rec)
 	return nil
-}
-
-// hasInputWith reports whether some upstream instance has the named output.
-func hasInputWith(env *Env, output string) bool {
-	for _, in := range env.Inputs {
-		if hasOutput(in, output) {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedStrings(m map[string]bool) []string {
@@ -184,13 +177,13 @@ func sortedStrings(m map[string]bool) []string {
 func tasksTable(samples []hadg.Sample) (arrow.RecordBatch, error) {
 	n := len(samples)
 	task, label := make([]int64, n), make([]int64, n)
-	role, id, kind, gen := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	role, id, kinds, gen := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, s := range samples {
 		task[i], label[i] = int64(s.Task), int64(s.Label)
-		role[i], id[i], kind[i], gen[i] = string(s.Role), s.ID, string(s.Kind), s.Generator
+		role[i], id[i], kinds[i], gen[i] = string(s.Role), s.ID, string(s.Kind), s.Generator
 	}
 	return artifacts.NewTable(artifacts.Int64s("task", task), artifacts.Strings("role", role), artifacts.Strings("id", id),
-		artifacts.Int64s("label", label), artifacts.Strings("kind", kind), artifacts.Strings("generator", gen))
+		artifacts.Int64s("label", label), artifacts.Strings("kind", kinds), artifacts.Strings("generator", gen))
 }
 
 // readTasks reads a tasks table back into samples, checking roles, labels and kinds.
@@ -199,14 +192,14 @@ func readTasks(rec arrow.RecordBatch) ([]hadg.Sample, error) {
 	role, err2 := artifacts.StringCol(rec, "role")
 	id, err3 := artifacts.StringCol(rec, "id")
 	label, err4 := artifacts.Int64Col(rec, "label")
-	kind, err5 := artifacts.StringCol(rec, "kind")
+	kinds, err5 := artifacts.StringCol(rec, "kind")
 	gen, err6 := artifacts.StringCol(rec, "generator")
 	if err := firstErr(err1, err2, err3, err4, err5, err6); err != nil {
 		return nil, err
 	}
 	out := make([]hadg.Sample, len(task))
 	for i := range out {
-		s := hadg.Sample{Task: int(task[i]), Role: hadg.Role(role[i]), ID: id[i], Label: int(label[i]), Kind: hadg.Kind(kind[i]), Generator: gen[i]}
+		s := hadg.Sample{Task: int(task[i]), Role: hadg.Role(role[i]), ID: id[i], Label: int(label[i]), Kind: hadg.Kind(kinds[i]), Generator: gen[i]}
 		if s.Task < 0 || (s.Role != hadg.Support && s.Role != hadg.Query) || s.Label < 0 || s.Label > 2 || s.ID == "" {
 			return nil, fmt.Errorf("row %d: task %d role %q id %q label %d: want task >= 0, role support or query, label 0, 1 or 2", i, s.Task, s.Role, s.ID, s.Label)
 		}

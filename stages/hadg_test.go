@@ -8,12 +8,13 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 var testGenerators = []string{"cutmix", "cutpaste", "draem"}
 
 // hadgInputs returns ingest, clusters and augment inputs over clusteredSet.
-func hadgInputs(t *testing.T) (ins []Input, normals []string, assignments arrow.RecordBatch) {
+func hadgInputs(t *testing.T) (ins []kind.Input, normals []string, assignments arrow.RecordBatch) {
 	images, features, normals := clusteredSet(t)
 	ingest := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images})
 	feat := memInput("features", "", nil, map[string]arrow.RecordBatch{"features": features})
@@ -25,7 +26,7 @@ func hadgInputs(t *testing.T) (ins []Input, normals []string, assignments arrow.
 		}
 	}
 	pseudo := mapsTableT(t, pids, 3, func(string, int, int) float32 { return 5 }, true)
-	return []Input{
+	return []kind.Input{
 		memInput("clusters", "", nil, km),
 		ingest,
 		memInput("augment", "", nil, map[string]arrow.RecordBatch{"pseudo": pseudo}),

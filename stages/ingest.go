@@ -11,6 +11,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/dataset"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // ingestVersion is the ingest stage's code version (part of its cache key).
@@ -46,13 +47,14 @@ type IngestParams struct {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "ingest",
 		Version: ingestVersion,
 		Params: func() any {
 			return &IngestParams{Format: FormatEmbedded, Protocol: dataset.General, Anomalies: 10, NormalTestFraction: 0.25}
 		},
-		Run: runIngest,
+		Outputs: []string{"images"},
+		Run:     runIngest,
 	})
 }
 
@@ -133,25 +135,24 @@ func (p *IngestParams) open() (dataset.Pool, error) {
 // runIngest lists the dataset, applies the protocol with the stage's seed, reads and decodes
 // every chosen image (a corrupt one fails the stage, naming the file) and writes the images
 // table with the encoded bytes, so no later stage reads the disk (stages/TABLES.md).
-func runIngest(ctx context.Context, env *Env) error {
+func runIngest(ctx context.Context, env *kind.Env) error {
 	p, ok := env.Params.(*IngestParams)
 	if !ok {
-		return fmt.Errorf("stage %s: params are %T, want *IngestParams", env.Stage, env.Params)
+		return fmt.Errorf("params are %T, want *IngestParams", env.Params)
 	}
-	fail := func(err error) error { return fmt.Errorf("stage %s (ingest): %w", env.Stage, err) }
 	pool, err := p.open()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	items, err := dataset.Protocol{
 		Name: p.Protocol, SeenClass: p.SeenClass, Anomalies: p.Anomalies, NormalTestFraction: p.NormalTestFraction,
 	}.Assign(pool, env.Seed)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	data, err := readImages(ctx, env, pool, items)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	n := len(items)
 	ids, splits, classes := make([]string, n), make([]string, n), make([]string, n)
@@ -163,7 +164,7 @@ func runIngest(ctx context.Context, env *Env) error {
 		artifacts.Strings("id", ids), artifacts.Strings("split", splits), artifacts.Int64s("label", labels),
 		artifacts.Strings("class", classes), artifacts.Binaries("bytes", data))
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %s, protocol %s, M = %d: %s\n", env.Stage, pool.Name, p.Protocol, p.Anomalies, summarize(items))
@@ -174,7 +175,7 @@ func runIngest(ctx context.Context, env *Env) error {
 
 // readImages reads the bytes of every item and decodes them once, in parallel, to catch
 // corrupt files here rather than in a later stage.
-func readImages(ctx context.Context, env *Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
+func readImages(ctx context.Context, env *kind.Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
 	data := make([][]byte, len(items))
 	errs := make([]error, len(items))
 	next := make(chan int)

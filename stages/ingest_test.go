@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // writeMVTecTree writes 8 x 8 grey PNGs in the MVTec layout under a temporary root; counts
@@ -44,24 +45,24 @@ var ingestTree = map[string]int{"train/good": 12, "test/good": 4, "test/crack": 
 
 // ingestParams returns defaults with the changes applied.
 func ingestParams(change func(p *IngestParams)) *IngestParams {
-	d, _ := Lookup("ingest")
+	d, _ := lookup("ingest")
 	p := d.Params().(*IngestParams)
 	change(p)
 	return p
 }
 
 // runIngestFor validates p and runs the stage, returning the env.
-func runIngestFor(t *testing.T, p *IngestParams, seed uint64) (*Env, error) {
+func runIngestFor(t *testing.T, p *IngestParams, seed uint64) (*kind.Env, error) {
 	t.Helper()
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	env := &Env{Stage: "ingest", Params: p, Seed: seed, Log: &bytes.Buffer{}, Progress: func(int, int) {}}
+	env := &kind.Env{Stage: "ingest", Params: p, Seed: seed, Log: &bytes.Buffer{}, Progress: func(int, int) {}}
 	return env, runIngest(context.Background(), env)
 }
 
 // imagesCounts reads the images table and counts rows per "split/class/label".
-func imagesCounts(t *testing.T, env *Env) (map[string]int, [][]byte, []string) {
+func imagesCounts(t *testing.T, env *kind.Env) (map[string]int, [][]byte, []string) {
 	t.Helper()
 	rec, ok := env.Outputs()["images"]
 	if !ok {

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/kmeans"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // kmeansVersion is the kmeans stage's code version (part of its cache key).
@@ -44,20 +46,22 @@ func (p *KMeansParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "kmeans",
 		Version: kmeansVersion,
 		Params: func() any {
 			return &KMeansParams{K: 3, Restarts: kmeans.DefaultRestarts, Features: string(kmeans.Pooled)}
 		},
-		Run: runKMeans,
+		Inputs:  kind.Inputs{Required: []string{"images", "features"}},
+		Outputs: []string{"assignments", "centroids"},
+		Run:     runKMeans,
 	})
 }
 
 // runKMeans clusters the training normals (split train, label 0 in the ingest images table)
 // by their features and writes their assignments (members of dropped clusters are absent)
 // and the kept clusters' centroids.
-func runKMeans(ctx context.Context, env *Env) error {
+func runKMeans(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*KMeansParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
@@ -65,25 +69,25 @@ func runKMeans(ctx context.Context, env *Env) error {
 	}
 	normals := imgs.trainNormals()
 	if len(normals) == 0 {
-		return fmt.Errorf("stage %s: the images table has no training normals to cluster", env.Stage)
+		return errors.New("the images table has no training normals to cluster")
 	}
 	set, err := loadMapSet(ctx, env, "features", setOf(normals))
 	if err != nil {
 		return err
 	}
 	if set.Len() != len(normals) {
-		return fmt.Errorf("stage %s: features cover %d of the %d training normals", env.Stage, set.Len(), len(normals))
+		return fmt.Errorf("features cover %d of the %d training normals", set.Len(), len(normals))
 	}
 	if p.K > set.Len() {
-		return fmt.Errorf("stage %s: k = %d clusters but only %d training normals", env.Stage, p.K, set.Len())
+		return fmt.Errorf("k = %d clusters but only %d training normals", p.K, set.Len())
 	}
 	x, err := kmeans.Features(set.Scales, kmeans.Mode(p.Features))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	res, err := kmeans.Fit(x, p.K, p.Restarts, rand.New(rand.NewPCG(env.Seed, 0)))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	var ids []string
 	var cl []int64
@@ -100,7 +104,7 @@ func runKMeans(ctx context.Context, env *Env) error {
 	fmt.Fprintf(env.Log, "%s: %d normals in %d clusters of sizes %v (inertia %.4g)\n", env.Stage, set.Len(), len(res.Sizes), res.Sizes, res.Inertia)
 	asg, err := artifacts.NewTable(artifacts.Strings("id", ids), artifacts.Int64s("cluster", cl))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("assignments", asg)
 	cIDs := make([]int64, res.Centroids.N)
@@ -111,7 +115,7 @@ func runKMeans(ctx context.Context, env *Env) error {
 	}
 	cen, err := artifacts.NewTable(artifacts.Int64s("cluster", cIDs), artifacts.Float32Lists("values", cVals))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("centroids", cen)
 	return nil
@@ -129,7 +133,7 @@ type imageIndex struct {
 
 // loadImageIndex reads the images table of the one upstream instance that has an `images`
 // output (the ingest stage).
-func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
+func loadImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
 	x, err := readImageIndex(ctx, env)
 	if err != nil {
 		return nil, err
@@ -141,14 +145,14 @@ func loadImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 }
 
 // readImageIndex is loadImageIndex's reader; the index holds copies, not the table's memory.
-func readImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
-	in, err := singleInputWith(env, "images")
+func readImageIndex(ctx context.Context, env *kind.Env) (*imageIndex, error) {
+	in, err := env.With("images")
 	if err != nil {
 		return nil, err
 	}
 	rec, err := in.Open(ctx, "images")
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return nil, fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	defer rec.Release()
 	ids, err1 := artifacts.StringCol(rec, "id")
@@ -156,7 +160,7 @@ func readImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 	label, err3 := artifacts.Int64Col(rec, "label")
 	class, err4 := artifacts.StringCol(rec, "class")
 	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return nil, fmt.Errorf("stage %s: input %s images: %w", env.Stage, in.Stage, err)
+		return nil, fmt.Errorf("input %s images: %w", in.Stage, err)
 	}
 	// The strings are cloned: arrow's strings alias the table's blob, which holds every
 	// image's PNG bytes, and the index outlives the record.
@@ -166,13 +170,13 @@ func readImageIndex(ctx context.Context, env *Env) (*imageIndex, error) {
 	x := &imageIndex{IDs: ids, Split: split, Label: append([]int64(nil), label...), Class: class, byID: make(map[string]int, len(ids))}
 	for i, id := range ids {
 		if _, dup := x.byID[id]; dup {
-			return nil, fmt.Errorf("stage %s: input %s images: duplicate id %q", env.Stage, in.Stage, id)
+			return nil, fmt.Errorf("input %s images: duplicate id %q", in.Stage, id)
 		}
 		if split[i] != "train" && split[i] != "test" {
-			return nil, fmt.Errorf("stage %s: input %s images: id %q has split %q, want train or test", env.Stage, in.Stage, id, split[i])
+			return nil, fmt.Errorf("input %s images: id %q has split %q, want train or test", in.Stage, id, split[i])
 		}
 		if label[i] != 0 && label[i] != 1 {
-			return nil, fmt.Errorf("stage %s: input %s images: id %q has label %d, want 0 or 1", env.Stage, in.Stage, id, label[i])
+			return nil, fmt.Errorf("input %s images: id %q has label %d, want 0 or 1", in.Stage, id, label[i])
 		}
 		x.byID[id] = i
 	}
@@ -217,19 +221,19 @@ func setOf(ids []string) map[string]bool {
 // Only ids in keep are read (all when keep is nil); rows are in the table's order of first
 // appearance, scales in increasing order. The maps and ids are copied out of the table, so
 // the set does not keep the table's blob alive.
-func loadMapSet(ctx context.Context, env *Env, output string, keep map[string]bool) (fmap.Set, error) {
-	in, err := singleInputWith(env, output)
+func loadMapSet(ctx context.Context, env *kind.Env, output string, keep map[string]bool) (fmap.Set, error) {
+	in, err := env.With(output)
 	if err != nil {
 		return fmap.Set{}, err
 	}
 	rec, err := in.Open(ctx, output)
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: input %s %s: %w", env.Stage, in.Stage, output, err)
+		return fmap.Set{}, fmt.Errorf("input %s %s: %w", in.Stage, output, err)
 	}
 	defer rec.Release()
 	set, err := mapSetFromTable(rec, keep)
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: input %s %s: %w", env.Stage, in.Stage, output, err)
+		return fmap.Set{}, fmt.Errorf("input %s %s: %w", in.Stage, output, err)
 	}
 	return set, nil
 }

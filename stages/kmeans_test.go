@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // testImage is one row of a hand-built ingest images table.
@@ -114,7 +115,7 @@ func clusteredSet(t *testing.T) (images, features arrow.RecordBatch, normals []s
 
 func TestKMeansClustersTrainingNormalsOnly(t *testing.T) {
 	images, features, normals := clusteredSet(t)
-	ins := []Input{
+	ins := []kind.Input{
 		memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images}),
 		memInput("features", "", nil, map[string]arrow.RecordBatch{"features": features, "backbone": features}),
 	}
@@ -148,7 +149,7 @@ func TestKMeansClustersTrainingNormalsOnly(t *testing.T) {
 
 func TestKMeansErrors(t *testing.T) {
 	images, features, _ := clusteredSet(t)
-	ins := []Input{
+	ins := []kind.Input{
 		memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images}),
 		memInput("features", "", nil, map[string]arrow.RecordBatch{"features": features}),
 	}
@@ -232,7 +233,7 @@ func TestReadersCopyOutOfTheBlob(t *testing.T) {
 	if ids, _ := artifacts.StringCol(imgRec, "id"); !inBlob(ids[0], imgBlob) {
 		t.Fatal("the decoded table's strings do not alias its blob: this test checks nothing")
 	}
-	env := &Env{Stage: "kmeans", Inputs: []Input{memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": imgRec})}}
+	env := &kind.Env{Stage: "kmeans", Inputs: []kind.Input{memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": imgRec})}}
 	x, err := loadImageIndex(context.Background(), env)
 	if err != nil {
 		t.Fatal(err)

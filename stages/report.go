@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
@@ -51,13 +52,15 @@ func (p *ReportParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "report",
 		Version: reportVersion,
 		Params: func() any {
 			return &ReportParams{Replicates: []string{"seed"}, MethodKey: "method"}
 		},
-		Run: runReport,
+		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log"}, Each: true},
+		Outputs: []string{"results", "roc", "log"},
+		Run:     runReport,
 	})
 }
 
@@ -108,9 +111,6 @@ func reportLabels(p *ReportParams, matrix map[string]string) (setting, method, r
 	return setting, method, strings.Join(rep, " ")
 }
 
-// hasOutput reports whether an upstream instance produces the named output.
-func hasOutput(in Input, name string) bool { return slices.Contains(in.Outputs, name) }
-
 // schemaMeta returns a schema metadata value, or "".
 func schemaMeta(rec arrow.RecordBatch, key string) string {
 	md := rec.Schema().Metadata()
@@ -120,7 +120,7 @@ func schemaMeta(rec arrow.RecordBatch, key string) string {
 	return ""
 }
 
-func runReport(ctx context.Context, env *Env) error {
+func runReport(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ReportParams)
 	type key struct{ setting, method, class, metric string }
 	values := map[key][]float64{}
@@ -145,11 +145,11 @@ func runReport(ctx context.Context, env *Env) error {
 			}
 		}
 		switch {
-		case hasOutput(in, "metrics"):
+		case in.Has("metrics"):
 			nEval++
 			m, err := in.Open(ctx, "metrics")
 			if err != nil {
-				return fmt.Errorf("stage %s: input %s[%s]: %w", env.Stage, in.Stage, in.Instance, err)
+				return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
 			}
 			if method == "" {
 				method = methodLabel(m)
@@ -159,23 +159,23 @@ func runReport(ctx context.Context, env *Env) error {
 			vals, err3 := artifacts.Float64Col(m, "value")
 			m.Release()
 			if err := firstErr(err1, err2, err3); err != nil {
-				return fmt.Errorf("stage %s: input %s[%s] metrics: %w", env.Stage, in.Stage, in.Instance, err)
+				return fmt.Errorf("input %s[%s] metrics: %w", in.Stage, in.Instance, err)
 			}
 			for i := range names {
 				k := key{setting, method, classes[i], names[i]}
 				values[k] = append(values[k], vals[i])
 			}
-			if hasOutput(in, "roc") {
+			if in.Has("roc") {
 				r, err := in.Open(ctx, "roc")
 				if err != nil {
-					return fmt.Errorf("stage %s: input %s[%s]: %w", env.Stage, in.Stage, in.Instance, err)
+					return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
 				}
 				cls, err1 := artifacts.StringCol(r, "class")
 				fpr, err2 := artifacts.Float64Col(r, "fpr")
 				tpr, err3 := artifacts.Float64Col(r, "tpr")
 				if err := firstErr(err1, err2, err3); err != nil {
 					r.Release()
-					return fmt.Errorf("stage %s: input %s[%s] roc: %w", env.Stage, in.Stage, in.Instance, err)
+					return fmt.Errorf("input %s[%s] roc: %w", in.Stage, in.Instance, err)
 				}
 				for i := range cls {
 					rocSet = append(rocSet, setting)
@@ -187,10 +187,10 @@ func runReport(ctx context.Context, env *Env) error {
 				}
 				r.Release()
 			}
-		case hasOutput(in, "log"):
+		case in.Has("log"):
 			l, err := in.Open(ctx, "log")
 			if err != nil {
-				return fmt.Errorf("stage %s: input %s[%s]: %w", env.Stage, in.Stage, in.Instance, err)
+				return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
 			}
 			if method == "" {
 				method = methodLabel(l)
@@ -201,7 +201,7 @@ func runReport(ctx context.Context, env *Env) error {
 			w, err4 := artifacts.Float64Col(l, "weight")
 			if err := firstErr(err1, err2, err3, err4); err != nil {
 				l.Release()
-				return fmt.Errorf("stage %s: input %s[%s] log: %w", env.Stage, in.Stage, in.Instance, err)
+				return fmt.Errorf("input %s[%s] log: %w", in.Stage, in.Instance, err)
 			}
 			for i := range ep {
 				logSet = append(logSet, setting)
@@ -214,11 +214,11 @@ func runReport(ctx context.Context, env *Env) error {
 			}
 			l.Release()
 		default:
-			return fmt.Errorf("stage %s: input %s has neither a metrics nor a log output (outputs %v); needs evaluate (and optionally train) stages", env.Stage, in.Stage, in.Outputs)
+			return fmt.Errorf("input %s has neither a metrics nor a log output (outputs %v); needs evaluate (and optionally train) stages", in.Stage, in.Outputs)
 		}
 	}
 	if nEval == 0 {
-		return fmt.Errorf("stage %s: no evaluate instance among the inputs (needs an evaluate stage and gather: true)", env.Stage)
+		return errors.New("no evaluate instance among the inputs (needs an evaluate stage and gather: true)")
 	}
 
 	keys := make([]key, 0, len(values))
@@ -243,13 +243,13 @@ func runReport(ctx context.Context, env *Env) error {
 		// Mean and sample standard deviation (divisor n - 1; 0 for a single run).
 		sum, err := metrics.Summarize(values[k])
 		if err != nil {
-			return fmt.Errorf("stage %s: %s %s %s %s: %w", env.Stage, k.setting, k.method, k.class, k.metric, err)
+			return fmt.Errorf("%s %s %s %s: %w", k.setting, k.method, k.class, k.metric, err)
 		}
 		rows[i] = ReportResult{k.setting, k.method, k.class, k.metric, sum.Mean, sum.Std, int64(sum.N)}
 	}
 	res, err := ResultsTable(rows)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("results", res)
 
@@ -257,14 +257,14 @@ func runReport(ctx context.Context, env *Env) error {
 		artifacts.Strings("replicate", rocRep), artifacts.Strings("class", rocClass),
 		artifacts.Float64s("fpr", rocFPR), artifacts.Float64s("tpr", rocTPR))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("roc", roc)
 	lg, err := artifacts.NewTable(artifacts.Strings("setting", logSet), artifacts.Strings("method", logMethod),
 		artifacts.Strings("replicate", logRep), artifacts.Int64s("epoch", logEpoch), artifacts.Int64s("task", logTask),
 		artifacts.Float64s("query_loss", logLoss), artifacts.Float64s("weight", logWeight))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("log", lg)
 	return nil

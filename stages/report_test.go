@@ -11,16 +11,17 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // memInput is an upstream stage instance whose outputs are the given in-memory tables. Open
 // retains the table, so the caller's Release does not free it.
-func memInput(stage, instance string, matrix map[string]string, tables map[string]arrow.RecordBatch) Input {
+func memInput(stage, instance string, matrix map[string]string, tables map[string]arrow.RecordBatch) kind.Input {
 	var names []string
 	for n := range tables {
 		names = append(names, n)
 	}
-	return Input{
+	return kind.Input{
 		Stage: stage, Instance: instance, Matrix: matrix, Outputs: names,
 		Open: func(_ context.Context, output string) (arrow.RecordBatch, error) {
 			rec, ok := tables[output]
@@ -34,29 +35,29 @@ func memInput(stage, instance string, matrix map[string]string, tables map[strin
 }
 
 // runKind runs the stage kind with params p (nil: defaults) over inputs and returns its outputs.
-func runKind(t *testing.T, kind string, p any, seed uint64, inputs ...Input) map[string]arrow.RecordBatch {
+func runKind(t *testing.T, name string, p any, seed uint64, inputs ...kind.Input) map[string]arrow.RecordBatch {
 	t.Helper()
-	out, err := tryKind(kind, p, seed, inputs...)
+	out, err := tryKind(name, p, seed, inputs...)
 	if err != nil {
-		t.Fatalf("%s: %v", kind, err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	return out
 }
 
-func tryKind(kind string, p any, seed uint64, inputs ...Input) (map[string]arrow.RecordBatch, error) {
-	d, ok := Lookup(kind)
+func tryKind(name string, p any, seed uint64, inputs ...kind.Input) (map[string]arrow.RecordBatch, error) {
+	d, ok := lookup(name)
 	if !ok {
-		return nil, fmt.Errorf("kind %q not registered", kind)
+		return nil, fmt.Errorf("kind %q not registered", name)
 	}
 	if p == nil {
 		p = d.Params()
 	}
-	if v, ok := p.(Validator); ok {
+	if v, ok := p.(kind.Validator); ok {
 		if err := v.Validate(); err != nil {
 			return nil, err
 		}
 	}
-	env := &Env{DAG: "test", Stage: kind, Params: p, Seed: seed, Inputs: inputs, Log: io.Discard, Progress: func(int, int) {}}
+	env := &kind.Env{DAG: "test", Stage: name, Params: p, Seed: seed, Inputs: inputs, Log: io.Discard, Progress: func(int, int) {}}
 	if err := d.Run(context.Background(), env); err != nil {
 		return nil, err
 	}
@@ -80,7 +81,7 @@ func metricsTable(t *testing.T, rows ...any) arrow.RecordBatch {
 }
 
 func TestReportMeanStdOverSeeds(t *testing.T) {
-	var ins []Input
+	var ins []kind.Input
 	// Two settings (seen_class a, b) x two methods x seeds; seen_class b has one seed only.
 	auroc := map[string][]float64{
 		"a/ahl": {0.9, 0.8, 0.7}, "a/devnet": {0.6, 0.6, 0.6},

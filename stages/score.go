@@ -2,10 +2,12 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // scoreVersion is the score stage's code version (part of its cache key).
@@ -26,10 +28,12 @@ func (p *ScoreParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "score",
 		Version: scoreVersion,
 		Params:  func() any { return &ScoreParams{BatchSize: 64} },
+		Inputs:  kind.Inputs{Required: []string{"images", "model", "features"}},
+		Outputs: []string{"scores"},
 		Run:     runScore,
 	})
 }
@@ -39,25 +43,25 @@ func init() {
 // the heads registry from the model table's metadata. Heads score against the reference
 // map the dra head's composite sub-head needs: the mean map of all training normals. The
 // scores table carries the model's method and head as schema metadata.
-func runScore(ctx context.Context, env *Env) error {
+func runScore(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ScoreParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	in, err := singleInputWith(env, "model")
+	in, err := env.With("model")
 	if err != nil {
 		return err
 	}
 	rec, err := in.Open(ctx, "model")
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s model: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s model: %w", in.Stage, err)
 	}
 	model, err := readModel(rec)
 	meta := metaOf(rec, modelMethodKey, modelHeadKey)
 	rec.Release()
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
+		return fmt.Errorf("input %s: %w", in.Stage, err)
 	}
 
 	var testIDs []string
@@ -71,7 +75,7 @@ func runScore(ctx context.Context, env *Env) error {
 		}
 	}
 	if len(testIDs) == 0 {
-		return fmt.Errorf("stage %s: the images table has no test images", env.Stage)
+		return errors.New("the images table has no test images")
 	}
 	normals := imgs.trainNormals()
 	want := setOf(append(append([]string(nil), testIDs...), normals...))
@@ -80,7 +84,7 @@ func runScore(ctx context.Context, env *Env) error {
 		return err
 	}
 	if set.Len() != len(want) {
-		return fmt.Errorf("stage %s: features cover %d of the %d test images and training normals", env.Stage, set.Len(), len(want))
+		return fmt.Errorf("features cover %d of the %d test images and training normals", set.Len(), len(want))
 	}
 	pos := make(map[string]int, set.Len())
 	for i, id := range set.IDs {
@@ -96,16 +100,16 @@ func runScore(ctx context.Context, env *Env) error {
 		test := set.Gather(testRows)
 		s, err := model.KNN.Scores(test.Scales)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		copy(scores, s)
 	default:
 		if model.Config.Channels != set.Scales[0].C {
-			return fmt.Errorf("stage %s: the model's head takes %d channels, the features have %d (was the model trained on these features?)", env.Stage, model.Config.Channels, set.Scales[0].C)
+			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Config.Channels, set.Scales[0].C)
 		}
 		head, err := model.newHead()
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		normalRows := make([]int, len(normals))
 		for i, id := range normals {
@@ -113,7 +117,7 @@ func runScore(ctx context.Context, env *Env) error {
 		}
 		ref, err := batch.Ref(set, normalRows)
 		if err != nil {
-			return fmt.Errorf("stage %s: %w", env.Stage, err)
+			return err
 		}
 		// An ensemble scores by the mean of its members' scores; ahl and devnet have one head.
 		for k, theta := range model.Thetas {
@@ -130,7 +134,7 @@ func runScore(ctx context.Context, env *Env) error {
 	out, err := artifacts.NewTable(artifacts.Strings("id", testIDs), artifacts.Int64s("label", labels),
 		artifacts.Strings("class", classes), artifacts.Float64s("score", scores))
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("scores", withMeta(out, meta))
 	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.summary())

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
@@ -138,10 +140,12 @@ func (p *TrainParams) Validate() error {
 }
 
 func init() {
-	Register(Definition{
+	register(kind.Definition{
 		Kind:    "train",
 		Version: trainVersion,
 		Params:  func() any { return defaultTrainParams() },
+		Inputs:  kind.Inputs{Required: []string{"images", "features"}, Optional: []string{"tasks", "pseudo"}},
+		Outputs: []string{"model", "log"},
 		Run:     runTrain,
 	})
 }
@@ -157,7 +161,7 @@ type trainData struct {
 }
 
 // trainer trains one method. It returns the model and the log rows (stages/TABLES.md).
-type trainer func(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error)
+type trainer func(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error)
 
 // trainers holds the train stage's methods.
 var trainers = map[string]trainer{
@@ -169,7 +173,7 @@ var trainers = map[string]trainer{
 
 // runTrain trains the model of p.Method on the training images' features (and the pseudo
 // anomalies and tasks where the method uses them) and writes the model and log tables.
-func runTrain(ctx context.Context, env *Env) error {
+func runTrain(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*TrainParams)
 	imgs, err := loadImageIndex(ctx, env)
 	if err != nil {
@@ -177,7 +181,7 @@ func runTrain(ctx context.Context, env *Env) error {
 	}
 	d := &trainData{Normals: imgs.trainNormals(), Anomalies: imgs.trainAnomalies()}
 	if len(d.Normals) == 0 {
-		return fmt.Errorf("stage %s: the images table has no training normals", env.Stage)
+		return errors.New("the images table has no training normals")
 	}
 	d.Train = setOf(append(append([]string(nil), d.Normals...), d.Anomalies...))
 	if d.Pool, err = loadTrainPool(ctx, env, p, d.Train); err != nil {
@@ -193,26 +197,26 @@ func runTrain(ctx context.Context, env *Env) error {
 		}
 	}
 	if nReal != len(d.Train) {
-		return fmt.Errorf("stage %s: features cover %d of the %d training images", env.Stage, nReal, len(d.Train))
+		return fmt.Errorf("features cover %d of the %d training images", nReal, len(d.Train))
 	}
 	c := d.Pool.Scales[0].C
 	for k, m := range d.Pool.Scales {
 		if m.C != c {
-			return fmt.Errorf("stage %s: scale %d has %d channels, scale 0 has %d; the heads need one channel count", env.Stage, k, m.C, c)
+			return fmt.Errorf("scale %d has %d channels, scale 0 has %d; the heads need one channel count", k, m.C, c)
 		}
 	}
 	m, rows, err := trainers[p.Method](ctx, env, p, d)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	model, err := m.table()
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("model", model)
 	log, err := trainLog(rows)
 	if err != nil {
-		return fmt.Errorf("stage %s: %w", env.Stage, err)
+		return err
 	}
 	env.Output("log", withMeta(log, m.meta()))
 	return nil
@@ -227,7 +231,7 @@ func newHead(p *TrainParams, d *trainData) (heads.Head, *model, error) {
 }
 
 // trainAHL trains the head by CDL over the HADG tasks (AHL_SPEC.md, "CDL").
-func trainAHL(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
+func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	head, m, err := newHead(p, d)
 	if err != nil {
 		return nil, nil, err
@@ -252,7 +256,7 @@ func trainAHL(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*mod
 // trainDevnet trains the head directly on all training data: normals, seen anomalies and
 // pseudo anomalies, labelled by kind (AHL_SPEC.md, "Baselines"). The log has task 0 and the
 // training loss in query_loss.
-func trainDevnet(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
+func trainDevnet(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	head, m, err := newHead(p, d)
 	if err != nil {
 		return nil, nil, err
@@ -283,7 +287,7 @@ func trainDevnet(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*
 
 // trainEnsemble trains one head per HADG task, independently (the "+HADG" ablation); the
 // log has one task per member, each weighted 1/T.
-func trainEnsemble(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
+func trainEnsemble(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	head, m, err := newHead(p, d)
 	if err != nil {
 		return nil, nil, err
@@ -307,7 +311,7 @@ func trainEnsemble(ctx context.Context, env *Env, p *TrainParams, d *trainData) 
 }
 
 // trainKNN fits knn to the training normals' pooled maps; it has no head and no log rows.
-func trainKNN(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
+func trainKNN(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	pos := make(map[string]int, d.Pool.Len())
 	for i, id := range d.Pool.IDs {
 		pos[id] = i
@@ -325,8 +329,8 @@ func trainKNN(ctx context.Context, env *Env, p *TrainParams, d *trainData) (*mod
 }
 
 // loadTasks reads the HADG task samples, which method trains on.
-func loadTasks(ctx context.Context, env *Env, method string) ([]hadg.Sample, error) {
-	in, err := singleInputWith(env, "tasks")
+func loadTasks(ctx context.Context, env *kind.Env, method string) ([]hadg.Sample, error) {
+	in, err := env.With("tasks")
 	if err != nil {
 		return nil, fmt.Errorf("%w (method %s trains on the HADG tasks)", err, method)
 	}
@@ -347,32 +351,32 @@ func loadTasks(ctx context.Context, env *Env, method string) ([]hadg.Sample, err
 // their blobs dropped before it returns; a garbage collection then hands them back to the
 // OS, so the blobs (features and pseudo, the images table's PNG bytes) do not stay in the
 // process, nor set the collector's heap goal, while the model trains.
-func loadTrainPool(ctx context.Context, env *Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
-	fin, err := singleInputWith(env, "features")
+func loadTrainPool(ctx context.Context, env *kind.Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
+	fin, err := env.With("features")
 	if err != nil {
 		return fmap.Set{}, err
 	}
 	frec, err := fin.Open(ctx, "features")
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: input %s features: %w", env.Stage, fin.Stage, err)
+		return fmap.Set{}, fmt.Errorf("input %s features: %w", fin.Stage, err)
 	}
 	defer frec.Release()
 	srcs := []mapSource{{frec, train}}
-	if p.Method != MethodKNN && hasInputWith(env, "pseudo") {
-		pin, err := singleInputWith(env, "pseudo")
+	if p.Method != MethodKNN && env.Has("pseudo") {
+		pin, err := env.With("pseudo")
 		if err != nil {
 			return fmap.Set{}, err
 		}
 		prec, err := pin.Open(ctx, "pseudo")
 		if err != nil {
-			return fmap.Set{}, fmt.Errorf("stage %s: input %s pseudo: %w", env.Stage, pin.Stage, err)
+			return fmap.Set{}, fmt.Errorf("input %s pseudo: %w", pin.Stage, err)
 		}
 		defer prec.Release()
 		srcs = append(srcs, mapSource{prec, nil})
 	}
 	pool, err := mapSetFromTables(srcs...)
 	if err != nil {
-		return fmap.Set{}, fmt.Errorf("stage %s: features and pseudo anomalies: %w", env.Stage, err)
+		return fmap.Set{}, fmt.Errorf("features and pseudo anomalies: %w", err)
 	}
 	return pool, nil
 }
@@ -404,4 +408,13 @@ func trainLog(rows []cdl.LogRow) (arrow.RecordBatch, error) {
 	}
 	return artifacts.NewTable(artifacts.Int64s("epoch", ep), artifacts.Int64s("task", task),
 		artifacts.Float64s("query_loss", loss), artifacts.Float64s("weight", w))
+}
+
+// RequiredInputs makes the tasks table required for the methods that train on HADG tasks
+// (kind.Requirer), so a DAG whose train lacks hadg in needs fails validation.
+func (p *TrainParams) RequiredInputs() []string {
+	if p.Method == MethodAHL || p.Method == MethodEnsemble {
+		return []string{"tasks"}
+	}
+	return nil
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/pipeline"
-	"github.com/pipe-ahl/pipe/stages"
 )
 
 func memStore(t *testing.T) *artifacts.Badger {
@@ -101,7 +101,7 @@ func TestRunJSONMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def, _ := stages.Lookup("tcount")
+	def, _ := kind.Lookup("tcount")
 	ev := &pipeline.Instance{Stage: "evaluate", Kind: "evaluate", Label: "seed=1", Def: def}
 	other := &pipeline.Instance{Stage: "score", Kind: "score", Def: def}
 	rep := &pipeline.Report{Results: []*pipeline.Result{

@@ -16,7 +16,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/pipeline"
-	_ "github.com/pipe-ahl/pipe/stages" // registers the stage kinds
+	"github.com/pipe-ahl/pipe/stages"
 )
 
 // Exit codes (DESIGN.md, "CLI").
@@ -49,6 +49,7 @@ func main() {
 
 // Main runs pipe with args and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	stages.Register()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

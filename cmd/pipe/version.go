@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/pipeline"
-	"github.com/pipe-ahl/pipe/stages"
 )
 
 // VersionOptions holds the flags of `pipe version`.
@@ -39,8 +39,8 @@ func runVersion(g *GlobalOptions, _ VersionOptions) error {
 		}
 	}
 	fmt.Fprintf(g.Stdout, "pipe %s %s, cache key schema %d\n", version, goVersion, pipeline.SchemaVersion)
-	for _, k := range stages.Kinds() {
-		d, _ := stages.Lookup(k)
+	for _, k := range kind.Kinds() {
+		d, _ := kind.Lookup(k)
 		fmt.Fprintf(g.Stdout, "  %-12s v%d\n", k, d.Version)
 	}
 	return nil

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pipe-ahl/pipe/artifacts"
-	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/kind"
 )
 
 // Params are the params of kind tcount.
@@ -42,15 +42,17 @@ func (p *Params) Validate() error {
 }
 
 func init() {
-	stages.Register(stages.Definition{
+	kind.Register(kind.Definition{
 		Kind:    "tcount",
 		Version: 1,
 		Params:  func() any { return &Params{N: 3} },
+		Inputs:  kind.Inputs{Optional: []string{"out"}, Each: true},
+		Outputs: []string{"out"},
 		Run:     run,
 	})
 }
 
-func run(ctx context.Context, env *stages.Env) error {
+func run(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*Params)
 	id := env.Stage
 	if env.Instance != "" {
