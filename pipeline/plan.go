@@ -309,7 +309,7 @@ func (c *compiler) expandStage(s *StageSpec) {
 		if in.Params, in.CanonParams, ok = c.decodeParams(s, def, lookup); !ok {
 			continue
 		}
-		checkInputs(s, def, in.Params, c.byName, c.fail)
+		c.checkContract(s, def, in.Params)
 		if in.Seed, ok = c.deriveSeed(s, dims, in.Matrix, lookup); !ok {
 			continue
 		}
@@ -397,12 +397,11 @@ func (c *compiler) wireInputs(s *StageSpec, in *Instance) {
 	}
 }
 
-// checkInputs reports, through fail, each table that the stage's kind requires (given its
-// params) but that no stage in its needs declares among its outputs, and each table it reads
-// that several of its needs make when it is not a gather stage (it could not tell which to
-// read). The check uses declarations only, so it runs before anything does.
-func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[string]*StageSpec,
-	fail func(line int, stage, field, format string, a ...any)) {
+// checkContract reports each table that the stage's kind requires (given its params) but
+// that no stage in its needs declares among its outputs, and each table it reads from one
+// input that several of its needs make (it could not tell which to read). The check uses
+// the kinds' declarations only, so it runs before anything does.
+func (c *compiler) checkContract(s *StageSpec, def kind.Definition, params any) {
 	required := slices.Clone(def.Inputs.Required)
 	if r, ok := params.(kind.Requirer); ok {
 		required = append(required, r.RequiredInputs()...)
@@ -410,7 +409,7 @@ func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[strin
 	makers := func(table string) []string {
 		var from []string
 		for _, n := range s.Needs {
-			if nd, ok := kind.Lookup(byName[n].Kind); ok && slices.Contains(nd.Outputs, table) {
+			if nd, ok := kind.Lookup(c.byName[n].Kind); ok && slices.Contains(nd.Outputs, table) {
 				from = append(from, n)
 			}
 		}
@@ -428,7 +427,7 @@ func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[strin
 		if ks := kind.Providers(table); len(ks) > 0 {
 			hint = "add a stage of kind " + strings.Join(ks, " or ") + " to needs"
 		}
-		fail(s.fieldLine("needs"), s.Name, "needs", "kind %s reads table %q, which no stage in needs makes (needs: %s); %s",
+		c.fail(s.fieldLine("needs"), s.Name, "needs", "kind %s reads table %q, which no stage in needs makes (needs: %s); %s",
 			def.Kind, table, needs, hint)
 	}
 	if s.Gather || def.Inputs.Each {
@@ -436,7 +435,7 @@ func checkInputs(s *StageSpec, def kind.Definition, params any, byName map[strin
 	}
 	for _, table := range append(slices.Clone(def.Inputs.Required), def.Inputs.Optional...) {
 		if from := makers(table); len(from) > 1 {
-			fail(s.fieldLine("needs"), s.Name, "needs", "stages %s all make table %q, which kind %s reads from one input; keep one of them in needs",
+			c.fail(s.fieldLine("needs"), s.Name, "needs", "stages %s all make table %q, which kind %s reads from one input; keep one of them in needs",
 				strings.Join(from, " and "), table, def.Kind)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -17,8 +16,8 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // augmentVersion is the augment stage's code version (part of its cache key).
@@ -101,7 +100,7 @@ func (p *AugmentParams) Fingerprint(ctx context.Context) (string, error) {
 
 // augmentBackbone rebuilds the frozen backbone from the features stage's backbone table. It is
 // a variable so the tests can run the stage on a small stand-in backbone.
-var augmentBackbone = backboneFromTable
+var augmentBackbone = tables.BackboneTensors.Build
 
 // runAugment makes one pseudo anomaly per training normal per generator (each from its own
 // seeded stream, so the copies do not depend on the order or set of generators), passes them
@@ -139,7 +138,7 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 	}
 
 	total := len(normals) * len(p.Generators)
-	rows := mapRows{Images: total} // the value buffer is allocated once, at its final size
+	rows := tables.MapWriter{Images: total} // the value buffer is allocated once, at its final size
 	others := make([]imgs.Image, 0, len(normals))
 	for lo := 0; lo < len(normals); lo += augmentChunk {
 		if err := ctx.Err(); err != nil {
@@ -167,22 +166,21 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 				batchGen = append(batchGen, g)
 			}
 		}
-		err := rows.add(ctx, bb, batchID, batch, perImage{Name: "source", Values: batchSrc}, perImage{Name: "generator", Values: batchGen})
+		ms, err := bb.Extract(ctx, batch)
+		if err != nil {
+			return err
+		}
+		err = rows.Add(batchID, ms, tables.PerImage{Name: "source", Values: batchSrc}, tables.PerImage{Name: "generator", Values: batchGen})
 		if err != nil {
 			return err
 		}
 		env.Progress(hi*len(p.Generators), total)
 	}
-	rec, err := rows.table()
-	if err != nil {
-		return err
-	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",
 			env.Stage, total, strings.Join(p.Generators, ", "), len(normals), s, s)
 	}
-	env.Output("pseudo", rec)
-	return nil
+	return rows.Write(env, "pseudo")
 }
 
 // augmentStream is the random stream of training normal i's copy by generator g: the
@@ -194,56 +192,36 @@ func augmentStream(i int, g string) uint64 {
 
 // openBackbone reads the backbone table of the input that has one.
 func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, error) {
-	in, err := env.With("backbone")
+	bt, err := tables.ReadBackboneTensors(ctx, env)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := in.Open(ctx, "backbone")
-	if err != nil {
-		return nil, fmt.Errorf("input %s backbone: %w", in.Stage, err)
-	}
-	defer rec.Release()
-	bb, err := augmentBackbone(rec)
-	if err != nil {
-		return nil, fmt.Errorf("input %s backbone: %w", in.Stage, err)
-	}
-	return bb, nil
+	return augmentBackbone(bt)
 }
 
 // trainingNormals decodes the training normals (split train, label 0) of the images input,
 // in table order, resized to s x s.
 func trainingNormals(ctx context.Context, env *kind.Env, s int) ([]string, []imgs.Image, error) {
-	in, err := env.With("images")
+	images, err := tables.OpenImages(ctx, env)
 	if err != nil {
 		return nil, nil, err
 	}
-	rec, err := in.Open(ctx, "images")
-	if err != nil {
-		return nil, nil, fmt.Errorf("input %s images: %w", in.Stage, err)
-	}
-	defer rec.Release()
-	ids, e1 := artifacts.StringCol(rec, "id")
-	splits, e2 := artifacts.StringCol(rec, "split")
-	labels, e3 := artifacts.Int64Col(rec, "label")
-	data, e4 := artifacts.BinaryCol(rec, "bytes")
-	if err := errors.Join(e1, e2, e3, e4); err != nil {
-		return nil, nil, fmt.Errorf("input %s images: %w", in.Stage, err)
-	}
+	defer images.Close()
 	var outIDs []string
 	var out []imgs.Image
-	for i := range ids {
-		if splits[i] != "train" || labels[i] != 0 {
+	for i, id := range images.IDs {
+		if images.Split[i] != "train" || images.Label[i] != 0 {
 			continue
 		}
-		img, err := imgs.Decode(data[i])
+		img, err := imgs.Decode(images.Bytes(i))
 		if err != nil {
-			return nil, nil, fmt.Errorf("input %s image %s: %w", in.Stage, ids[i], err)
+			return nil, nil, fmt.Errorf("%s: id %q: %w", images.Input, id, err)
 		}
-		outIDs = append(outIDs, ids[i])
+		outIDs = append(outIDs, id)
 		out = append(out, imgs.Resize(img, s, s))
 	}
 	if len(out) == 0 {
-		return nil, nil, fmt.Errorf("input %s has no training normals (split train, label 0)", in.Stage)
+		return nil, nil, fmt.Errorf("%s has no training normals (split train, label 0)", images.Input)
 	}
 	return outIDs, out, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // pixelBackbone is a stand-in backbone whose feature maps are the (resized) images
@@ -44,7 +45,7 @@ func (b pixelBackbone) Extract(ctx context.Context, images []imgs.Image) ([]fmap
 func augmentEnv(t *testing.T, p *AugmentParams, seed uint64) *kind.Env {
 	t.Helper()
 	old := augmentBackbone
-	augmentBackbone = func(arrow.RecordBatch) (backbone.Backbone, error) { return pixelBackbone{size: 16}, nil }
+	augmentBackbone = func(tables.BackboneTensors) (backbone.Backbone, error) { return pixelBackbone{size: 16}, nil }
 	t.Cleanup(func() { augmentBackbone = old })
 	bbTable, err := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{0}}})
 	if err != nil {

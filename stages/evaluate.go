@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/ahl/metrics"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // evaluateVersion is the evaluate stage's code version (part of its cache key).
@@ -33,46 +31,30 @@ func init() {
 // table (auroc and auprc for class "all" and for every anomaly class, each against all test
 // normals) and the ROC points of the same classes (stages/TABLES.md).
 func runEvaluate(ctx context.Context, env *kind.Env) error {
-	in, err := env.With("scores")
+	rows, scoresMeta, err := tables.ReadScores(ctx, env)
 	if err != nil {
 		return err
 	}
-	rec, err := in.Open(ctx, "scores")
-	if err != nil {
-		return fmt.Errorf("input %s: %w", in.Stage, err)
-	}
-	defer rec.Release()
-	ids, err1 := artifacts.StringCol(rec, "id")
-	labels64, err2 := artifacts.Int64Col(rec, "label")
-	classes, err3 := artifacts.StringCol(rec, "class")
-	scores, err4 := artifacts.Float64Col(rec, "score")
-	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("input %s scores: %w", in.Stage, err)
-	}
-	labels := make([]int, len(labels64))
-	for i, l := range labels64 {
-		labels[i] = int(l)
+	n := len(rows)
+	scores, labels, classes := make([]float64, n), make([]int, n), make([]string, n)
+	for i, r := range rows {
+		scores[i], labels[i], classes[i] = r.Score, int(r.Label), r.Class
 	}
 	results, err := metrics.ByClass(scores, labels, classes)
 	if err != nil {
-		return fmt.Errorf("%d scored images from %s: %w", len(ids), in.Stage, err)
+		return fmt.Errorf("%d scored images: %w", n, err)
 	}
-	var mName, mClass []string
-	var mValue []float64
+	var mt []tables.Metric
 	for _, r := range results {
-		mName = append(mName, "auroc", "auprc")
-		mClass = append(mClass, r.Class, r.Class)
-		mValue = append(mValue, r.AUROC, r.AUPRC)
+		mt = append(mt, tables.Metric{Metric: "auroc", Class: r.Class, Value: r.AUROC},
+			tables.Metric{Metric: "auprc", Class: r.Class, Value: r.AUPRC})
 	}
-	mt, err := artifacts.NewTable(artifacts.Strings("metric", mName), artifacts.Strings("class", mClass), artifacts.Float64s("value", mValue))
-	if err != nil {
+	meta := scoresMeta.Pick(tables.MethodKey, tables.HeadKey)
+	if err := tables.WriteMetrics(env, mt, meta); err != nil {
 		return err
 	}
-	meta := metaOf(rec, modelMethodKey, modelHeadKey)
-	env.Output("metrics", withMeta(mt, meta))
 
-	var rClass []string
-	var fpr, tpr, thr []float64
+	var roc []tables.ROCPoint
 	for _, r := range results {
 		var s []float64
 		var pos []bool
@@ -86,31 +68,14 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 		if err != nil {
 			return fmt.Errorf("roc of class %q: %w", r.Class, err)
 		}
-		for range c.FPR {
-			rClass = append(rClass, r.Class)
+		for k := range c.FPR {
+			roc = append(roc, tables.ROCPoint{Class: r.Class, FPR: c.FPR[k], TPR: c.TPR[k], Threshold: c.Thresholds[k]})
 		}
-		fpr = append(fpr, c.FPR...)
-		tpr = append(tpr, c.TPR...)
-		thr = append(thr, c.Thresholds...)
 	}
-	rt, err := artifacts.NewTable(artifacts.Strings("class", rClass), artifacts.Float64s("fpr", fpr),
-		artifacts.Float64s("tpr", tpr), artifacts.Float64s("threshold", thr))
-	if err != nil {
+	if err := tables.WriteROC(env, roc, meta); err != nil {
 		return err
 	}
-	env.Output("roc", withMeta(rt, meta))
 	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
 		env.Stage, results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
 	return nil
-}
-
-// metaOf returns the values of the given schema metadata keys that rec carries.
-func metaOf(rec arrow.RecordBatch, keys ...string) map[string]string {
-	out := map[string]string{}
-	for _, k := range keys {
-		if v := schemaMeta(rec, k); v != "" {
-			out[k] = v
-		}
-	}
-	return out
 }

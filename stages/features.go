@@ -7,29 +7,18 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"time"
-
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // featuresVersion is the features stage's code version (part of its cache key). 2: the
 // convnet trains with batch norm.
 const featuresVersion = 2
-
-// Schema metadata keys of the backbone table: which backbone its tensors rebuild and S.
-const (
-	backboneNameKey = "backbone"
-	backboneSizeKey = "size"
-)
 
 // FeaturesParams configures the features stage: the frozen backbone that turns every image
 // into feature maps at two scales (AHL_SPEC.md, "Inputs to AHL").
@@ -152,26 +141,16 @@ func (p *FeaturesParams) Fingerprint(ctx context.Context) (string, error) {
 // split) and extracts every image's maps at both scales.
 func runFeatures(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*FeaturesParams)
-	in, err := env.With("images")
+	images, err := tables.OpenImages(ctx, env)
 	if err != nil {
 		return err
 	}
-	rec, err := in.Open(ctx, "images")
-	if err != nil {
-		return fmt.Errorf("input %s images: %w", in.Stage, err)
-	}
-	defer rec.Release()
-	ids, err1 := artifacts.StringCol(rec, "id")
-	split, err2 := artifacts.StringCol(rec, "split")
-	label, err3 := artifacts.Int64Col(rec, "label")
-	data, err4 := artifacts.BinaryCol(rec, "bytes")
-	if err := firstErr(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("input %s images: %w", in.Stage, err)
-	}
+	defer images.Close()
+	ids, split, label := images.IDs, images.Split, images.Label
 	decode := func(i int) (imgs.Image, error) {
-		im, err := imgs.Decode(data[i])
+		im, err := imgs.Decode(images.Bytes(i))
 		if err != nil {
-			return imgs.Image{}, fmt.Errorf("input %s images: id %q: %w", in.Stage, ids[i], err)
+			return imgs.Image{}, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
 		}
 		return im, nil
 	}
@@ -229,7 +208,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	fmt.Fprintf(env.Log, "%s: backbone %s ready in %.1fs; extracting %d images at %d and %d\n",
 		env.Stage, bb.Name(), time.Since(start).Seconds(), len(ids), p.Size, p.Size/2)
 
-	rows := mapRows{Images: len(ids)}
+	rows := tables.MapWriter{Images: len(ids)}
 	for c := 0; c < chunks; c++ {
 		lo, hi := c*len(ids)/chunks, (c+1)*len(ids)/chunks
 		batch := make([]imgs.Image, 0, hi-lo)
@@ -240,23 +219,19 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			}
 			batch = append(batch, im)
 		}
-		if err := rows.add(ctx, bb, ids[lo:hi], batch); err != nil {
+		ms, err := bb.Extract(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if err := rows.Add(ids[lo:hi], ms); err != nil {
 			return err
 		}
 		env.Progress(trainSteps+c+1, total)
 	}
-	feats, err := rows.table()
-	if err != nil {
-		return fmt.Errorf("features: %w", err)
+	if err := tables.WriteBackbone(env, bb); err != nil {
+		return err
 	}
-	bt, err := backboneTable(bb)
-	if err != nil {
-		feats.Release()
-		return fmt.Errorf("backbone: %w", err)
-	}
-	env.Output("backbone", bt)
-	env.Output("features", feats)
-	return nil
+	return rows.Write(env, "features")
 }
 
 // extractionImages is how many images are decoded and extracted at once: enough to fill the
@@ -265,154 +240,3 @@ const extractionImages = 32
 
 // extractionChunks splits n images into chunks of at most extractionImages.
 func extractionChunks(n int) int { return (n + extractionImages - 1) / extractionImages }
-
-// backboneTable stores a backbone as a tensor table (artifacts.TensorTable) whose schema
-// metadata holds the backbone's name ("backbone") and S ("size"); backboneFromTable reads
-// it back.
-func backboneTable(b backbone.Backbone) (arrow.RecordBatch, error) {
-	ws := b.Weights()
-	ts := make([]artifacts.Tensor, len(ws))
-	for i, w := range ws {
-		shape := make([]int64, len(w.Shape))
-		for j, d := range w.Shape {
-			shape[j] = int64(d)
-		}
-		ts[i] = artifacts.Tensor{Name: w.Name, Shape: shape, Values: w.Values}
-	}
-	rec, err := artifacts.TensorTable(ts)
-	if err != nil {
-		return nil, err
-	}
-	return withMeta(rec, map[string]string{backboneNameKey: b.Name(), backboneSizeKey: strconv.Itoa(b.Size())}), nil
-}
-
-// backboneFromTable rebuilds the frozen backbone from the features stage's backbone table
-// (for the augment stage, which must extract pseudo anomalies with the same network). The
-// weights are copied, so rec may be released afterwards.
-func backboneFromTable(rec arrow.RecordBatch) (backbone.Backbone, error) {
-	name := schemaMeta(rec, backboneNameKey)
-	size, err := strconv.Atoi(schemaMeta(rec, backboneSizeKey))
-	if name == "" || err != nil {
-		return nil, fmt.Errorf("backbone table: schema metadata %q = %q and %q = %q, want a backbone name and an integer size",
-			backboneNameKey, name, backboneSizeKey, schemaMeta(rec, backboneSizeKey))
-	}
-	ts, err := artifacts.ReadTensors(rec)
-	if err != nil {
-		return nil, fmt.Errorf("backbone table: %w", err)
-	}
-	ws := make([]backbone.Tensor, len(ts))
-	for i, t := range ts {
-		shape := make([]int, len(t.Shape))
-		for j, d := range t.Shape {
-			shape[j] = int(d)
-		}
-		ws[i] = backbone.Tensor{Name: t.Name, Shape: shape, Values: append([]float32(nil), t.Values...)}
-	}
-	b, err := backbone.FromTensors(name, size, ws)
-	if err != nil {
-		return nil, fmt.Errorf("backbone table: %w", err)
-	}
-	return b, nil
-}
-
-// perImage is a string column with one value per image, repeated on each of the image's
-// rows (for example the pseudo table's source and generator).
-type perImage struct {
-	Name   string
-	Values []string
-}
-
-// mapRows accumulates feature-map table rows: one per image per scale, images in the order
-// added, scale 0 then scale 1 (stages/TABLES.md, features and pseudo). The maps go straight
-// into an Arrow list builder, so a large table is held once, not twice.
-type mapRows struct {
-	// Images, when set before the first add, is the number of images that will be added:
-	// the value buffer is then allocated once, at its final size.
-	Images int
-
-	ids            []string
-	scale, c, h, w []int64
-	extraNames     []string
-	extra          [][]string
-	values         *array.ListBuilder
-	added          int
-}
-
-// add extracts the maps of images (named ids) with b and appends their rows. Every call must
-// pass the same extra columns (by name, in order), with one value per image each.
-func (r *mapRows) add(ctx context.Context, b backbone.Backbone, ids []string, images []imgs.Image, extra ...perImage) error {
-	if len(ids) != len(images) {
-		return fmt.Errorf("extract: %d ids for %d images", len(ids), len(images))
-	}
-	if r.values == nil {
-		for _, e := range extra {
-			r.extraNames = append(r.extraNames, e.Name)
-		}
-		r.extra = make([][]string, len(extra))
-		r.values = array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
-	}
-	if len(extra) != len(r.extraNames) {
-		return fmt.Errorf("extract: %d extra columns, earlier calls had %v", len(extra), r.extraNames)
-	}
-	for k, e := range extra {
-		if e.Name != r.extraNames[k] || len(e.Values) != len(ids) {
-			return fmt.Errorf("extract: extra column %q with %d values for %d images (want %q)", e.Name, len(e.Values), len(ids), r.extraNames[k])
-		}
-	}
-	ms, err := b.Extract(ctx, images)
-	if err != nil {
-		return err
-	}
-	vb := r.values.ValueBuilder().(*array.Float32Builder)
-	if r.added == 0 && r.Images > len(ids) {
-		per := 0
-		for _, m := range ms {
-			per += m.Size()
-		}
-		vb.Reserve(per * r.Images)
-	}
-	for i, id := range ids {
-		for s, m := range ms {
-			r.ids = append(r.ids, id)
-			r.scale = append(r.scale, int64(s))
-			r.c, r.h, r.w = append(r.c, int64(m.C)), append(r.h, int64(m.H)), append(r.w, int64(m.W))
-			r.values.Append(true)
-			vb.AppendValues(m.At(i), nil)
-			for k, e := range extra {
-				r.extra[k] = append(r.extra[k], e.Values[i])
-			}
-		}
-	}
-	r.added += len(ids)
-	return nil
-}
-
-// table builds the rows' table, columns id, the extra columns, scale, c, h, w, values (the
-// types artifacts.NewTable gives them), and resets r.
-func (r *mapRows) table() (arrow.RecordBatch, error) {
-	if r.values == nil {
-		r.values = array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
-	}
-	defer r.values.Release()
-	// Build the small columns through artifacts, then swap in the values column.
-	cols := []artifacts.Col{artifacts.Strings("id", r.ids)}
-	for k, name := range r.extraNames {
-		cols = append(cols, artifacts.Strings(name, r.extra[k]))
-	}
-	cols = append(cols, artifacts.Int64s("scale", r.scale), artifacts.Int64s("c", r.c), artifacts.Int64s("h", r.h),
-		artifacts.Int64s("w", r.w))
-	small, err := artifacts.NewTable(cols...)
-	if err != nil {
-		return nil, err
-	}
-	defer small.Release()
-	vals := r.values.NewArray()
-	defer vals.Release()
-	if vals.Len() != int(small.NumRows()) {
-		return nil, fmt.Errorf("extract: %d value rows for %d rows", vals.Len(), small.NumRows())
-	}
-	fields := append(small.Schema().Fields(), arrow.Field{Name: "values", Type: vals.DataType()})
-	arrs := append(append([]arrow.Array(nil), small.Columns()...), vals)
-	*r = mapRows{}
-	return array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, int64(vals.Len())), nil
-}

@@ -274,7 +274,7 @@ func TestExtractTableExtraColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, err := extractTable(context.Background(), b, []string{"a#cutpaste", "b#draem"}, decoded[:2],
-		perImage{"source", []string{"a", "b"}}, perImage{"generator", []string{"cutpaste", "draem"}})
+		perImage{Name: "source", Values: []string{"a", "b"}}, perImage{Name: "generator", Values: []string{"cutpaste", "draem"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,18 +289,7 @@ func TestExtractTableExtraColumns(t *testing.T) {
 	if strings.Join(gen, ",") != "cutpaste,cutpaste,draem,draem" {
 		t.Errorf("generator column %v", gen)
 	}
-	if _, err := extractTable(context.Background(), b, []string{"a"}, decoded[:1], perImage{"source", nil}); err == nil {
+	if _, err := extractTable(context.Background(), b, []string{"a"}, decoded[:1], perImage{Name: "source", Values: nil}); err == nil {
 		t.Error("an extra column with the wrong length should fail")
 	}
-}
-
-// extractTable extracts the maps of images (named ids) with b and returns their table in one
-// call through mapRows: id, extra columns (one value per image, e.g. source and generator for
-// the pseudo table), scale, c, h, w, values.
-func extractTable(ctx context.Context, b backbone.Backbone, ids []string, images []imgs.Image, extra ...perImage) (arrow.RecordBatch, error) {
-	var r mapRows
-	if err := r.add(ctx, b, ids, images, extra...); err != nil {
-		return nil, err
-	}
-	return r.table()
 }

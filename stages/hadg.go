@@ -3,15 +3,14 @@ package stages
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
-	"strings"
-
-	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipe-ahl/pipe/ahl/hadg"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // hadgVersion is the hadg stage's code version (part of its cache key).
@@ -58,36 +57,21 @@ func init() {
 // holistic) and the pseudo anomalies (augment pseudo; without it the tasks hold none).
 func runHADG(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*HADGParams)
-	imgs, err := loadImageIndex(ctx, env)
+	imgs, err := tables.ReadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	in := hadg.Input{Normals: imgs.trainNormals(), Anomalies: imgs.trainAnomalies(), Tasks: p.T}
+	in := hadg.Input{Normals: imgs.TrainNormals(), Anomalies: imgs.TrainAnomalies(), Tasks: p.T}
 
 	if env.Has("assignments") {
-		asg, err := env.With("assignments")
+		byID, err := tables.ReadAssignments(ctx, env)
 		if err != nil {
 			return err
 		}
-		rec, err := asg.Open(ctx, "assignments")
-		if err != nil {
-			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
-		}
-		ids, err1 := artifacts.StringCol(rec, "id")
-		cl, err2 := artifacts.Int64Col(rec, "cluster")
-		if err := firstErr(err1, err2); err != nil {
-			rec.Release()
-			return fmt.Errorf("input %s assignments: %w", asg.Stage, err)
-		}
-		byID := make(map[string]int, len(ids))
-		for i, id := range ids {
-			byID[id] = int(cl[i])
-		}
-		rec.Release()
 		normal := setOf(in.Normals)
-		for id := range byID {
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
 			if !normal[id] {
-				return fmt.Errorf("input %s assigns %q to a cluster, but it is not a training normal of the images table", asg.Stage, id)
+				return fmt.Errorf("the assignments table assigns %q to a cluster, but it is not a training normal of the images table", id)
 			}
 		}
 		in.Clusters = make([]int, len(in.Normals))
@@ -101,39 +85,19 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 	}
 
 	if env.Has("pseudo") {
-		ps, err := env.With("pseudo")
+		pseudo, err := tables.ReadPseudoIndex(ctx, env)
 		if err != nil {
 			return err
 		}
-		rec, err := ps.Open(ctx, "pseudo")
-		if err != nil {
-			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
-		}
-		ids, err1 := artifacts.StringCol(rec, "id")
-		src, err2 := artifacts.StringCol(rec, "source")
-		gen, err3 := artifacts.StringCol(rec, "generator")
-		if err := firstErr(err1, err2, err3); err != nil {
-			rec.Release()
-			return fmt.Errorf("input %s pseudo: %w", ps.Stage, err)
-		}
-		// The table has one row per scale; keep each pseudo anomaly once. The kept strings
-		// are cloned: they alias the table's blob, which holds every pseudo anomaly's maps.
-		var uid, usrc, ugen []string
-		dup := map[string]bool{}
+		uid, usrc, ugen := make([]string, len(pseudo)), make([]string, len(pseudo)), make([]string, len(pseudo))
 		gens := map[string]bool{}
-		for i, id := range ids {
-			if dup[id] {
-				continue
-			}
-			dup[id] = true
-			uid = append(uid, strings.Clone(id))
-			usrc, ugen = append(usrc, strings.Clone(src[i])), append(ugen, strings.Clone(gen[i]))
-			gens[ugen[len(ugen)-1]] = true
+		for i, ps := range pseudo {
+			uid[i], usrc[i], ugen[i] = ps.ID, ps.Source, ps.Generator
+			gens[ps.Generator] = true
 		}
-		rec.Release() // after the clones: ids, src and gen alias its memory
 		in.PseudoID, err = hadg.PseudoLookup(uid, usrc, ugen)
 		if err != nil {
-			return fmt.Errorf("input %s: %w", ps.Stage, err)
+			return fmt.Errorf("pseudo table: %w", err)
 		}
 		if len(p.Generators) > 0 {
 			for _, g := range p.Generators {
@@ -156,12 +120,7 @@ func runHADG(ctx context.Context, env *kind.Env) error {
 	for _, l := range rep.Lines() {
 		fmt.Fprintln(env.Log, l)
 	}
-	rec, err := tasksTable(samples)
-	if err != nil {
-		return err
-	}
-	env.Output("tasks", rec)
-	return nil
+	return tables.WriteTasks(env, samples)
 }
 
 func sortedStrings(m map[string]bool) []string {
@@ -171,39 +130,4 @@ func sortedStrings(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// tasksTable writes task samples as the tasks table (stages/TABLES.md).
-func tasksTable(samples []hadg.Sample) (arrow.RecordBatch, error) {
-	n := len(samples)
-	task, label := make([]int64, n), make([]int64, n)
-	role, id, kinds, gen := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	for i, s := range samples {
-		task[i], label[i] = int64(s.Task), int64(s.Label)
-		role[i], id[i], kinds[i], gen[i] = string(s.Role), s.ID, string(s.Kind), s.Generator
-	}
-	return artifacts.NewTable(artifacts.Int64s("task", task), artifacts.Strings("role", role), artifacts.Strings("id", id),
-		artifacts.Int64s("label", label), artifacts.Strings("kind", kinds), artifacts.Strings("generator", gen))
-}
-
-// readTasks reads a tasks table back into samples, checking roles, labels and kinds.
-func readTasks(rec arrow.RecordBatch) ([]hadg.Sample, error) {
-	task, err1 := artifacts.Int64Col(rec, "task")
-	role, err2 := artifacts.StringCol(rec, "role")
-	id, err3 := artifacts.StringCol(rec, "id")
-	label, err4 := artifacts.Int64Col(rec, "label")
-	kinds, err5 := artifacts.StringCol(rec, "kind")
-	gen, err6 := artifacts.StringCol(rec, "generator")
-	if err := firstErr(err1, err2, err3, err4, err5, err6); err != nil {
-		return nil, err
-	}
-	out := make([]hadg.Sample, len(task))
-	for i := range out {
-		s := hadg.Sample{Task: int(task[i]), Role: hadg.Role(role[i]), ID: id[i], Label: int(label[i]), Kind: hadg.Kind(kinds[i]), Generator: gen[i]}
-		if s.Task < 0 || (s.Role != hadg.Support && s.Role != hadg.Query) || s.Label < 0 || s.Label > 2 || s.ID == "" {
-			return nil, fmt.Errorf("row %d: task %d role %q id %q label %d: want task >= 0, role support or query, label 0, 1 or 2", i, s.Task, s.Role, s.ID, s.Label)
-		}
-		out[i] = s
-	}
-	return out, nil
 }

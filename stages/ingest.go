@@ -10,8 +10,8 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/dataset"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // ingestVersion is the ingest stage's code version (part of its cache key).
@@ -154,23 +154,14 @@ func runIngest(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
-	n := len(items)
-	ids, splits, classes := make([]string, n), make([]string, n), make([]string, n)
-	labels := make([]int64, n)
+	rows := make([]tables.Image, len(items))
 	for i, it := range items {
-		ids[i], splits[i], classes[i], labels[i] = it.ID, it.Split, it.Class, int64(it.Label)
-	}
-	rec, err := artifacts.NewTable(
-		artifacts.Strings("id", ids), artifacts.Strings("split", splits), artifacts.Int64s("label", labels),
-		artifacts.Strings("class", classes), artifacts.Binaries("bytes", data))
-	if err != nil {
-		return err
+		rows[i] = tables.Image{ID: it.ID, Split: it.Split, Label: int64(it.Label), Class: it.Class, Bytes: data[i]}
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %s, protocol %s, M = %d: %s\n", env.Stage, pool.Name, p.Protocol, p.Anomalies, summarize(items))
 	}
-	env.Output("images", rec)
-	return nil
+	return tables.WriteImages(env, rows)
 }
 
 // readImages reads the bytes of every item and decodes them once, in parallel, to catch

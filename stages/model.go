@@ -7,15 +7,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
-// Schema metadata of the model table (stages/TABLES.md) beyond modelMethodKey and
-// modelHeadKey. A head's config is stored under metaPrefix + its heads.Config.Meta keys
+// Schema metadata of the model table (stages/TABLES.md) beyond tables.MethodKey and
+// tables.HeadKey. A head's config is stored under metaPrefix + its heads.Config.Meta keys
 // (pipe.channels, pipe.composite_width, ...).
 const (
 	metaPrefix        = "pipe."
@@ -47,13 +46,13 @@ func (m *model) memberPrefix(i int) string {
 }
 
 // meta is the model's schema metadata, which the train stage also puts on its log table.
-func (m *model) meta() map[string]string {
-	meta := map[string]string{modelMethodKey: m.Method}
+func (m *model) meta() tables.Meta {
+	meta := tables.Meta{tables.MethodKey: m.Method}
 	if m.Method == MethodKNN {
 		meta[modelNeighbourKey] = strconv.Itoa(m.KNN.K)
 		return meta
 	}
-	meta[modelHeadKey] = m.Head
+	meta[tables.HeadKey] = m.Head
 	for k, v := range m.Config.Meta() {
 		meta[metaPrefix+k] = v
 	}
@@ -63,15 +62,16 @@ func (m *model) meta() map[string]string {
 	return meta
 }
 
-// table writes m as a tensor table with m.meta() as schema metadata.
-func (m *model) table() (arrow.RecordBatch, error) {
+// encode returns m as the model table's content: named tensors (the values alias m) and
+// m.meta().
+func (m *model) encode() (tables.Model, error) {
 	var ts []artifacts.Tensor
 	if m.Method == MethodKNN {
 		ts = append(ts, artifacts.Tensor{Name: knnTensor, Shape: []int64{int64(m.KNN.N), int64(m.KNN.D)}, Values: m.KNN.Train})
 	} else {
 		h, err := m.newHead()
 		if err != nil {
-			return nil, err
+			return tables.Model{}, err
 		}
 		for i, theta := range m.Thetas {
 			for _, t := range heads.Tensors(h, m.memberPrefix(i), theta) {
@@ -83,59 +83,52 @@ func (m *model) table() (arrow.RecordBatch, error) {
 			}
 		}
 	}
-	rec, err := artifacts.TensorTable(ts)
-	if err != nil {
-		return nil, err
-	}
-	return withMeta(rec, m.meta()), nil
+	return tables.Model{Tensors: ts, Meta: m.meta()}, nil
 }
 
-// readModel reads a model table written by the train stage into Go-owned values: the caller
-// may release rec as soon as it returns.
-func readModel(rec arrow.RecordBatch) (*model, error) {
-	m := &model{Method: schemaMeta(rec, modelMethodKey)}
+// decodeModel reads the model table's content back: the method, and the head through the
+// heads registry (kind from pipe.head, config from the heads codec's keys) with its weights,
+// or the knn model. The result shares no memory with t's tensors beyond the knn matrix.
+func decodeModel(t tables.Model) (*model, error) {
+	m := &model{Method: t.Meta[tables.MethodKey]}
 	if m.Method == "" {
-		return nil, fmt.Errorf("model table has no %s metadata (not written by the train stage?)", modelMethodKey)
+		return nil, fmt.Errorf("model table has no %s metadata (not written by the train stage?)", tables.MethodKey)
 	}
-	ts, err := artifacts.ReadTensors(rec)
-	if err != nil {
-		return nil, err
-	}
-	byName := make(map[string]heads.Tensor, len(ts))
-	for _, t := range ts {
-		shape := make([]int, len(t.Shape))
-		for j, d := range t.Shape {
+	byName := make(map[string]heads.Tensor, len(t.Tensors))
+	for _, at := range t.Tensors {
+		shape := make([]int, len(at.Shape))
+		for j, d := range at.Shape {
 			shape[j] = int(d)
 		}
-		byName[t.Name] = heads.Tensor{Name: t.Name, Shape: shape, Values: t.Values}
-	}
-	meta := map[string]string{}
-	md := rec.Schema().Metadata()
-	for i, k := range md.Keys() {
-		if name, ok := strings.CutPrefix(k, metaPrefix); ok {
-			meta[name] = md.Values()[i]
-		}
+		byName[at.Name] = heads.Tensor{Name: at.Name, Shape: shape, Values: at.Values}
 	}
 	atoi := func(key string) (int, error) {
-		v, err := strconv.Atoi(schemaMeta(rec, key))
+		v, err := strconv.Atoi(t.Meta[key])
 		if err != nil {
-			return 0, fmt.Errorf("model metadata %s: %q is not an integer", key, schemaMeta(rec, key))
+			return 0, fmt.Errorf("model metadata %s: %q is not an integer", key, t.Meta[key])
 		}
 		return v, nil
 	}
 	if m.Method == MethodKNN {
-		t, ok := byName[knnTensor]
-		if !ok || len(t.Shape) != 2 || len(t.Values) != t.Shape[0]*t.Shape[1] {
+		kt, ok := byName[knnTensor]
+		if !ok || len(kt.Shape) != 2 || len(kt.Values) != kt.Shape[0]*kt.Shape[1] {
 			return nil, fmt.Errorf("knn model has no 2-d tensor %s", knnTensor)
 		}
 		k, err := atoi(modelNeighbourKey)
 		if err != nil {
 			return nil, err
 		}
-		m.KNN = knn.Model{K: k, N: t.Shape[0], D: t.Shape[1], Train: slices.Clone(t.Values)}
+		m.KNN = knn.Model{K: k, N: kt.Shape[0], D: kt.Shape[1], Train: kt.Values}
 		return m, nil
 	}
-	m.Head = schemaMeta(rec, modelHeadKey)
+	meta := map[string]string{}
+	for k, v := range t.Meta {
+		if name, ok := strings.CutPrefix(k, metaPrefix); ok {
+			meta[name] = v
+		}
+	}
+	var err error
+	m.Head = t.Meta[tables.HeadKey]
 	if m.Config, err = heads.ConfigFromMeta(m.Head, meta); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}

@@ -4,21 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-
 	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
-// results table changes meaning.
-const reportVersion = 1
+// results table changes meaning. 2: the results hold the mean-over-seen-classes rows.
+const reportVersion = 2
 
 // ReportParams configures the report stage, which gathers every evaluate instance (and, when
 // the DAG lists it in needs, every train instance) of a DAG into one table.
@@ -64,25 +63,8 @@ func init() {
 	})
 }
 
-// Schema metadata keys that the train stage writes on its model table and that score and
-// evaluate carry forward, so that a report can name the method of an instance whose matrix
-// does not.
-const (
-	modelMethodKey = "pipe.method"
-	modelHeadKey   = "pipe.head"
-)
-
-// ReportResult is one row of the report stage's results table: one metric of one class
-// under one setting and method, summarised over the replicates (seeds).
-type ReportResult struct {
-	Setting string  `json:"setting"`
-	Method  string  `json:"method"`
-	Class   string  `json:"class"`
-	Metric  string  `json:"metric"`
-	Mean    float64 `json:"mean"`
-	Std     float64 `json:"std"`
-	N       int64   `json:"n"`
-}
+// ReportResult is one row of the report stage's results table (tables.Result).
+type ReportResult = tables.Result
 
 // reportLabels splits an instance's matrix values into its setting (every key but the
 // replicates and the method, as sorted "k=v" pairs), its method and its replicate label.
@@ -111,28 +93,15 @@ func reportLabels(p *ReportParams, matrix map[string]string) (setting, method, r
 	return setting, method, strings.Join(rep, " ")
 }
 
-// schemaMeta returns a schema metadata value, or "".
-func schemaMeta(rec arrow.RecordBatch, key string) string {
-	md := rec.Schema().Metadata()
-	if i := md.FindKey(key); i >= 0 {
-		return md.Values()[i]
-	}
-	return ""
-}
-
 func runReport(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ReportParams)
 	type key struct{ setting, method, class, metric string }
 	values := map[key][]float64{}
-	var (
-		rocSet, rocMethod, rocRep, rocClass []string
-		rocFPR, rocTPR                      []float64
-		logSet, logMethod, logRep           []string
-		logEpoch, logTask                   []int64
-		logLoss, logWeight                  []float64
-		nEval                               int
-	)
-	for _, in := range env.Inputs {
+	var roc []tables.ReportROC
+	var logs []tables.ReportLog
+	nEval := 0
+	for i := range env.Inputs {
+		in := &env.Inputs[i]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -147,74 +116,39 @@ func runReport(ctx context.Context, env *kind.Env) error {
 		switch {
 		case in.Has("metrics"):
 			nEval++
-			m, err := in.Open(ctx, "metrics")
+			rows, meta, err := tables.ReadMetrics(ctx, in)
 			if err != nil {
-				return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
+				return err
 			}
 			if method == "" {
-				method = methodLabel(m)
+				method = meta.MethodLabel()
 			}
-			names, err1 := artifacts.StringCol(m, "metric")
-			classes, err2 := artifacts.StringCol(m, "class")
-			vals, err3 := artifacts.Float64Col(m, "value")
-			m.Release()
-			if err := firstErr(err1, err2, err3); err != nil {
-				return fmt.Errorf("input %s[%s] metrics: %w", in.Stage, in.Instance, err)
-			}
-			for i := range names {
-				k := key{setting, method, classes[i], names[i]}
-				values[k] = append(values[k], vals[i])
+			for _, r := range rows {
+				k := key{setting, method, r.Class, r.Metric}
+				values[k] = append(values[k], r.Value)
 			}
 			if in.Has("roc") {
-				r, err := in.Open(ctx, "roc")
+				points, err := tables.ReadROC(ctx, in)
 				if err != nil {
-					return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
+					return err
 				}
-				cls, err1 := artifacts.StringCol(r, "class")
-				fpr, err2 := artifacts.Float64Col(r, "fpr")
-				tpr, err3 := artifacts.Float64Col(r, "tpr")
-				if err := firstErr(err1, err2, err3); err != nil {
-					r.Release()
-					return fmt.Errorf("input %s[%s] roc: %w", in.Stage, in.Instance, err)
+				for _, pt := range points {
+					roc = append(roc, tables.ReportROC{Setting: setting, Method: method, Replicate: rep, Class: pt.Class, FPR: pt.FPR, TPR: pt.TPR})
 				}
-				for i := range cls {
-					rocSet = append(rocSet, setting)
-					rocMethod = append(rocMethod, method)
-					rocRep = append(rocRep, rep)
-					rocClass = append(rocClass, cls[i])
-					rocFPR = append(rocFPR, fpr[i])
-					rocTPR = append(rocTPR, tpr[i])
-				}
-				r.Release()
 			}
 		case in.Has("log"):
-			l, err := in.Open(ctx, "log")
+			rows, meta, err := tables.ReadTrainLog(ctx, in)
 			if err != nil {
-				return fmt.Errorf("input %s[%s]: %w", in.Stage, in.Instance, err)
+				return err
 			}
 			if method == "" {
-				method = methodLabel(l)
+				method = meta.MethodLabel()
 			}
-			ep, err1 := artifacts.Int64Col(l, "epoch")
-			task, err2 := artifacts.Int64Col(l, "task")
-			loss, err3 := artifacts.Float64Col(l, "query_loss")
-			w, err4 := artifacts.Float64Col(l, "weight")
-			if err := firstErr(err1, err2, err3, err4); err != nil {
-				l.Release()
-				return fmt.Errorf("input %s[%s] log: %w", in.Stage, in.Instance, err)
+			for _, r := range rows {
+				logs = append(logs, tables.ReportLog{Setting: setting, Method: method, Replicate: rep, LogRow: r})
 			}
-			for i := range ep {
-				logSet = append(logSet, setting)
-				logMethod = append(logMethod, method)
-				logRep = append(logRep, rep)
-				logEpoch = append(logEpoch, ep[i])
-				logTask = append(logTask, task[i])
-				logLoss = append(logLoss, loss[i])
-				logWeight = append(logWeight, w[i])
-			}
-			l.Release()
 		default:
-			return fmt.Errorf("input %s has neither a metrics nor a log output (outputs %v); needs evaluate (and optionally train) stages", in.Stage, in.Outputs)
+			return fmt.Errorf("input %s has neither a metrics nor a log output (outputs %v); needs evaluate (and optionally train) stages", in.ID(), in.Outputs)
 		}
 	}
 	if nEval == 0 {
@@ -245,43 +179,68 @@ func runReport(ctx context.Context, env *kind.Env) error {
 		if err != nil {
 			return fmt.Errorf("%s %s %s %s: %w", k.setting, k.method, k.class, k.metric, err)
 		}
-		rows[i] = ReportResult{k.setting, k.method, k.class, k.metric, sum.Mean, sum.Std, int64(sum.N)}
+		rows[i] = ReportResult{Setting: k.setting, Method: k.method, Class: k.class, Metric: k.metric, Mean: sum.Mean, Std: sum.Std, N: int64(sum.N)}
 	}
-	res, err := ResultsTable(rows)
-	if err != nil {
+	if err := tables.WriteResults(env, SeenClassMeans(rows)); err != nil {
 		return err
 	}
-	env.Output("results", res)
-
-	roc, err := artifacts.NewTable(artifacts.Strings("setting", rocSet), artifacts.Strings("method", rocMethod),
-		artifacts.Strings("replicate", rocRep), artifacts.Strings("class", rocClass),
-		artifacts.Float64s("fpr", rocFPR), artifacts.Float64s("tpr", rocTPR))
-	if err != nil {
+	if err := tables.WriteReportROC(env, roc); err != nil {
 		return err
 	}
-	env.Output("roc", roc)
-	lg, err := artifacts.NewTable(artifacts.Strings("setting", logSet), artifacts.Strings("method", logMethod),
-		artifacts.Strings("replicate", logRep), artifacts.Int64s("epoch", logEpoch), artifacts.Int64s("task", logTask),
-		artifacts.Float64s("query_loss", logLoss), artifacts.Float64s("weight", logWeight))
-	if err != nil {
-		return err
-	}
-	env.Output("log", lg)
-	return nil
+	return tables.WriteReportLog(env, logs)
 }
 
-// methodLabel names the method of a table from the metadata the train stage attached to its
-// model and that score and evaluate carried forward: "ahl", or "ahl/dra" style when a head
-// is recorded; "?" when the table carries none.
-func methodLabel(rec arrow.RecordBatch) string {
-	m := schemaMeta(rec, modelMethodKey)
-	if m == "" {
-		return "?"
+// SettingMean ends the setting of the rows that average over seen classes.
+const SettingMean = "seen_class=mean"
+
+// SeenClassMeans returns rows followed by, for every group of settings that differ only in
+// their seen_class (two or more of them), one row per method and metric of class all with
+// the mean over those settings, under the setting "<the rest> seen_class=mean": the hard
+// protocol's headline figure is the mean over seen classes. Its std is the sample standard
+// deviation of the per-setting means and n the number of settings. The new rows follow the
+// order in which their groups first appear in rows.
+func SeenClassMeans(rows []ReportResult) []ReportResult {
+	type key struct{ rest, method, class, metric string }
+	groups := map[key][]float64{}
+	var order []key
+	for _, r := range rows {
+		var rest []string
+		has := false
+		for _, kv := range strings.Fields(r.Setting) {
+			if strings.HasPrefix(kv, "seen_class=") {
+				has = true
+				continue
+			}
+			rest = append(rest, kv)
+		}
+		if !has || r.Class != "all" {
+			continue
+		}
+		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r.Mean)
 	}
-	if h := schemaMeta(rec, modelHeadKey); h != "" {
-		return m + "/" + h
+	out := append([]ReportResult(nil), rows...)
+	for _, k := range order {
+		v := groups[k]
+		if len(v) < 2 {
+			continue
+		}
+		var m, ss float64
+		for _, x := range v {
+			m += x
+		}
+		m /= float64(len(v))
+		for _, x := range v {
+			ss += (x - m) * (x - m)
+		}
+		set := strings.TrimSpace(k.rest + " " + SettingMean)
+		out = append(out, ReportResult{Setting: set, Method: k.method, Class: k.class, Metric: k.metric,
+			Mean: m, Std: math.Sqrt(ss / float64(len(v)-1)), N: int64(len(v))})
 	}
-	return m
+	return out
 }
 
 // classLess orders classes with "all" first, then by name.
@@ -292,74 +251,15 @@ func classLess(a, b string) bool {
 	return a < b
 }
 
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}
-
-// ResultsTable builds the report's results table (stages/TABLES.md) from rows.
-func ResultsTable(rows []ReportResult) (arrow.RecordBatch, error) {
-	n := len(rows)
-	set, meth, cls, met := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	mean, std, cnt := make([]float64, n), make([]float64, n), make([]int64, n)
-	for i, r := range rows {
-		set[i], meth[i], cls[i], met[i] = r.Setting, r.Method, r.Class, r.Metric
-		mean[i], std[i], cnt[i] = r.Mean, r.Std, r.N
-	}
-	return artifacts.NewTable(artifacts.Strings("setting", set), artifacts.Strings("method", meth),
-		artifacts.Strings("class", cls), artifacts.Strings("metric", met),
-		artifacts.Float64s("mean", mean), artifacts.Float64s("std", std), artifacts.Int64s("n", cnt))
-}
-
-// ReadResults reads a results table written by the report stage.
-func ReadResults(rec arrow.RecordBatch) ([]ReportResult, error) {
-	set, err1 := artifacts.StringCol(rec, "setting")
-	meth, err2 := artifacts.StringCol(rec, "method")
-	cls, err3 := artifacts.StringCol(rec, "class")
-	met, err4 := artifacts.StringCol(rec, "metric")
-	mean, err5 := artifacts.Float64Col(rec, "mean")
-	std, err6 := artifacts.Float64Col(rec, "std")
-	cnt, err7 := artifacts.Int64Col(rec, "n")
-	if err := firstErr(err1, err2, err3, err4, err5, err6, err7); err != nil {
-		return nil, fmt.Errorf("results table: %w", err)
-	}
-	out := make([]ReportResult, len(set))
-	for i := range set {
-		out[i] = ReportResult{set[i], meth[i], cls[i], met[i], mean[i], std[i], cnt[i]}
-	}
-	return out, nil
-}
-
-// withMeta returns rec with the schema metadata kv added (replacing equal keys); it takes
-// ownership of rec.
-func withMeta(rec arrow.RecordBatch, kv map[string]string) arrow.RecordBatch {
-	old := rec.Schema().Metadata()
-	merged := map[string]string{}
-	for i, k := range old.Keys() {
-		merged[k] = old.Values()[i]
-	}
-	for k, v := range kv {
-		merged[k] = v
-	}
-	md := arrow.MetadataFrom(merged)
-	schema := arrow.NewSchema(rec.Schema().Fields(), &md)
-	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
-	rec.Release()
-	return out
-}
-
-// ReportTables are the latest outputs of a DAG's report stage.
+// ReportTables are the latest outputs of a DAG's report stage, read into owned rows.
 type ReportTables struct {
 	// Manifest is the report stage instance's manifest (when and from what it was made).
 	Manifest artifacts.Manifest
-	// Results holds the results table's rows; ROC and Log are the roc and log tables
-	// (nil when the stored report predates them). The caller releases ROC and Log.
-	Results  []ReportResult
-	ROC, Log arrow.RecordBatch
+	// Results, ROC and Log hold the rows of the results, roc and log tables (ROC and Log are
+	// empty when the stored report predates them).
+	Results []ReportResult
+	ROC     []tables.ReportROC
+	Log     []tables.ReportLog
 }
 
 // LoadReport reads the latest outputs of the report stage `stage` of DAG `dag` through the
@@ -381,34 +281,18 @@ func LoadReport(ctx context.Context, s artifacts.Store, dag, stage string) (*Rep
 	if !ok {
 		return nil, fmt.Errorf("DAG %s stage %s (kind %s) has no results output; is it a report stage?", dag, stage, m.Kind)
 	}
-	rec, err := artifacts.Get(ctx, s, res.Digest)
-	if err != nil {
+	if out.Results, err = tables.LoadResults(ctx, s, res.Digest); err != nil {
 		return nil, fmt.Errorf("DAG %s stage %s results: %w", dag, stage, err)
 	}
-	out.Results, err = ReadResults(rec)
-	rec.Release()
-	if err != nil {
-		return nil, fmt.Errorf("DAG %s stage %s: %w", dag, stage, err)
-	}
-	for name, dst := range map[string]*arrow.RecordBatch{"roc": &out.ROC, "log": &out.Log} {
-		o, ok := m.Outputs[name]
-		if !ok {
-			continue
+	if o, ok := m.Outputs["roc"]; ok {
+		if out.ROC, err = tables.LoadReportROC(ctx, s, o.Digest); err != nil {
+			return nil, fmt.Errorf("DAG %s stage %s roc: %w", dag, stage, err)
 		}
-		if *dst, err = artifacts.Get(ctx, s, o.Digest); err != nil {
-			out.Release()
-			return nil, fmt.Errorf("DAG %s stage %s %s: %w", dag, stage, name, err)
+	}
+	if o, ok := m.Outputs["log"]; ok {
+		if out.Log, err = tables.LoadReportLog(ctx, s, o.Digest); err != nil {
+			return nil, fmt.Errorf("DAG %s stage %s log: %w", dag, stage, err)
 		}
 	}
 	return out, nil
-}
-
-// Release frees the ROC and log tables.
-func (r *ReportTables) Release() {
-	for _, t := range []arrow.RecordBatch{r.ROC, r.Log} {
-		if t != nil {
-			t.Release()
-		}
-	}
-	r.ROC, r.Log = nil, nil
 }

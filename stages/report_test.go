@@ -12,6 +12,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // memInput is an upstream stage instance whose outputs are the given in-memory tables. Open
@@ -97,13 +98,14 @@ func TestReportMeanStdOverSeeds(t *testing.T) {
 		}
 	}
 	out := runKind(t, "report", nil, 0, ins...)
-	rows, err := ReadResults(out["results"])
+	rows, err := tables.DecodeResults(out["results"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 2 settings x 2 methods x (auroc all, auroc x, auprc all).
-	if len(rows) != 12 {
-		t.Fatalf("got %d rows, want 12: %+v", len(rows), rows)
+	// 2 settings x 2 methods x (auroc all, auroc x, auprc all), then the means over the seen
+	// classes a and b: 2 methods x (auroc all, auprc all).
+	if len(rows) != 16 {
+		t.Fatalf("got %d rows, want 16: %+v", len(rows), rows)
 	}
 	find := func(set, meth, cls, met string) ReportResult {
 		for _, r := range rows {
@@ -136,8 +138,19 @@ func TestReportMeanStdOverSeeds(t *testing.T) {
 	if rows[0].Setting != "seen_class=a" || rows[0].Class != "all" || rows[0].Method != "ahl" || rows[0].Metric != "auprc" {
 		t.Errorf("first row %+v", rows[0])
 	}
-	if rows[len(rows)-1].Setting != "seen_class=b" || rows[len(rows)-1].Class != "x" {
-		t.Errorf("last row %+v", rows[len(rows)-1])
+	if rows[11].Setting != "seen_class=b" || rows[11].Class != "x" {
+		t.Errorf("last per-setting row %+v", rows[11])
+	}
+	// The mean over seen classes of the per-setting means: ahl auroc (0.8 + 0.5) / 2, std the
+	// sample std of {0.8, 0.5}; n counts settings, not seeds.
+	r = find("seen_class=mean", "ahl", "all", "auroc")
+	if math.Abs(r.Mean-0.65) > tol || math.Abs(r.Std-0.15*math.Sqrt2) > tol || r.N != 2 {
+		t.Errorf("mean/ahl/all/auroc = %+v, want mean 0.65 std %.4f n 2", r, 0.15*math.Sqrt2)
+	}
+	for _, r := range rows[12:] {
+		if r.Setting != "seen_class=mean" || r.Class != "all" {
+			t.Errorf("row %+v after the per-setting rows, want a seen_class=mean row of class all", r)
+		}
 	}
 }
 
@@ -160,7 +173,7 @@ func TestReportMethodFromMetadataAndLogs(t *testing.T) {
 	out := runKind(t, "report", &ReportParams{Replicates: []string{"seed"}, MethodKey: "method", Setting: "hard M=1"}, 0,
 		memInput("evaluate", "seed=3", mx, map[string]arrow.RecordBatch{"metrics": rec, "roc": roc}),
 		memInput("train", "seed=3", mx, map[string]arrow.RecordBatch{"model": rec, "log": withMeta(lg, map[string]string{modelMethodKey: "ahl", modelHeadKey: "dra"})}))
-	rows, err := ReadResults(out["results"])
+	rows, err := tables.DecodeResults(out["results"])
 	if err != nil {
 		t.Fatal(err)
 	}

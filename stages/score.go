@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // scoreVersion is the score stage's code version (part of its cache key).
@@ -45,24 +45,19 @@ func init() {
 // scores table carries the model's method and head as schema metadata.
 func runScore(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ScoreParams)
-	imgs, err := loadImageIndex(ctx, env)
+	imgs, err := tables.ReadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	in, err := env.With("model")
+	tm, err := tables.ReadModel(ctx, env)
 	if err != nil {
 		return err
 	}
-	rec, err := in.Open(ctx, "model")
+	model, err := decodeModel(tm)
 	if err != nil {
-		return fmt.Errorf("input %s model: %w", in.Stage, err)
+		return err
 	}
-	model, err := readModel(rec)
-	meta := metaOf(rec, modelMethodKey, modelHeadKey)
-	rec.Release()
-	if err != nil {
-		return fmt.Errorf("input %s: %w", in.Stage, err)
-	}
+	meta := tm.Meta.Pick(tables.MethodKey, tables.HeadKey)
 
 	var testIDs []string
 	var labels []int64
@@ -77,9 +72,9 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if len(testIDs) == 0 {
 		return errors.New("the images table has no test images")
 	}
-	normals := imgs.trainNormals()
+	normals := imgs.TrainNormals()
 	want := setOf(append(append([]string(nil), testIDs...), normals...))
-	set, err := loadMapSet(ctx, env, "features", want)
+	set, err := tables.ReadMaps(ctx, env, tables.MapSource{Table: "features", Keep: want})
 	if err != nil {
 		return err
 	}
@@ -131,12 +126,13 @@ func runScore(ctx context.Context, env *kind.Env) error {
 			env.Progress(k+1, len(model.Thetas))
 		}
 	}
-	out, err := artifacts.NewTable(artifacts.Strings("id", testIDs), artifacts.Int64s("label", labels),
-		artifacts.Strings("class", classes), artifacts.Float64s("score", scores))
-	if err != nil {
+	rows := make([]tables.Score, len(testIDs))
+	for i, id := range testIDs {
+		rows[i] = tables.Score{ID: id, Label: labels[i], Class: classes[i], Score: scores[i]}
+	}
+	if err := tables.WriteScores(env, rows, meta); err != nil {
 		return err
 	}
-	env.Output("scores", withMeta(out, meta))
 	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.summary())
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // This file adds a head the way any new head is added, registered for this package's tests
@@ -261,7 +262,7 @@ func checkToyScores(t *testing.T, s spotSet, h heads.Head, theta []float32, scor
 	t.Helper()
 	ids, _ := artifacts.StringCol(scores, "id")
 	got, _ := artifacts.Float64Col(scores, "score")
-	set, err := mapSetFromTables(mapSource{s.features, setOf(ids)})
+	set, err := tables.MapSetFromRecords(tables.OpenMaps{Rec: s.features, Keep: setOf(ids)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/ahl/baseline"
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
@@ -17,8 +15,8 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
-	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
@@ -116,7 +114,7 @@ func (p *TrainParams) headConfig(c int) heads.Config {
 // registry), and the configs of CDL and direct training they map onto (every method's, as
 // one DAG may put several methods in its matrix).
 func (p *TrainParams) Validate() error {
-	if _, ok := trainers[p.Method]; !ok {
+	if _, ok := methods[p.Method]; !ok {
 		return fmt.Errorf("method: %q, want ahl, devnet, knn or ensemble", p.Method)
 	}
 	for k := range p.HeadOptions {
@@ -158,37 +156,67 @@ type trainData struct {
 	// ingest order.
 	Train              map[string]bool
 	Normals, Anomalies []string
+	// Samples are the HADG tasks' samples, for the methods that train on them.
+	Samples []hadg.Sample
 }
 
 // trainer trains one method. It returns the model and the log rows (stages/TABLES.md).
 type trainer func(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error)
 
-// trainers holds the train stage's methods.
-var trainers = map[string]trainer{
-	MethodAHL:      trainAHL,
-	MethodDevnet:   trainDevnet,
-	MethodKNN:      trainKNN,
-	MethodEnsemble: trainEnsemble,
+// method is one training method: its trainer and the optional inputs it reads.
+type method struct {
+	train  trainer
+	tasks  bool // trains on the HADG tasks (the tasks table is required)
+	pseudo bool // trains on the pseudo anomalies too, when an input has them
+}
+
+// methods holds the train stage's methods by name.
+var methods = map[string]method{
+	MethodAHL:      {train: trainAHL, tasks: true, pseudo: true},
+	MethodDevnet:   {train: trainDevnet, pseudo: true},
+	MethodKNN:      {train: trainKNN},
+	MethodEnsemble: {train: trainEnsemble, tasks: true, pseudo: true},
+}
+
+// RequiredInputs makes the tasks table required for the methods that train on HADG tasks
+// (kind.Requirer), so a DAG whose train lacks hadg in needs fails validation.
+func (p *TrainParams) RequiredInputs() []string {
+	if methods[p.Method].tasks {
+		return []string{"tasks"}
+	}
+	return nil
 }
 
 // runTrain trains the model of p.Method on the training images' features (and the pseudo
 // anomalies and tasks where the method uses them) and writes the model and log tables.
 func runTrain(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*TrainParams)
-	imgs, err := loadImageIndex(ctx, env)
+	meth := methods[p.Method]
+	imgs, err := tables.ReadImageIndex(ctx, env)
 	if err != nil {
 		return err
 	}
-	d := &trainData{Normals: imgs.trainNormals(), Anomalies: imgs.trainAnomalies()}
+	d := &trainData{Normals: imgs.TrainNormals(), Anomalies: imgs.TrainAnomalies()}
 	if len(d.Normals) == 0 {
 		return errors.New("the images table has no training normals")
 	}
 	d.Train = setOf(append(append([]string(nil), d.Normals...), d.Anomalies...))
-	if d.Pool, err = loadTrainPool(ctx, env, p, d.Train); err != nil {
+	if meth.tasks {
+		if d.Samples, err = tables.ReadTasks(ctx, env); err != nil {
+			return fmt.Errorf("%w (method %s trains on the HADG tasks)", err, p.Method)
+		}
+	}
+	// The pool: the training images' maps, then every pseudo anomaly's, into one set so
+	// that each map is copied once. ReadMaps releases the tables before it returns; a
+	// collection then hands their blobs back to the OS, so that they neither stay in the
+	// process nor set the collector's heap goal while the model trains (well under a second).
+	srcs := []tables.MapSource{{Table: "features", Keep: d.Train}}
+	if meth.pseudo && env.Has("pseudo") {
+		srcs = append(srcs, tables.MapSource{Table: "pseudo"})
+	}
+	if d.Pool, err = tables.ReadMaps(ctx, env, srcs...); err != nil {
 		return err
 	}
-	// The input blobs are garbage now; collect them and return their memory to the OS
-	// before training allocates its own buffers (one collection, well under a second).
 	debug.FreeOSMemory()
 	nReal := 0
 	for _, id := range d.Pool.IDs {
@@ -205,21 +233,24 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 			return fmt.Errorf("scale %d has %d channels, scale 0 has %d; the heads need one channel count", k, m.C, c)
 		}
 	}
-	m, rows, err := trainers[p.Method](ctx, env, p, d)
+	m, rows, err := meth.train(ctx, env, p, d)
 	if err != nil {
 		return err
 	}
-	model, err := m.table()
+	tm, err := m.encode()
 	if err != nil {
 		return err
 	}
-	env.Output("model", model)
-	log, err := trainLog(rows)
-	if err != nil {
+	if err := tables.WriteModel(env, tm); err != nil {
 		return err
 	}
-	env.Output("log", withMeta(log, m.meta()))
-	return nil
+	// The log holds no wall-clock times: they differ from run to run, and the log must be
+	// byte-identical for the same inputs (the manifest records the stage's seconds).
+	log := make([]tables.LogRow, len(rows))
+	for i, r := range rows {
+		log[i] = tables.LogRow{Epoch: int64(r.Epoch), Task: int64(r.Task), QueryLoss: r.QueryLoss, Weight: r.Weight}
+	}
+	return tables.WriteTrainLog(env, log, tm.Meta)
 }
 
 // newHead builds p's head for the pool's channel count through the heads registry, and the
@@ -236,11 +267,7 @@ func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 	if err != nil {
 		return nil, nil, err
 	}
-	samples, err := loadTasks(ctx, env, p.Method)
-	if err != nil {
-		return nil, nil, err
-	}
-	res, err := cdl.Train(ctx, p.cdlConfig(env.Seed, env.Progress), head, d.Pool, samples)
+	res, err := cdl.Train(ctx, p.cdlConfig(env.Seed, env.Progress), head, d.Pool, d.Samples)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -292,11 +319,7 @@ func trainEnsemble(ctx context.Context, env *kind.Env, p *TrainParams, d *trainD
 	if err != nil {
 		return nil, nil, err
 	}
-	samples, err := loadTasks(ctx, env, p.Method)
-	if err != nil {
-		return nil, nil, err
-	}
-	ens, err := baseline.TrainEnsemble(ctx, p.devnetConfig(env.Seed, env.Progress), head, d.Pool, samples)
+	ens, err := baseline.TrainEnsemble(ctx, p.devnetConfig(env.Seed, env.Progress), head, d.Pool, d.Samples)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -328,59 +351,6 @@ func trainKNN(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 	return &model{Method: MethodKNN, KNN: k}, nil, nil
 }
 
-// loadTasks reads the HADG task samples, which method trains on.
-func loadTasks(ctx context.Context, env *kind.Env, method string) ([]hadg.Sample, error) {
-	in, err := env.With("tasks")
-	if err != nil {
-		return nil, fmt.Errorf("%w (method %s trains on the HADG tasks)", err, method)
-	}
-	rec, err := in.Open(ctx, "tasks")
-	if err != nil {
-		return nil, fmt.Errorf("input %s tasks: %w", in.Stage, err)
-	}
-	samples, err := readTasks(rec)
-	rec.Release()
-	if err != nil {
-		return nil, fmt.Errorf("input %s tasks: %w", in.Stage, err)
-	}
-	return samples, nil
-}
-
-// loadTrainPool reads the pool: the training images' maps, then (for the heads) every pseudo
-// anomaly's, into one set so each map is copied once. The input records are released and
-// their blobs dropped before it returns; a garbage collection then hands them back to the
-// OS, so the blobs (features and pseudo, the images table's PNG bytes) do not stay in the
-// process, nor set the collector's heap goal, while the model trains.
-func loadTrainPool(ctx context.Context, env *kind.Env, p *TrainParams, train map[string]bool) (fmap.Set, error) {
-	fin, err := env.With("features")
-	if err != nil {
-		return fmap.Set{}, err
-	}
-	frec, err := fin.Open(ctx, "features")
-	if err != nil {
-		return fmap.Set{}, fmt.Errorf("input %s features: %w", fin.Stage, err)
-	}
-	defer frec.Release()
-	srcs := []mapSource{{frec, train}}
-	if p.Method != MethodKNN && env.Has("pseudo") {
-		pin, err := env.With("pseudo")
-		if err != nil {
-			return fmap.Set{}, err
-		}
-		prec, err := pin.Open(ctx, "pseudo")
-		if err != nil {
-			return fmap.Set{}, fmt.Errorf("input %s pseudo: %w", pin.Stage, err)
-		}
-		defer prec.Release()
-		srcs = append(srcs, mapSource{prec, nil})
-	}
-	pool, err := mapSetFromTables(srcs...)
-	if err != nil {
-		return fmap.Set{}, fmt.Errorf("features and pseudo anomalies: %w", err)
-	}
-	return pool, nil
-}
-
 func cmpOr(v, def int) int {
 	if v != 0 {
 		return v
@@ -394,27 +364,4 @@ func fmtFloats(v []float64) string {
 		s[i] = strconv.FormatFloat(x, 'f', 3, 64)
 	}
 	return "[" + strings.Join(s, " ") + "]"
-}
-
-// trainLog builds the log table (stages/TABLES.md). It holds no wall-clock times: those
-// differ from run to run, and the log must be byte-identical for the same inputs (the
-// manifest records the stage's seconds).
-func trainLog(rows []cdl.LogRow) (arrow.RecordBatch, error) {
-	n := len(rows)
-	ep, task := make([]int64, n), make([]int64, n)
-	loss, w := make([]float64, n), make([]float64, n)
-	for i, r := range rows {
-		ep[i], task[i], loss[i], w[i] = int64(r.Epoch), int64(r.Task), r.QueryLoss, r.Weight
-	}
-	return artifacts.NewTable(artifacts.Int64s("epoch", ep), artifacts.Int64s("task", task),
-		artifacts.Float64s("query_loss", loss), artifacts.Float64s("weight", w))
-}
-
-// RequiredInputs makes the tasks table required for the methods that train on HADG tasks
-// (kind.Requirer), so a DAG whose train lacks hadg in needs fails validation.
-func (p *TrainParams) RequiredInputs() []string {
-	if p.Method == MethodAHL || p.Method == MethodEnsemble {
-		return []string{"tasks"}
-	}
-	return nil
 }

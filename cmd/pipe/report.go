@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/spf13/cobra"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -24,6 +22,7 @@ import (
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/pipeline"
 	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // ReportOptions are the flags of `pipe report`.
@@ -116,7 +115,6 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	if err != nil {
 		return err
 	}
-	defer rep.Release()
 	switch o.Format {
 	case "table":
 		fmt.Fprintf(stdout, "%s: results of stage %s (made %s)\n", f.Name, stage, rep.Manifest.Created.UTC().Format("2006-01-02 15:04 UTC"))
@@ -141,61 +139,12 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	return nil
 }
 
-// settingMean is the pseudo setting under which the table prints the mean over seen classes.
-const settingMean = "seen_class=mean"
-
-// withSeenClassMeans adds, for every group of settings that differ only in their seen_class,
-// rows with the mean over those settings (the paper's hard-protocol figure is the mean over
-// seen classes); its std is the standard deviation of the per-setting means and n the number
-// of settings.
-func withSeenClassMeans(rows []stages.ReportResult) []stages.ReportResult {
-	type key struct{ rest, method, class, metric string }
-	groups := map[key][]float64{}
-	var order []key
-	for _, r := range rows {
-		var rest []string
-		has := false
-		for _, kv := range strings.Fields(r.Setting) {
-			if strings.HasPrefix(kv, "seen_class=") {
-				has = true
-				continue
-			}
-			rest = append(rest, kv)
-		}
-		if !has || r.Class != "all" {
-			continue
-		}
-		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r.Mean)
-	}
-	out := append([]stages.ReportResult(nil), rows...)
-	for _, k := range order {
-		v := groups[k]
-		if len(v) < 2 {
-			continue
-		}
-		var m, ss float64
-		for _, x := range v {
-			m += x
-		}
-		m /= float64(len(v))
-		for _, x := range v {
-			ss += (x - m) * (x - m)
-		}
-		set := strings.TrimSpace(k.rest + " " + settingMean)
-		out = append(out, stages.ReportResult{Setting: set, Method: k.method, Class: k.class, Metric: k.metric,
-			Mean: m, Std: math.Sqrt(ss / float64(len(v)-1)), N: int64(len(v))})
-	}
-	return out
-}
+// settingMean is the pseudo setting of the report stage's mean-over-seen-classes rows.
+const settingMean = stages.SettingMean
 
 // writeResultsTable prints one block per metric: rows setting x class, one column per
 // method, cells "mean ± std" (n runs in the header when all cells agree, else per cell).
 func writeResultsTable(w io.Writer, rows []stages.ReportResult) error {
-	rows = withSeenClassMeans(rows)
 	metrics := map[string]bool{}
 	methods := map[string]bool{}
 	for _, r := range rows {
@@ -332,14 +281,14 @@ func writeReportPlots(dir string, rep *stages.ReportTables) ([]string, error) {
 		return nil, err
 	}
 	var files []string
-	if rep.ROC != nil && rep.ROC.NumRows() > 0 {
+	if len(rep.ROC) > 0 {
 		fs, err := writeROCPlots(dir, rep.ROC)
 		if err != nil {
 			return nil, err
 		}
 		files = append(files, fs...)
 	}
-	if rep.Log != nil && rep.Log.NumRows() > 0 {
+	if len(rep.Log) > 0 {
 		fs, err := writeLogPlots(dir, rep.Log)
 		if err != nil {
 			return nil, err
@@ -352,31 +301,20 @@ func writeReportPlots(dir string, rep *stages.ReportTables) ([]string, error) {
 	return files, nil
 }
 
-func writeROCPlots(dir string, roc arrow.RecordBatch) ([]string, error) {
-	set, err1 := artifacts.StringCol(roc, "setting")
-	meth, err2 := artifacts.StringCol(roc, "method")
-	rep, err3 := artifacts.StringCol(roc, "replicate")
-	cls, err4 := artifacts.StringCol(roc, "class")
-	fpr, err5 := artifacts.Float64Col(roc, "fpr")
-	tpr, err6 := artifacts.Float64Col(roc, "tpr")
-	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
-		if err != nil {
-			return nil, fmt.Errorf("report roc table: %w", err)
-		}
-	}
+func writeROCPlots(dir string, roc []tables.ReportROC) ([]string, error) {
 	type curve struct{ method, rep string }
 	bySetting := map[string]map[curve]plotter.XYs{}
 	methods := map[string]bool{}
-	for i := range set {
-		if cls[i] != "all" {
+	for _, r := range roc {
+		if r.Class != "all" {
 			continue
 		}
-		if bySetting[set[i]] == nil {
-			bySetting[set[i]] = map[curve]plotter.XYs{}
+		if bySetting[r.Setting] == nil {
+			bySetting[r.Setting] = map[curve]plotter.XYs{}
 		}
-		c := curve{meth[i], rep[i]}
-		bySetting[set[i]][c] = append(bySetting[set[i]][c], plotter.XY{X: fpr[i], Y: tpr[i]})
-		methods[meth[i]] = true
+		c := curve{r.Method, r.Replicate}
+		bySetting[r.Setting][c] = append(bySetting[r.Setting][c], plotter.XY{X: r.FPR, Y: r.TPR})
+		methods[r.Method] = true
 	}
 	meths := reportSortedSet(methods)
 	var files []string
@@ -426,25 +364,13 @@ func writeROCPlots(dir string, roc arrow.RecordBatch) ([]string, error) {
 	return files, nil
 }
 
-func writeLogPlots(dir string, lg arrow.RecordBatch) ([]string, error) {
-	set, err1 := artifacts.StringCol(lg, "setting")
-	meth, err2 := artifacts.StringCol(lg, "method")
-	rep, err3 := artifacts.StringCol(lg, "replicate")
-	ep, err4 := artifacts.Int64Col(lg, "epoch")
-	task, err5 := artifacts.Int64Col(lg, "task")
-	loss, err6 := artifacts.Float64Col(lg, "query_loss")
-	w, err7 := artifacts.Float64Col(lg, "weight")
-	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
-		if err != nil {
-			return nil, fmt.Errorf("report log table: %w", err)
-		}
-	}
+func writeLogPlots(dir string, lg []tables.ReportLog) ([]string, error) {
 	type run struct{ setting, method string }
 	first := map[run]string{} // the first replicate of each run, in sorted order
-	for i := range set {
-		r := run{set[i], meth[i]}
-		if f, ok := first[r]; !ok || rep[i] < f {
-			first[r] = rep[i]
+	for _, l := range lg {
+		r := run{l.Setting, l.Method}
+		if f, ok := first[r]; !ok || l.Replicate < f {
+			first[r] = l.Replicate
 		}
 	}
 	var runs []run
@@ -461,12 +387,12 @@ func writeLogPlots(dir string, lg arrow.RecordBatch) ([]string, error) {
 	for _, r := range runs {
 		weights := map[int64]plotter.XYs{}
 		losses := map[int64]plotter.XYs{}
-		for i := range set {
-			if set[i] != r.setting || meth[i] != r.method || rep[i] != first[r] || task[i] < 0 {
+		for _, l := range lg {
+			if l.Setting != r.setting || l.Method != r.method || l.Replicate != first[r] || l.Task < 0 {
 				continue
 			}
-			weights[task[i]] = append(weights[task[i]], plotter.XY{X: float64(ep[i]), Y: w[i]})
-			losses[task[i]] = append(losses[task[i]], plotter.XY{X: float64(ep[i]), Y: loss[i]})
+			weights[l.Task] = append(weights[l.Task], plotter.XY{X: float64(l.Epoch), Y: l.Weight})
+			losses[l.Task] = append(losses[l.Task], plotter.XY{X: float64(l.Epoch), Y: l.QueryLoss})
 		}
 		if len(weights) < 2 {
 			continue // one task (a method without CDL): nothing to compare

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/stages"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 var reportRows = []stages.ReportResult{
@@ -28,7 +29,7 @@ var reportRows = []stages.ReportResult{
 
 func TestResultsTableLayout(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeResultsTable(&b, reportRows); err != nil {
+	if err := writeResultsTable(&b, stages.SeenClassMeans(reportRows)); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -101,7 +102,7 @@ func TestReportCommandFromStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := stages.ResultsTable(reportRows)
+	res, err := tables.ResultsTable(reportRows)
 	if err != nil {
 		t.Fatal(err)
 	}

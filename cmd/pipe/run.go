@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/pipeline"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // RunOptions holds the flags of `pipe run`.
@@ -142,20 +143,13 @@ func metrics(ctx context.Context, store artifacts.Store, rep *pipeline.Report) m
 		if r.Instance.Kind != "evaluate" || !ok || !slices.Contains([]string{pipeline.Ran, pipeline.Cached}, r.Status) {
 			continue
 		}
-		rec, err := artifacts.Get(ctx, store, o.Digest)
+		ms, err := tables.LoadMetrics(ctx, store, o.Digest)
 		if err != nil {
 			continue
 		}
-		m, err1 := artifacts.StringCol(rec, "metric")
-		c, err2 := artifacts.StringCol(rec, "class")
-		v, err3 := artifacts.Float64Col(rec, "value")
-		rec.Release()
-		if err1 != nil || err2 != nil || err3 != nil {
-			continue
-		}
-		rows := make([]map[string]any, len(m))
-		for i := range m {
-			rows[i] = map[string]any{"metric": m[i], "class": c[i], "value": v[i]}
+		rows := make([]map[string]any, len(ms))
+		for i, m := range ms {
+			rows[i] = map[string]any{"metric": m.Metric, "class": m.Class, "value": m.Value}
 		}
 		out[r.Instance.ID()] = rows
 	}

@@ -1,0 +1,145 @@
+package tables
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/kind"
+)
+
+// Image is one row of the images table (ingest).
+type Image struct {
+	ID    string // path relative to the dataset root
+	Split string // train or test
+	Label int64  // 0 normal, 1 anomaly
+	Class string // good or the anomaly class
+	Bytes []byte // the encoded image
+}
+
+// WriteImages hands the images table of rows to env.
+func WriteImages(env *kind.Env, rows []Image) error {
+	n := len(rows)
+	ids, splits, classes, data := make([]string, n), make([]string, n), make([]string, n), make([][]byte, n)
+	labels := make([]int64, n)
+	for i, r := range rows {
+		ids[i], splits[i], labels[i], classes[i], data[i] = r.ID, r.Split, r.Label, r.Class, r.Bytes
+	}
+	return output(env, "images", nil, artifacts.Strings("id", ids), artifacts.Strings("split", splits),
+		artifacts.Int64s("label", labels), artifacts.Strings("class", classes), artifacts.Binaries("bytes", data))
+}
+
+// ImageIndex is the images table without the image bytes: one entry per image, in ingest
+// order. It holds copies, not the table's memory.
+type ImageIndex struct {
+	IDs   []string
+	Split []string
+	Label []int64
+	Class []string
+	byID  map[string]int
+}
+
+// Len is the number of images.
+func (x *ImageIndex) Len() int { return len(x.IDs) }
+
+// Row returns the index of the image with the given id.
+func (x *ImageIndex) Row(id string) (int, bool) {
+	i, ok := x.byID[id]
+	return i, ok
+}
+
+// Select returns the ids of the images of the given split and label, in ingest order.
+func (x *ImageIndex) Select(split string, label int64) []string {
+	var out []string
+	for i := range x.IDs {
+		if x.Split[i] == split && x.Label[i] == label {
+			out = append(out, x.IDs[i])
+		}
+	}
+	return out
+}
+
+// TrainNormals returns the ids of the training normals, in ingest order.
+func (x *ImageIndex) TrainNormals() []string { return x.Select("train", 0) }
+
+// TrainAnomalies returns the ids of the labelled (seen) training anomalies, in ingest order.
+func (x *ImageIndex) TrainAnomalies() []string { return x.Select("train", 1) }
+
+// ReadImageIndex reads the image index of the one input of env that has an images table,
+// checking that ids are unique, splits train or test and labels 0 or 1.
+func ReadImageIndex(ctx context.Context, env *kind.Env) (*ImageIndex, error) {
+	r, err := OpenImages(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	x := r.ImageIndex
+	r.Close()
+	// Nothing references the table's blob (every image's encoded bytes) any more: collect it
+	// now, so that the stage's next input reuses its memory instead of growing the heap.
+	runtime.GC()
+	return x, nil
+}
+
+// ImageReader reads the images table row by row: its index is owned, the bytes are views of
+// the table, valid until Close.
+type ImageReader struct {
+	*ImageIndex
+	rec  arrow.RecordBatch
+	data [][]byte
+	// Input names the input instance and table, for error messages.
+	Input string
+}
+
+// OpenImages opens the images table of the one input of env that has it. The caller calls
+// Close when done with the bytes.
+func OpenImages(ctx context.Context, env *kind.Env) (*ImageReader, error) {
+	rec, in, err := openFrom(ctx, env, "images")
+	if err != nil {
+		return nil, err
+	}
+	r, err := newImageReader(rec)
+	if err != nil {
+		rec.Release()
+		return nil, fmt.Errorf("input %s images: %w", in, err)
+	}
+	r.Input = "input " + in + " images"
+	return r, nil
+}
+
+func newImageReader(rec arrow.RecordBatch) (*ImageReader, error) {
+	c := cols{rec: rec}
+	x := &ImageIndex{IDs: c.strings("id"), Split: c.strings("split"), Label: c.int64s("label"), Class: c.strings("class")}
+	data := c.binariesAlias("bytes")
+	if c.err != nil {
+		return nil, c.err
+	}
+	x.byID = make(map[string]int, len(x.IDs))
+	for i, id := range x.IDs {
+		if _, dup := x.byID[id]; dup {
+			return nil, fmt.Errorf("duplicate id %q", id)
+		}
+		if x.Split[i] != "train" && x.Split[i] != "test" {
+			return nil, fmt.Errorf("id %q has split %q, want train or test", id, x.Split[i])
+		}
+		if x.Label[i] != 0 && x.Label[i] != 1 {
+			return nil, fmt.Errorf("id %q has label %d, want 0 or 1", id, x.Label[i])
+		}
+		x.byID[id] = i
+	}
+	return &ImageReader{ImageIndex: x, rec: rec, data: data}, nil
+}
+
+// Bytes returns the encoded image of row i. The slice is a view of the table, valid until
+// Close: copy it to keep it.
+func (r *ImageReader) Bytes(i int) []byte { return r.data[i] }
+
+// Close releases the table. The index stays valid.
+func (r *ImageReader) Close() {
+	if r.rec != nil {
+		r.rec.Release()
+		r.rec, r.data = nil, nil
+	}
+}
