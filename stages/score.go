@@ -39,7 +39,8 @@ func init() {
 }
 
 // runScore scores every test image (split test of the ingest images table) with the trained
-// model, without adaptation (AHL_SPEC.md, "Inference"). Heads score against the reference
+// model, without adaptation (AHL_SPEC.md, "Inference"); the model's head is rebuilt through
+// the heads registry from the model table's metadata. Heads score against the reference
 // map the dra head's composite sub-head needs: the mean map of all training normals. The
 // scores table carries the model's method and head as schema metadata.
 func runScore(ctx context.Context, env *kind.Env) error {
@@ -48,20 +49,15 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
-	in, err := env.With("model")
+	tm, err := tables.ReadModel(ctx, env)
 	if err != nil {
 		return err
 	}
-	rec, err := in.Open(ctx, "model")
+	model, err := decodeModel(tm)
 	if err != nil {
-		return fmt.Errorf("stage %s: input %s model: %w", env.Stage, in.Stage, err)
+		return err
 	}
-	defer rec.Release()
-	model, err := readModel(rec)
-	if err != nil {
-		return fmt.Errorf("stage %s: input %s: %w", env.Stage, in.Stage, err)
-	}
-	meta := metaOf(rec, modelMethodKey, modelHeadKey)
+	meta := tm.Meta.Pick(tables.MethodKey, tables.HeadKey)
 
 	var testIDs []string
 	var labels []int64
@@ -103,10 +99,10 @@ func runScore(ctx context.Context, env *kind.Env) error {
 		}
 		copy(scores, s)
 	default:
-		if model.Head.Channels != set.Scales[0].C {
-			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Head.Channels, set.Scales[0].C)
+		if model.Config.Channels != set.Scales[0].C {
+			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Config.Channels, set.Scales[0].C)
 		}
-		head, err := model.Head.build()
+		head, err := model.newHead()
 		if err != nil {
 			return err
 		}
@@ -137,6 +133,6 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if err := tables.WriteScores(env, rows, meta); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.Summary)
+	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.summary())
 	return nil
 }

@@ -174,41 +174,28 @@ func TestTrainErrors(t *testing.T) {
 	if _, err := tryKind("train", quick("ahl", "devnet", 1), 1, ingest, feat); err == nil || !strings.Contains(err.Error(), `"tasks" output`) {
 		t.Errorf("ahl without tasks: err = %v", err)
 	}
-	for _, p := range []*TrainParams{quick("maml", "devnet", 1), quick("ahl", "resnet", 1), quick("ahl", "dra", -1)} {
-		if err := p.Validate(); err == nil {
-			t.Errorf("%+v should not validate", p)
+	for _, tc := range []struct {
+		edit func(p *TrainParams)
+		want string
+	}{
+		{func(p *TrainParams) { p.Method = "maml" }, `method: "maml", want ahl, devnet, knn or ensemble`},
+		{func(p *TrainParams) { p.Head = "resnet" }, `head: "resnet", want devnet, dra`},
+		{func(p *TrainParams) { p.Epochs = -1 }, "epochs: -1, want >= 0"},
+		{func(p *TrainParams) { p.CompositeStride = 0 }, "composite_stride: 0, want >= 1"},
+		{func(p *TrainParams) { p.Neighbours = 0 }, "neighbours: 0, want >= 1"},
+		// Checked by cdl.Config.Validate and baseline.DevnetConfig.Validate, whatever the method.
+		{func(p *TrainParams) { p.Method, p.QuerySteps = "devnet", 0 }, "query_steps = 0, want >= 1"},
+		{func(p *TrainParams) { p.Method, p.LR = "ahl", 0 }, "lr = 0, want > 0"},
+	} {
+		p := quick("ahl", "devnet", 1)
+		tc.edit(p)
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one containing %q", p, err, tc.want)
 		}
 	}
 	// A model table without the train stage's metadata is refused by score.
 	bare, _ := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{1}}})
 	if _, err := tryKind("score", nil, 1, memInput("train", "", nil, map[string]arrow.RecordBatch{"model": bare}), feat, ingest); err == nil || !strings.Contains(err.Error(), "metadata") {
 		t.Errorf("bare model: err = %v", err)
-	}
-}
-
-func TestModelTensorsRoundTrip(t *testing.T) {
-	hs := headSpec{Name: "dra", Channels: 3, CompositeWidth: 2, Stride: 1}
-	h, err := hs.build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	theta := h.Init(rand.New(rand.NewPCG(1, 2)))
-	byName := map[string]artifacts.Tensor{}
-	for _, tn := range headTensors(h, "member1/", theta) {
-		byName[tn.Name] = tn
-	}
-	back, err := thetaFromTensors(h, "member1/", byName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(back) != fmt.Sprint(theta) {
-		t.Error("weights changed on the way through tensors")
-	}
-	if _, err := thetaFromTensors(h, "member2/", byName); err == nil || !strings.Contains(err.Error(), "no tensor") {
-		t.Errorf("wrong prefix: err = %v", err)
-	}
-	other, _ := headSpec{Name: "dra", Channels: 4, CompositeWidth: 2, Stride: 1}.build()
-	if _, err := thetaFromTensors(other, "member1/", byName); err == nil || !strings.Contains(err.Error(), "shape") {
-		t.Errorf("wrong channels: err = %v", err)
 	}
 }

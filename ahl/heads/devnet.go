@@ -5,20 +5,37 @@ import (
 	"math/rand/v2"
 	"slices"
 
+	G "gorgonia.org/gorgonia"
+
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
-// DevNet is the devnet head (AHL_SPEC.md, "devnet head"): z = conv1x1(F) (C -> 1, with bias)
-// and score = the mean of the top-k |z| over the H x W positions, k = max(floor(0.1 HW), 1).
+// DevNet is the devnet head (AHL_SPEC.md, "devnet head"). Per scale, for F (N, C, H, W):
+//
+//	z = conv1x1(F)                        (N, H*W)  C -> 1, with bias
+//	s = mean of the top-k |z| per image   (N)       k = max(floor(0.1 H*W), 1)
+//
 // One set of weights serves every scale (as in the AHL reference code, where one head module
 // scores the maps of both image sizes) and the image's score is the mean of its per-scale
 // scores. It trains with the deviation loss, pseudo anomalies counted as anomalies.
+//
+// The file holds the whole head: its registration, layout, forward and backward passes, and
+// its gorgonia reference graph.
 type DevNet struct {
 	c     int
 	specs []Spec
 	w, b  int // offsets of conv.weight (C) and conv.bias (1)
 }
+
+func init() {
+	Register(Kind{Name: "devnet", Build: func(cfg Config) (Head, error) { return NewDevNet(cfg.Channels) }})
+}
+
+var (
+	_ Head    = (*DevNet)(nil)
+	_ Checker = (*DevNet)(nil)
+)
 
 // NewDevNet returns a devnet head for maps with c channels (the same at every scale: both
 // scales come from one backbone).
@@ -43,6 +60,9 @@ func (h *DevNet) Layout() []Spec { return slices.Clone(h.specs) }
 // Init returns Kaiming-normal weights (fan-in C) and a zero bias.
 func (h *DevNet) Init(rng *rand.Rand) []float32 { return initLayout(h.specs, rng) }
 
+// CheckMaps reports a scale of b whose channel count is not the head's.
+func (h *DevNet) CheckMaps(b Batch) error { return checkChannels(h.Name(), h.c, b) }
+
 // devnetScale is one scale's forward pass, kept for the backward pass.
 type devnetScale struct {
 	x     fmap.Maps
@@ -52,8 +72,8 @@ type devnetScale struct {
 	score []float32 // N
 }
 
-// projectScale computes z = w . x + b at every position of every map of x and the top-k
-// scores.
+// projectScale is one scale's forward pass: z = w . x + b at every position of every map of
+// x (N, C, H, W), w (C), into z (N, H*W), and the top-k scores (N).
 func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
 	hw := x.H * x.W
 	k := topK(hw)
@@ -66,8 +86,9 @@ func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
 	return f
 }
 
-// backward adds to dw and returns the bias gradient of sum_i ds_i * score_i. Only the
-// top-k positions of each map carry gradient: d score / d z_p = sign(z_p) / k there.
+// backward adds to dw (C) and returns the bias gradient of sum_i ds_i * score_i, ds (N).
+// Only the top-k positions of each map carry gradient: d score / d z_p = sign(z_p) / k
+// there, and d z_p / d w_c = x[c, p].
 func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 	var db float32
 	dz := make([]float32, f.k)
@@ -156,7 +177,8 @@ func (h *DevNet) checkTheta(theta []float32) {
 	}
 }
 
-// project computes z_p = bias + sum_c w_c x[c, p] for the C x HW map x (a 1x1 convolution).
+// project computes z_p = bias + sum_c w_c x[c, p] for the map x (C, H*W) into z (H*W): a 1x1
+// convolution.
 func project(w []float32, bias float32, x []float32, z []float32) {
 	hw := len(z)
 	for p := range z {
@@ -169,3 +191,23 @@ func project(w []float32, bias float32, x []float32, z []float32) {
 
 // axpy computes y += a * x.
 func axpy(a float32, x, y []float32) { sgemm.Axpy(a, x, y) }
+
+// gorgoniaLoss is the devnet loss as a gorgonia graph (see GorgoniaLossGrad): the deviation
+// loss of the scale-averaged top-k scores, targets y = [label != 0].
+func (h *DevNet) gorgoniaLoss(gb *gorgoniaBuilder, b Batch, p Prior) *G.Node {
+	w := gb.param("conv.weight", 1, h.c, 1, 1)
+	bias := gb.param("conv.bias")
+	var per []*G.Node
+	for _, x := range b.X {
+		per = append(per, gb.conv1x1TopK(x, w, bias))
+	}
+	n := b.X[0].N
+	y, all := make([]float32, n), make([]bool, n)
+	for i, l := range b.Labels {
+		all[i] = true
+		if l != Normal {
+			y[i] = 1
+		}
+	}
+	return gb.deviation(gb.meanOverScales(per), y, all, p)
+}

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"sync"
 
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/sgemm"
 )
@@ -21,21 +24,51 @@ const compositeKernel = 3
 const scoreChunk = 64
 
 // DRA is the dra head (AHL_SPEC.md, "dra head"): four sub-heads and score = -h0 + h1 + h2 + h3.
+// Per scale, for F (N, C, H, W) and the reference map Ref (1, C, H, W):
 //
-//	h0 holistic: |FC(256 -> 1)(ReLU(FC(C -> 256)(GAP(F))))|, a normality score;
-//	h1 seen, h2 pseudo: each like the devnet head, with its own weights;
-//	h3 composite: D = mean(Ref) - F; conv3x3 (C -> C', stride s, no padding, no bias: the
-//	   affine shift beta plays that role) -> gamma * . + beta per channel -> ReLU ->
-//	   conv1x1 (C' -> 1, with bias) -> top-k mean of |.| over the output positions.
+//	h0 holistic:  g = GAP(F) (N, C) -> FC(C -> 256) -> ReLU (N, 256) -> FC(256 -> 1) (N) -> |.|,
+//	              a normality score;
+//	h1 seen, h2 pseudo: each like the devnet head, with its own weights: (N, H*W) -> (N);
+//	h3 composite: D = mean(Ref) - F (N, C, H, W) -> conv3x3 (C -> C', stride s, no padding,
+//	              no bias: the affine shift beta plays that role) (N, C', Ho, Wo) ->
+//	              gamma * . + beta per channel -> ReLU -> conv1x1 (C' -> 1, with bias)
+//	              (N, Ho*Wo) -> top-k mean of |.| (N).
 //
 // As for DevNet, one set of weights serves every scale and each sub-head's score is the mean
 // of its per-scale scores; the loss is the sum of the four deviation losses on those means.
+//
+// The file holds the whole head: its registration (options composite_width and
+// composite_stride), layout, forward and backward passes, and its gorgonia reference graph.
 type DRA struct {
 	c, cp, stride int
 	specs         []Spec
 	// offsets into theta
 	fc1w, fc1b, fc2w, fc2b, seenW, seenB, pseudoW, pseudoB, convW, gamma, beta, outW, outB int
 }
+
+// DRA's options (Config.Options): the composite sub-head's width C' and stride.
+const (
+	OptCompositeWidth  = "composite_width"
+	OptCompositeStride = "composite_stride"
+)
+
+func init() {
+	Register(Kind{
+		Name: "dra",
+		Options: []Option{
+			{Name: OptCompositeWidth, Default: 512, Min: 1},
+			{Name: OptCompositeStride, Default: 3, Min: 1},
+		},
+		Build: func(cfg Config) (Head, error) {
+			return NewDRA(cfg.Channels, cfg.Options[OptCompositeWidth], cfg.Options[OptCompositeStride])
+		},
+	})
+}
+
+var (
+	_ Head    = (*DRA)(nil)
+	_ Checker = (*DRA)(nil)
+)
 
 // NewDRA returns a dra head for maps with c channels whose composite sub-head has
 // compositeWidth (C') channels and convolution stride compositeStride (3 in the AHL
@@ -84,6 +117,30 @@ func (h *DRA) checkTheta(theta []float32) {
 	if len(theta) != h.size() {
 		panic(fmt.Sprintf("heads dra: theta has %d values, the layout %d", len(theta), h.size()))
 	}
+}
+
+// CheckMaps reports a scale of b whose channel count is not the head's, a missing or
+// misshapen reference map, or a scale smaller than the composite kernel.
+func (h *DRA) CheckMaps(b Batch) error {
+	if err := checkChannels(h.Name(), h.c, b); err != nil {
+		return err
+	}
+	if len(b.Ref) != len(b.X) {
+		return fmt.Errorf("heads dra: batch has %d reference maps for %d scales", len(b.Ref), len(b.X))
+	}
+	for s, r := range b.Ref {
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("heads dra: batch Ref[%d]: %w", s, err)
+		}
+		x := b.X[s]
+		if r.N != 1 || r.C != x.C || r.H != x.H || r.W != x.W {
+			return fmt.Errorf("heads dra: batch Ref[%d] is %dx%dx%dx%d, want 1x%dx%dx%d", s, r.N, r.C, r.H, r.W, x.C, x.H, x.W)
+		}
+		if x.H < compositeKernel || x.W < compositeKernel {
+			return fmt.Errorf("heads dra: batch X[%d] is %dx%d, smaller than the composite 3x3 kernel", s, x.H, x.W)
+		}
+	}
+	return nil
 }
 
 // Sub-head indices.
@@ -135,7 +192,9 @@ func getBuf(p *sync.Pool, n int) []float32 {
 
 func putBuf(p *sync.Pool, b []float32) { p.Put(&b) }
 
-// forward runs the four sub-heads on every scale of b.
+// forward runs the four sub-heads on every scale of b. The composite convolution of every
+// scale runs as one product over the batch's patch matrix: patches (R, 9C), rows (scale,
+// image, output position), times W^T (9C, C') into out (R, C').
 func (h *DRA) forward(theta []float32, b Batch) *draPass {
 	n := b.X[0].N
 	p := &draPass{scales: make([]draScale, len(b.X))}
@@ -196,8 +255,10 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 	return p
 }
 
-// forwardScale runs the holistic, seen and pseudo sub-heads on one scale and writes its
-// composite patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into patches.
+// forwardScale runs the holistic, seen and pseudo sub-heads on one scale, x (N, C, H, W):
+// gap (N, C), pre0 (N, 256), o (N), z1 and z2 (N, H*W), h0..h2 (N); and writes its composite
+// patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into its rows of patches
+// (N*Ho*Wo, 9C).
 func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 	x := f.x
 	n, hw := x.N, f.hw
@@ -354,7 +415,14 @@ func (h *DRA) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) fl
 	return loss
 }
 
-// backward adds the gradient of sum_k sum_i ds[k][i] * h_k,s(i) over scales s into grad.
+// backward adds the gradient of sum_k sum_i ds[k][i] * h_k,s(i) over scales s into grad,
+// ds (4, N). Per sub-head, in reverse of forward:
+//
+//	h0: do = ds0 sign(o); dW2 += do ReLU(pre0); dpre = do W2 [pre0 > 0]; db1 += dpre;
+//	    dW1 += dpre^T GAP (256, C)
+//	h1, h2: devnetScale.backward
+//	h3: dv = ds3 sign(v) / k at the top-k positions; dW4 += dv a; dgamma += dv W4 out [a > 0];
+//	    dbeta += dv W4 [a > 0]; dW += dOut^T patches (C', 9C), over the selected rows only.
 func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []float32) {
 	n := len(ds[0])
 	kdim := h.c * compositeKernel * compositeKernel
@@ -435,4 +503,64 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 		copy(sel[j*kdim:(j+1)*kdim], p.patches[r*kdim:(r+1)*kdim])
 	}
 	sgemm.Sgemm(true, false, h.cp, kdim, len(selRows), 1, dOut, h.cp, sel, kdim, 1, grad[h.convW:h.convW+h.cp*kdim], kdim)
+}
+
+// gorgoniaLoss is the dra loss as a gorgonia graph (see GorgoniaLossGrad): the four
+// sub-heads of every scale, each averaged over scales, into the sum of their deviation losses
+// on the rows and targets of LossGrad.
+func (h *DRA) gorgoniaLoss(gb *gorgoniaBuilder, b Batch, p Prior) *G.Node {
+	c, cp, n := h.c, h.cp, b.X[0].N
+	fc1w := gb.param("holistic.fc1.weight", HolisticWidth, c)
+	fc1b := gb.param("holistic.fc1.bias", 1, HolisticWidth)
+	fc2w := gb.param("holistic.fc2.weight", 1, HolisticWidth)
+	fc2b := gb.param("holistic.fc2.bias")
+	seenW, seenB := gb.param("seen.weight", 1, c, 1, 1), gb.param("seen.bias")
+	pseudoW, pseudoB := gb.param("pseudo.weight", 1, c, 1, 1), gb.param("pseudo.bias")
+	convW := gb.param("composite.conv.weight", cp, c, 3, 3)
+	gamma := gb.param("composite.gamma", 1, cp, 1, 1)
+	beta := gb.param("composite.beta", 1, cp, 1, 1)
+	outW := gb.param("composite.out.weight", 1, cp, 1, 1)
+	outB := gb.param("composite.out.bias")
+	var per [nSub][]*G.Node
+	for s, x := range b.X {
+		// h0: |FC(256 -> 1)(ReLU(FC(C -> 256)(GAP F)))|, GAP (N, C) -> (N, 256) -> (N).
+		gap := fmap.Maps{N: x.N, C: x.C, H: x.H, W: x.W, Data: x.Data}.Pooled()
+		hid := G.Must(G.Mul(gb.constant(gap, n, c), G.Must(G.Transpose(fc1w))))
+		hid = G.Must(G.Rectify(G.Must(G.BroadcastAdd(hid, fc1b, nil, []byte{0}))))
+		o := G.Must(G.Add(G.Must(G.Reshape(G.Must(G.Mul(hid, G.Must(G.Transpose(fc2w)))), tensor.Shape{n})), fc2b))
+		per[subHolistic] = append(per[subHolistic], G.Must(G.Abs(o)))
+		per[subSeen] = append(per[subSeen], gb.conv1x1TopK(x, seenW, seenB))
+		per[subPseudo] = append(per[subPseudo], gb.conv1x1TopK(x, pseudoW, pseudoB))
+		// h3: D = Ref - F (N, C, H, W) -> conv3x3 (N, C', Ho, Wo) -> gamma * . + beta -> ReLU
+		// -> conv1x1 (N, 1, Ho, Wo) -> top-k |.| (N).
+		d := make([]float32, len(x.Data))
+		ref := b.Ref[s].Data
+		for i := range d {
+			d[i] = ref[i%len(ref)] - x.Data[i]
+		}
+		u := G.Must(G.Conv2d(gb.constant(d, n, c, x.H, x.W), convW, tensor.Shape{3, 3}, []int{0, 0}, []int{h.stride, h.stride}, []int{1, 1}))
+		u = G.Must(G.BroadcastHadamardProd(u, gamma, nil, []byte{0, 2, 3}))
+		u = G.Must(G.Rectify(G.Must(G.BroadcastAdd(u, beta, nil, []byte{0, 2, 3}))))
+		v := G.Must(G.Conv2d(u, outW, tensor.Shape{1, 1}, []int{0, 0}, []int{1, 1}, []int{1, 1}))
+		np := v.Shape()[2] * v.Shape()[3]
+		v = G.Must(G.Add(G.Must(G.Reshape(v, tensor.Shape{n, np})), outB))
+		per[subComposite] = append(per[subComposite], gb.topKAbs(v, n, np))
+	}
+	var loss *G.Node
+	for k := range per {
+		y, in := make([]float32, n), make([]bool, n)
+		for i, l := range b.Labels {
+			in[i] = !((k == subSeen && l == Pseudo) || (k == subPseudo && l == Seen))
+			if (k == subHolistic) == (l == Normal) {
+				y[i] = 1
+			}
+		}
+		lk := gb.deviation(gb.meanOverScales(per[k]), y, in, p)
+		if loss == nil {
+			loss = lk
+		} else {
+			loss = G.Must(G.Add(loss, lk))
+		}
+	}
+	return loss
 }

@@ -13,6 +13,8 @@ import (
 // GorgoniaLossGrad computes h.LossGrad(theta, b, prior, grad) a second way: as a gorgonia
 // float32 expression graph, differentiated symbolically and run on gorgonia's tape machine.
 // It is the reference the hand-written heads are tested against (TestGorgoniaReference).
+// The graph is the head's own (its gorgoniaLoss, in the head's file); a head without one
+// gives an error.
 //
 // Why training does not use it: on the build machine (AMD EPYC, 2 shared cores, 2026-11-28)
 // one LossGrad on a batch of 48 maps of 512 x 14 x 14 + 512 x 7 x 7 takes 0.49 s (devnet)
@@ -113,24 +115,26 @@ type gorgoniaBuilder struct {
 	nconst int
 }
 
+// gorgoniaGraph is implemented by the heads that have a gorgonia reference: gorgoniaLoss
+// adds the head's loss on b to gb's graph, from gb's param, constant, topKAbs and deviation
+// nodes, and returns it. It may panic (G.Must); build turns that into an error. Each head's
+// file holds its graph beside its hand-written forward and backward passes.
+type gorgoniaGraph interface {
+	gorgoniaLoss(gb *gorgoniaBuilder, b Batch, p Prior) *G.Node
+}
+
 // build returns the loss graph of h on b.
-func (gb *gorgoniaBuilder) build(h Head, b Batch, p Prior) (*G.Node, error) {
-	var (
-		loss *G.Node
-		err  error
-	)
-	switch h := h.(type) {
-	case *DevNet:
-		loss, err = gb.devnet(b, p)
-	case *DRA:
-		loss, err = gb.dra(h, b, p)
-	default:
+func (gb *gorgoniaBuilder) build(h Head, b Batch, p Prior) (loss *G.Node, err error) {
+	g, ok := h.(gorgoniaGraph)
+	if !ok {
 		return nil, fmt.Errorf("heads: no gorgonia reference for head %q", h.Name())
 	}
-	if err != nil {
-		return nil, fmt.Errorf("heads %s: gorgonia graph: %w", h.Name(), err)
-	}
-	return loss, nil
+	defer func() {
+		if r := recover(); r != nil {
+			loss, err = nil, fmt.Errorf("heads %s: gorgonia graph: %v", h.Name(), r)
+		}
+	}()
+	return g.gorgoniaLoss(gb, b, p), nil
 }
 
 // param is the weight tensor name as a graph node with shape (a scalar for one value).
@@ -220,94 +224,11 @@ func (gb *gorgoniaBuilder) deviation(score *G.Node, y []float32, in []bool, p Pr
 	return G.Must(G.Sum(G.Must(G.Add(t1, t2))))
 }
 
+// meanOverScales is the mean of per-scale score nodes (each N).
 func (gb *gorgoniaBuilder) meanOverScales(per []*G.Node) *G.Node {
 	s := per[0]
 	for _, v := range per[1:] {
 		s = G.Must(G.Add(s, v))
 	}
 	return G.Must(G.Mul(s, gb.scalar(1/float32(len(per)))))
-}
-
-func (gb *gorgoniaBuilder) devnet(b Batch, p Prior) (loss *G.Node, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	c := b.X[0].C
-	w := gb.param("conv.weight", 1, c, 1, 1)
-	bias := gb.param("conv.bias")
-	var per []*G.Node
-	for _, x := range b.X {
-		per = append(per, gb.conv1x1TopK(x, w, bias))
-	}
-	n := b.X[0].N
-	y, all := make([]float32, n), make([]bool, n)
-	for i, l := range b.Labels {
-		all[i] = true
-		if l != Normal {
-			y[i] = 1
-		}
-	}
-	return gb.deviation(gb.meanOverScales(per), y, all, p), nil
-}
-
-func (gb *gorgoniaBuilder) dra(h *DRA, b Batch, p Prior) (loss *G.Node, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	c, cp, n := h.c, h.cp, b.X[0].N
-	fc1w := gb.param("holistic.fc1.weight", HolisticWidth, c)
-	fc1b := gb.param("holistic.fc1.bias", 1, HolisticWidth)
-	fc2w := gb.param("holistic.fc2.weight", 1, HolisticWidth)
-	fc2b := gb.param("holistic.fc2.bias")
-	seenW, seenB := gb.param("seen.weight", 1, c, 1, 1), gb.param("seen.bias")
-	pseudoW, pseudoB := gb.param("pseudo.weight", 1, c, 1, 1), gb.param("pseudo.bias")
-	convW := gb.param("composite.conv.weight", cp, c, 3, 3)
-	gamma := gb.param("composite.gamma", 1, cp, 1, 1)
-	beta := gb.param("composite.beta", 1, cp, 1, 1)
-	outW := gb.param("composite.out.weight", 1, cp, 1, 1)
-	outB := gb.param("composite.out.bias")
-	var per [nSub][]*G.Node
-	for s, x := range b.X {
-		// h0: |FC(256 -> 1)(ReLU(FC(C -> 256)(GAP F)))|.
-		gap := fmap.Maps{N: x.N, C: x.C, H: x.H, W: x.W, Data: x.Data}.Pooled()
-		hid := G.Must(G.Mul(gb.constant(gap, n, c), G.Must(G.Transpose(fc1w))))
-		hid = G.Must(G.Rectify(G.Must(G.BroadcastAdd(hid, fc1b, nil, []byte{0}))))
-		o := G.Must(G.Add(G.Must(G.Reshape(G.Must(G.Mul(hid, G.Must(G.Transpose(fc2w)))), tensor.Shape{n})), fc2b))
-		per[subHolistic] = append(per[subHolistic], G.Must(G.Abs(o)))
-		per[subSeen] = append(per[subSeen], gb.conv1x1TopK(x, seenW, seenB))
-		per[subPseudo] = append(per[subPseudo], gb.conv1x1TopK(x, pseudoW, pseudoB))
-		// h3: D = Ref - F -> conv3x3 -> gamma * . + beta -> ReLU -> conv1x1 -> top-k |.|.
-		d := make([]float32, len(x.Data))
-		ref := b.Ref[s].Data
-		for i := range d {
-			d[i] = ref[i%len(ref)] - x.Data[i]
-		}
-		u := G.Must(G.Conv2d(gb.constant(d, n, c, x.H, x.W), convW, tensor.Shape{3, 3}, []int{0, 0}, []int{h.stride, h.stride}, []int{1, 1}))
-		u = G.Must(G.BroadcastHadamardProd(u, gamma, nil, []byte{0, 2, 3}))
-		u = G.Must(G.Rectify(G.Must(G.BroadcastAdd(u, beta, nil, []byte{0, 2, 3}))))
-		v := G.Must(G.Conv2d(u, outW, tensor.Shape{1, 1}, []int{0, 0}, []int{1, 1}, []int{1, 1}))
-		np := v.Shape()[2] * v.Shape()[3]
-		v = G.Must(G.Add(G.Must(G.Reshape(v, tensor.Shape{n, np})), outB))
-		per[subComposite] = append(per[subComposite], gb.topKAbs(v, n, np))
-	}
-	for k := range per {
-		y, in := make([]float32, n), make([]bool, n)
-		for i, l := range b.Labels {
-			in[i] = !((k == subSeen && l == Pseudo) || (k == subPseudo && l == Seen))
-			if (k == subHolistic) == (l == Normal) {
-				y[i] = 1
-			}
-		}
-		lk := gb.deviation(gb.meanOverScales(per[k]), y, in, p)
-		if loss == nil {
-			loss = lk
-		} else {
-			loss = G.Must(G.Add(loss, lk))
-		}
-	}
-	return loss, nil
 }

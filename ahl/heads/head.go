@@ -1,5 +1,11 @@
 // Package heads holds AHL's scoring heads (AHL_SPEC.md, "Scoring heads") as differentiable
 // functions of an explicit flat weight vector, and the deviation loss they train with.
+//
+// Heads are registered by name: New("dra", Config{Channels: 512}) builds one, and the model
+// codec (codec.go) turns its Config into string metadata and its weights into named tensors
+// and back, so that the train and score stages handle every head the same way. Each head is
+// one file (devnet.go, dra.go) holding its registration, layout, forward and backward passes
+// and gorgonia reference graph; adding a head is one such file plus its tests.
 package heads
 
 import (
@@ -35,7 +41,7 @@ type Batch struct {
 // Head is a scoring head g(theta; x). theta is one flat float32 vector laid out as Layout.
 // Implementations must be safe for concurrent use with distinct theta and batches.
 type Head interface {
-	// Name is "devnet" or "dra".
+	// Name is the head's kind as registered ("devnet", "dra").
 	Name() string
 	// Layout lists the weight tensors in the flat vector; the sum of their sizes is its length.
 	Layout() []Spec
@@ -46,6 +52,14 @@ type Head interface {
 	// LossGrad returns the training loss of b (labels required) and its gradient with
 	// respect to theta, written into grad (len(theta)), which it overwrites.
 	LossGrad(theta []float32, b Batch, prior Prior, grad []float32) float32
+}
+
+// Checker is implemented by heads with rules of their own for the batches they take (a
+// channel count, reference maps). CheckBatch applies them after its generic rules, so
+// CheckMaps may assume every scale of b is a well-formed fmap.Maps of the same N.
+type Checker interface {
+	// CheckMaps reports, as an error naming the field, why b's maps do not fit the head.
+	CheckMaps(b Batch) error
 }
 
 // Prior is the deviation loss's reference distribution: the mean and standard deviation of

@@ -66,24 +66,21 @@ func initLayout(specs []Spec, rng *rand.Rand) []float32 {
 }
 
 // CheckBatch reports, as an error naming the field, why b cannot be scored by h: no scales,
-// a scale whose shape disagrees with its data or with h's channel count, labels (when
-// present, or when withLabels) of the wrong length or outside {Normal, Seen, Pseudo}, or a
-// missing reference map where h needs one. Scores and LossGrad panic on such batches.
+// a scale whose shape disagrees with its data, labels (when present, or when withLabels) of
+// the wrong length or outside {Normal, Seen, Pseudo}, or, when h is a Checker, a break of
+// h's own rules (its channel count, its reference maps). Scores and LossGrad panic on such
+// batches.
 func CheckBatch(h Head, b Batch, withLabels bool) error {
 	if len(b.X) == 0 {
 		return fmt.Errorf("heads %s: batch has no scales", h.Name())
 	}
 	n := b.X[0].N
-	c := headChannels(h)
 	for s, m := range b.X {
 		if err := m.Check(); err != nil {
 			return fmt.Errorf("heads %s: batch X[%d]: %w", h.Name(), s, err)
 		}
 		if m.N != n {
 			return fmt.Errorf("heads %s: batch X[%d] has %d images, X[0] has %d", h.Name(), s, m.N, n)
-		}
-		if c > 0 && m.C != c {
-			return fmt.Errorf("heads %s: batch X[%d] has %d channels, the head expects %d", h.Name(), s, m.C, c)
 		}
 	}
 	if withLabels || b.Labels != nil {
@@ -96,36 +93,20 @@ func CheckBatch(h Head, b Batch, withLabels bool) error {
 			}
 		}
 	}
-	if d, ok := h.(*DRA); ok {
-		if len(b.Ref) != len(b.X) {
-			return fmt.Errorf("heads dra: batch has %d reference maps for %d scales", len(b.Ref), len(b.X))
-		}
-		for s, r := range b.Ref {
-			if err := r.Check(); err != nil {
-				return fmt.Errorf("heads dra: batch Ref[%d]: %w", s, err)
-			}
-			x := b.X[s]
-			if r.N != 1 || r.C != x.C || r.H != x.H || r.W != x.W {
-				return fmt.Errorf("heads dra: batch Ref[%d] is %dx%dx%dx%d, want 1x%dx%dx%d", s, r.N, r.C, r.H, r.W, x.C, x.H, x.W)
-			}
-			if x.H < 3 || x.W < 3 {
-				return fmt.Errorf("heads dra: batch X[%d] is %dx%d, smaller than the composite 3x3 kernel", s, x.H, x.W)
-			}
-		}
-		_ = d
+	if c, ok := h.(Checker); ok {
+		return c.CheckMaps(b)
 	}
 	return nil
 }
 
-// headChannels is the channel count h expects, or 0 when unknown.
-func headChannels(h Head) int {
-	switch h := h.(type) {
-	case *DevNet:
-		return h.c
-	case *DRA:
-		return h.c
+// checkChannels reports the first scale of b whose channel count is not c, for head name.
+func checkChannels(name string, c int, b Batch) error {
+	for s, m := range b.X {
+		if m.C != c {
+			return fmt.Errorf("heads %s: batch X[%d] has %d channels, the head expects %d", name, s, m.C, c)
+		}
 	}
-	return 0
+	return nil
 }
 
 // mustCheck panics with CheckBatch's message.
@@ -134,9 +115,3 @@ func mustCheck(h Head, b Batch, withLabels bool) {
 		panic(err.Error())
 	}
 }
-
-// Both heads implement Head.
-var (
-	_ Head = (*DevNet)(nil)
-	_ Head = (*DRA)(nil)
-)

@@ -1,0 +1,167 @@
+package stages
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/pipe-ahl/pipe/ahl/heads"
+	"github.com/pipe-ahl/pipe/ahl/knn"
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/stages/tables"
+)
+
+// Schema metadata of the model table (stages/TABLES.md) beyond tables.MethodKey and
+// tables.HeadKey. A head's config is stored under metaPrefix + its heads.Config.Meta keys
+// (pipe.channels, pipe.composite_width, ...).
+const (
+	metaPrefix        = "pipe."
+	modelMembersKey   = "pipe.members"    // ensemble: number of member heads
+	modelNeighbourKey = "pipe.neighbours" // knn: k
+	knnTensor         = "knn.train"       // knn: N x D pooled training normals
+)
+
+// model is the train stage's model table as Go values: a knn model, or a registered head's
+// kind and config with one weight vector per head (ahl and devnet one, an ensemble one per
+// member).
+type model struct {
+	Method string
+	Head   string       // the head's registered kind; "" for knn
+	Config heads.Config // the head's config, as given to heads.New
+	Thetas [][]float32
+	KNN    knn.Model
+}
+
+// newHead builds m's head through the heads registry.
+func (m *model) newHead() (heads.Head, error) { return heads.New(m.Head, m.Config) }
+
+// memberPrefix is the tensor name prefix of head i: "member<i>/" in an ensemble, else "".
+func (m *model) memberPrefix(i int) string {
+	if m.Method == MethodEnsemble {
+		return fmt.Sprintf("member%d/", i)
+	}
+	return ""
+}
+
+// meta is the model's schema metadata, which the train stage also puts on its log table.
+func (m *model) meta() tables.Meta {
+	meta := tables.Meta{tables.MethodKey: m.Method}
+	if m.Method == MethodKNN {
+		meta[modelNeighbourKey] = strconv.Itoa(m.KNN.K)
+		return meta
+	}
+	meta[tables.HeadKey] = m.Head
+	for k, v := range m.Config.Meta() {
+		meta[metaPrefix+k] = v
+	}
+	if m.Method == MethodEnsemble {
+		meta[modelMembersKey] = strconv.Itoa(len(m.Thetas))
+	}
+	return meta
+}
+
+// encode returns m as the model table's content: named tensors (the values alias m) and
+// m.meta().
+func (m *model) encode() (tables.Model, error) {
+	var ts []artifacts.Tensor
+	if m.Method == MethodKNN {
+		ts = append(ts, artifacts.Tensor{Name: knnTensor, Shape: []int64{int64(m.KNN.N), int64(m.KNN.D)}, Values: m.KNN.Train})
+	} else {
+		h, err := m.newHead()
+		if err != nil {
+			return tables.Model{}, err
+		}
+		for i, theta := range m.Thetas {
+			for _, t := range heads.Tensors(h, m.memberPrefix(i), theta) {
+				shape := make([]int64, len(t.Shape))
+				for j, d := range t.Shape {
+					shape[j] = int64(d)
+				}
+				ts = append(ts, artifacts.Tensor{Name: t.Name, Shape: shape, Values: t.Values})
+			}
+		}
+	}
+	return tables.Model{Tensors: ts, Meta: m.meta()}, nil
+}
+
+// decodeModel reads the model table's content back: the method, and the head through the
+// heads registry (kind from pipe.head, config from the heads codec's keys) with its weights,
+// or the knn model. The result shares no memory with t's tensors beyond the knn matrix.
+func decodeModel(t tables.Model) (*model, error) {
+	m := &model{Method: t.Meta[tables.MethodKey]}
+	if m.Method == "" {
+		return nil, fmt.Errorf("model table has no %s metadata (not written by the train stage?)", tables.MethodKey)
+	}
+	byName := make(map[string]heads.Tensor, len(t.Tensors))
+	for _, at := range t.Tensors {
+		shape := make([]int, len(at.Shape))
+		for j, d := range at.Shape {
+			shape[j] = int(d)
+		}
+		byName[at.Name] = heads.Tensor{Name: at.Name, Shape: shape, Values: at.Values}
+	}
+	atoi := func(key string) (int, error) {
+		v, err := strconv.Atoi(t.Meta[key])
+		if err != nil {
+			return 0, fmt.Errorf("model metadata %s: %q is not an integer", key, t.Meta[key])
+		}
+		return v, nil
+	}
+	if m.Method == MethodKNN {
+		kt, ok := byName[knnTensor]
+		if !ok || len(kt.Shape) != 2 || len(kt.Values) != kt.Shape[0]*kt.Shape[1] {
+			return nil, fmt.Errorf("knn model has no 2-d tensor %s", knnTensor)
+		}
+		k, err := atoi(modelNeighbourKey)
+		if err != nil {
+			return nil, err
+		}
+		m.KNN = knn.Model{K: k, N: kt.Shape[0], D: kt.Shape[1], Train: kt.Values}
+		return m, nil
+	}
+	meta := map[string]string{}
+	for k, v := range t.Meta {
+		if name, ok := strings.CutPrefix(k, metaPrefix); ok {
+			meta[name] = v
+		}
+	}
+	var err error
+	m.Head = t.Meta[tables.HeadKey]
+	if m.Config, err = heads.ConfigFromMeta(m.Head, meta); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	h, err := m.newHead()
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	members := 1
+	if m.Method == MethodEnsemble {
+		if members, err = atoi(modelMembersKey); err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i < members; i++ {
+		theta, err := heads.Theta(h, m.memberPrefix(i), byName)
+		if err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+		m.Thetas = append(m.Thetas, theta)
+	}
+	return m, nil
+}
+
+// summary describes m for the log: "knn (k = 5 over 120 normals)" or "ahl with 1 dra head(s)
+// {channels: 512, composite_stride: 3, composite_width: 512}".
+func (m *model) summary() string {
+	if m.Method == MethodKNN {
+		return fmt.Sprintf("knn (k = %d over %d normals)", m.KNN.K, m.KNN.N)
+	}
+	cfg := m.Config.Meta()
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		kv = append(kv, k+": "+cfg[k])
+	}
+	return fmt.Sprintf("%s with %d %s head(s) {%s}", m.Method, len(m.Thetas), m.Head, strings.Join(kv, ", "))
+}
