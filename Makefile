@@ -4,32 +4,43 @@ BIN     := bin/pipe
 PKGS    := ./...
 # The go directive of go.mod: the oldest Go toolchain that builds pipe.
 GO_MIN  := 1.26
+# golangci-lint (errcheck, staticcheck, depguard layering rules in .golangci.yml), pinned.
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
-.PHONY: all build test integration demo bench lint deps clean
+.PHONY: all build test integration demo bench lint deps modules clean
 
 all: build
 
-# deps checks the Go toolchain and downloads the modules (from the Go module proxy) so that
+# modules checks the Go toolchain and downloads the modules (from the Go module proxy) so that
 # later steps work offline. Everything else pipe needs (the embedded Fashion-MNIST subset)
 # is in the repository.
-deps:
-	@command -v $(GO) >/dev/null 2>&1 || { echo "make deps: Go $(GO_MIN) or newer is needed (https://go.dev/dl/); it is not on PATH"; exit 1; }
+modules:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make: Go $(GO_MIN) or newer is needed (https://go.dev/dl/); it is not on PATH"; exit 1; }
 	@v=$$($(GO) env GOVERSION | sed 's/^go//'); \
 	  if [ "$$(printf '%s\n%s\n' "$(GO_MIN)" "$$v" | sort -V | head -1)" != "$(GO_MIN)" ]; then \
-	    echo "make deps: Go $(GO_MIN) or newer is needed, found $$v (or set GOTOOLCHAIN=auto)"; exit 1; fi
+	    echo "make: Go $(GO_MIN) or newer is needed, found $$v (or set GOTOOLCHAIN=auto)"; exit 1; fi
 	$(GO) mod download
 
-build: deps
+# deps installs everything the targets below need: the modules and the pinned linter, built
+# from source through the Go module proxy (about 2 minutes once; kept in bin/).
+deps: modules $(GOLANGCI)
+
+$(GOLANGCI):
+	GOBIN=$(CURDIR)/bin/.golangci $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv bin/.golangci/golangci-lint $@ && rmdir bin/.golangci
+
+build: modules
 	$(GO) build -o $(BIN) ./cmd/pipe
 
-test: deps
+test: modules
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 # Tests on the real benchmark data in ../shared/data (skipped with a message when absent).
 # It also runs each fuzz target for FUZZTIME (what reads outside bytes: DAG YAML, images,
 # stored Arrow IPC blobs, manifest JSON).
 FUZZTIME ?= 20s
-integration: deps
+integration: modules
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./pipeline/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ahl/imgs/
@@ -45,12 +56,14 @@ demo: build
 # Benchmarks (speed and memory targets); quote medians. BENCH selects them, e.g.
 # make bench BENCH=NoopRerun PKGS=./cmd/pipe
 BENCH   ?= .
-bench: deps
+bench: modules
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count 5 -timeout 60m $(PKGS)
 
-lint:
+# lint: gofmt, go vet, and golangci-lint with the layering rules of .golangci.yml.
+lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GOLANGCI) run $(PKGS)
 
 clean:
 	rm -rf bin

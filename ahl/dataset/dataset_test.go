@@ -67,8 +67,8 @@ func equalCounts(t *testing.T, name string, got, want map[string]int) {
 func TestOpenMVTec(t *testing.T) {
 	root := writeTree(t, tree)
 	// Non-image files and the ground_truth folder are not images of the dataset.
-	os.WriteFile(filepath.Join(root, "test", "crack", "README.txt"), []byte("x"), 0o644)
-	os.MkdirAll(filepath.Join(root, "ground_truth", "crack"), 0o755)
+	must(t, os.WriteFile(filepath.Join(root, "test", "crack", "README.txt"), []byte("x"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(root, "ground_truth", "crack"), 0o755))
 	p, err := OpenMVTec(root)
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +234,7 @@ func TestErrors(t *testing.T) {
 		t.Error("fingerprint of a missing root gave no error")
 	}
 	empty := writeTree(t, map[string]int{"train/good": 3, "test/crack": 2})
-	os.MkdirAll(filepath.Join(empty, "test", "hole"), 0o755)
+	must(t, os.MkdirAll(filepath.Join(empty, "test", "hole"), 0o755))
 	if _, err := OpenMVTec(empty); err == nil || !strings.Contains(err.Error(), "test/hole") {
 		t.Errorf("empty class: %v", err)
 	}
@@ -282,7 +282,7 @@ func TestFingerprintMVTec(t *testing.T) {
 		t.Fatal("fingerprint not stable")
 	}
 	// A file outside train/ and test/ does not count; a touched image does.
-	os.WriteFile(filepath.Join(root, "license.txt"), []byte("x"), 0o644)
+	must(t, os.WriteFile(filepath.Join(root, "license.txt"), []byte("x"), 0o644))
 	if b, _ := FingerprintMVTec(root); a != b {
 		t.Fatal("a file outside train/test changed the fingerprint")
 	}
@@ -295,7 +295,7 @@ func TestFingerprintMVTec(t *testing.T) {
 	if a == b {
 		t.Fatal("changing a file's modification time left the fingerprint unchanged")
 	}
-	os.Rename(img, filepath.Join(root, "test", "hole", "z1.png"))
+	must(t, os.Rename(img, filepath.Join(root, "test", "hole", "z1.png")))
 	if c, _ := FingerprintMVTec(root); c == b {
 		t.Fatal("renaming a file left the fingerprint unchanged")
 	}
@@ -373,8 +373,16 @@ func TestSymlinkedClass(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := time.Now().Add(time.Hour)
-	os.Chtimes(filepath.Join(elsewhere, "dent", "a1.png"), later, later)
+	must(t, os.Chtimes(filepath.Join(elsewhere, "dent", "a1.png"), later, later))
 	if b, _ := FingerprintMVTec(root); a == b {
 		t.Fatal("touching an image in the linked class left the fingerprint unchanged")
+	}
+}
+
+// must fails the test at once when a fixture step fails.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

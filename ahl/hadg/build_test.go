@@ -338,7 +338,7 @@ func TestPseudoReplacement(t *testing.T) {
 }
 
 func TestGeneratorFallbacks(t *testing.T) {
-	s, rep := build(t, input([]int{5, 5}, 2, 3, []string{"cutpaste"}), 7)
+	_, rep := build(t, input([]int{5, 5}, 2, 3, []string{"cutpaste"}), 7)
 	for _, tr := range rep.Tasks {
 		if tr.SupportGenerator != "cutpaste" || tr.QueryGenerator != "cutpaste" {
 			t.Errorf("one generator: task %+v", tr)
@@ -347,7 +347,7 @@ func TestGeneratorFallbacks(t *testing.T) {
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "one generator") {
 		t.Errorf("notes %v do not mention the single generator", rep.Notes)
 	}
-	s, rep = build(t, input([]int{5, 5}, 2, 3, nil), 7)
+	s, rep := build(t, input([]int{5, 5}, 2, 3, nil), 7)
 	for _, x := range s {
 		if x.Kind == KindPseudo {
 			t.Fatalf("no generators, but pseudo sample %+v", x)

@@ -56,7 +56,7 @@ func GorgoniaLossGrad(theta []float64, x Sequences, targets []float64, grad []fl
 	var outVal G.Value
 	G.Read(out, &outVal)
 	vm := G.NewTapeMachine(gb.g, G.BindDualValues(wrt...))
-	defer vm.Close()
+	defer func() { _ = vm.Close() }() // a tape machine that ran has nothing to flush
 	if err := vm.RunAll(); err != nil {
 		return 0, nil, fmt.Errorf("psi: gorgonia run: %w", err)
 	}

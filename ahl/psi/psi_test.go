@@ -213,7 +213,9 @@ func TestTrainLearns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Train(x, y, 300)
+	if _, err := m.Train(x, y, 300); err != nil {
+		t.Fatal(err)
+	}
 	last, _ := m.Train(x, y, 1)
 	t.Logf("MSE %.4f -> %.4f", first, last)
 	if last > first/5 {
@@ -230,7 +232,9 @@ func TestDeterministic(t *testing.T) {
 	run := func(procs int) []float64 {
 		runtime.GOMAXPROCS(procs)
 		m, _ := New(7, 8, 1, LR, WeightDecay)
-		m.Train(x, y, 5)
+		if _, err := m.Train(x, y, 5); err != nil {
+			t.Fatal(err)
+		}
 		p, _ := m.Predict(x)
 		return p
 	}

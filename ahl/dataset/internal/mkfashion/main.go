@@ -89,7 +89,7 @@ func readIDX(path string, magic uint32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (install Debian's dataset-fashion-mnist or pass -src)", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	zr, err := gzip.NewReader(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -108,8 +108,11 @@ func readIDX(path string, magic uint32) ([]byte, error) {
 // writeIDX writes a gzipped IDX file deterministically.
 func writeIDX(path string, magic uint32, dims []uint32, payload []byte) error {
 	var raw bytes.Buffer
-	binary.Write(&raw, binary.BigEndian, magic)
-	binary.Write(&raw, binary.BigEndian, dims)
+	// Writes to a bytes.Buffer cannot fail.
+	raw.Write(binary.BigEndian.AppendUint32(nil, magic))
+	for _, d := range dims {
+		raw.Write(binary.BigEndian.AppendUint32(nil, d))
+	}
 	raw.Write(payload)
 	var gz bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
