@@ -114,6 +114,7 @@ type Badger struct {
 	h              *handle // the open handle, or nil
 	writersWaiting int
 	closed         bool
+	closeErr       error     // the first failed close of a handle, returned by Close
 	yieldUntil     time.Time // no new handle before then (fairness, see yieldGap)
 }
 
@@ -298,7 +299,7 @@ func validDigest(d Digest) error {
 		return fmt.Errorf("artifacts: %q is not a digest (want 64 hex digits)", string(d))
 	}
 	for _, c := range []byte(d) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if isHex := '0' <= c && c <= '9' || 'a' <= c && c <= 'f'; !isHex {
 			return fmt.Errorf("artifacts: %q is not a digest (want lowercase hex)", string(d))
 		}
 	}
@@ -523,7 +524,7 @@ func (s *Badger) HasBlob(ctx context.Context, d Digest) (bool, error) {
 }
 
 // PutManifest stores m and points each of heads at it, in one transaction. Every output blob
-// must already be stored (the write order of DESIGN.md); a missing one is an error.
+// must already be stored (the write order of docs/design.md, "Store"); a missing one is an error.
 func (s *Badger) PutManifest(ctx context.Context, m Manifest, heads ...Head) error {
 	if m.Key == "" {
 		return fmt.Errorf("artifacts: manifest needs a key")

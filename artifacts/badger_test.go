@@ -20,6 +20,14 @@ import (
 
 // openTemp opens a store in a fresh folder; gc deletes unnamed blobs at once (no other
 // process shares it).
+// closeOK closes s and fails the test if that fails (Close reports a failed flush).
+func closeOK(t testing.TB, s Store) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
 func openTemp(t testing.TB) *Badger {
 	t.Helper()
 	s, err := Open(t.TempDir(), WithGCGrace(0))
@@ -207,12 +215,12 @@ func TestSharedStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	s2, err := Open(dir, ReadOnly(), WithLockWait(300*time.Millisecond))
 	if err != nil {
 		t.Fatalf("second Open of a store: %v", err)
 	}
-	defer s2.Close()
+	defer closeOK(t, s2)
 	d, err := s.PutBlob(ctx, []byte("shared"))
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +421,7 @@ func TestInMemoryStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	d, err := s.PutBlob(ctx, randomBytes(ChunkSize+3, 1))
 	if err != nil {
 		t.Fatal(err)

@@ -38,9 +38,11 @@ func featureTable(b *testing.B) (arrow.RecordBatch, int64) {
 }
 
 // cpuTime is the CPU time (user + system) this process has used.
-func cpuTime() time.Duration {
+func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -50,7 +52,7 @@ func cpuTime() time.Duration {
 // (MB per second of user + system time), which other load on a shared machine disturbs
 // less than wall-clock MB/s.
 func heapMetrics(b *testing.B, before runtime.MemStats, cpu0 time.Duration, bytes int64, tableBytes int64, live func()) {
-	if cpu := (cpuTime() - cpu0).Seconds(); cpu > 0 {
+	if cpu := (cpuTime(b) - cpu0).Seconds(); cpu > 0 {
 		b.ReportMetric(float64(bytes)*float64(b.N)/1e6/cpu, "MB/cpu-s")
 	}
 	var after runtime.MemStats
@@ -73,14 +75,17 @@ func BenchmarkFeatureTableWrite(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enc, _ := EncodeIPC(rec)
+	enc, err := EncodeIPC(rec)
+	if err != nil {
+		b.Fatal(err)
+	}
 	n := int64(len(enc))
 	b.SetBytes(n)
-	enc = nil
+	// enc is not used below, so the garbage collector does not count it as live.
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	cpu0 := cpuTime()
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		vals[0][0] = float32(i)
@@ -108,7 +113,7 @@ func BenchmarkFeatureTableRead(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	var got arrow.RecordBatch
-	cpu0 := cpuTime()
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if got != nil {

@@ -40,7 +40,9 @@ func crashWriter(dir, seed string) error {
 		return err
 	}
 	var sd uint64
-	fmt.Sscan(seed, &sd)
+	if _, err := fmt.Sscan(seed, &sd); err != nil {
+		return fmt.Errorf("%s_SEED=%q: want a number: %w", crashDirEnv, seed, err)
+	}
 	r := rand.New(rand.NewPCG(sd, 2))
 	for i := 0; ; i++ {
 		key := fmt.Sprintf("k%d-%d", sd, i)
@@ -106,8 +108,8 @@ func TestSIGKILLRecovery(t *testing.T) {
 		for _, w := range ws {
 			first, ok := <-w.lines
 			if !ok || !strings.HasPrefix(first, "committed ") {
-				w.cmd.Process.Kill()
-				w.cmd.Wait()
+				_ = w.cmd.Process.Kill() // it may have exited already
+				_ = w.cmd.Wait()         // killed: its exit status says so
 				t.Fatalf("round %d: writer did not commit: %q", round, first)
 			}
 			committed = append(committed, strings.TrimPrefix(first, "committed "))
@@ -127,7 +129,7 @@ func TestSIGKILLRecovery(t *testing.T) {
 					t.Fatalf("round %d: writer failed: %s", round, l)
 				}
 			}
-			w.cmd.Wait()
+			_ = w.cmd.Wait() // killed with SIGKILL above: its exit status says so
 		}
 
 		s, err := Open(dir)
@@ -136,18 +138,18 @@ func TestSIGKILLRecovery(t *testing.T) {
 		}
 		rep, err := Verify(ctx, s)
 		if err != nil || !rep.OK() {
-			s.Close()
+			closeOK(t, s)
 			t.Fatalf("round %d: verify after SIGKILL: %v %q", round, err, rep.Problems())
 		}
 		for _, k := range committed {
 			m, err := s.Manifest(ctx, k)
 			if err != nil {
-				s.Close()
+				closeOK(t, s)
 				t.Fatalf("round %d: committed manifest %s lost: %v", round, k, err)
 			}
 			for _, o := range m.Outputs {
 				if b, err := s.Blob(ctx, o.Digest); err != nil || DigestOf(b) != o.Digest {
-					s.Close()
+					closeOK(t, s)
 					t.Fatalf("round %d: output %s of %s unreadable: %v", round, o.Digest, k, err)
 				}
 			}
@@ -164,7 +166,7 @@ func TestSIGKILLRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	if _, err := GC(ctx, s, false); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestInterruptedPutBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	rep, err := Verify(ctx, s)
 	if err != nil || !rep.OK() || len(rep.Incomplete) != 1 || rep.Incomplete[0] != d {
 		t.Fatalf("verify: %+v, %v; want OK with %s incomplete", rep, err, d)
@@ -260,7 +262,7 @@ func TestOpenAfterKillDuringMemtableCreation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open after an empty memtable file: %v", err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	got, err := s.Blob(ctx, d)
 	if err != nil || string(got) != "survives" {
 		t.Fatalf("blob after reopen: %q, %v", got, err)

@@ -21,7 +21,7 @@ func ExportIPCFile(rec arrow.RecordBatch, w io.Writer) error {
 		return fmt.Errorf("artifacts: export Arrow IPC file: %w", err)
 	}
 	if err := fw.Write(rec); err != nil {
-		fw.Close()
+		_ = fw.Close() // the write error is the one to report
 		return fmt.Errorf("artifacts: export Arrow IPC file: %w", err)
 	}
 	if err := fw.Close(); err != nil {

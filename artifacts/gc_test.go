@@ -194,7 +194,7 @@ func TestGCReclaimsValueLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	const size = 40 << 20
 	if _, err := s.PutBlob(ctx, randomBytes(size, 3)); err != nil {
 		t.Fatal(err)
@@ -261,7 +261,7 @@ func TestDiskCorruptionIsDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	// The damaged entry is in the value-log file Badger was writing, which it checks on
 	// a read-write open and cuts at the first bad entry (as after a torn write); otherwise
 	// the chunk's CRC-32C catches it on read. Either way the blob must not load.
@@ -297,12 +297,12 @@ func TestGCSparesRecentUnnamedBlobs(t *testing.T) {
 	if ok, err := s.HasBlob(ctx, d); !ok || err != nil {
 		t.Fatalf("the recent blob is gone: %v", err)
 	}
-	s.Close()
+	closeOK(t, s)
 	s, err = Open(dir, WithGCGrace(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	if rep, err := GC(ctx, s, false); err != nil || rep.BlobsDeleted != 1 {
 		t.Fatalf("gc after the grace period: %+v, %v; want the blob deleted", rep, err)
 	}

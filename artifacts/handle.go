@@ -160,6 +160,9 @@ func (s *Badger) closeHandle() {
 	}
 	if err := h.db.Close(); err != nil {
 		s.log.Warn("artifacts: close store", "store", s.dir, "err", err)
+		if s.closeErr == nil {
+			s.closeErr = err
+		}
 	}
 	s.cond.Broadcast()
 }
@@ -198,7 +201,8 @@ func (s *Badger) openDB(ctx context.Context, write bool) (*badger.DB, error) {
 			if marker == "" {
 				marker = s.markWaiting()
 				if marker != "" {
-					defer os.Remove(marker)
+					// Best effort: othersWaiting skips and removes a dead process's marker.
+					defer func() { _ = os.Remove(marker) }()
 				}
 			}
 			if !time.Now().Before(deadline) {
@@ -260,6 +264,8 @@ func isLockErr(err error) bool {
 }
 
 // Close releases the store: it closes the open handle, if any. Operations after Close fail.
+// It returns the first failure to close a Badger handle during the store's life (most handles
+// close on their own after the linger), so a write whose flush failed is not lost silently.
 func (s *Badger) Close() error {
 	if s.mem != nil {
 		if err := s.mem.Close(); err != nil {
@@ -276,6 +282,9 @@ func (s *Badger) Close() error {
 		s.closeHandle()
 	}
 	s.closed = true
+	if s.closeErr != nil {
+		return fmt.Errorf("artifacts: close store %s: %w", s.dir, s.closeErr)
+	}
 	return nil
 }
 
@@ -290,7 +299,7 @@ func (s *Badger) markWaiting() string {
 	if err != nil {
 		return ""
 	}
-	f.Close()
+	_ = f.Close() // an empty file: only its name matters
 	return p
 }
 
@@ -307,7 +316,7 @@ func (s *Badger) othersWaiting() bool {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.Remove(m)
+			_ = os.Remove(m) // best effort: a marker that stays is skipped again next time
 			continue
 		}
 		return true

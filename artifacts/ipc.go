@@ -32,7 +32,7 @@ func EncodeIPC(rec arrow.RecordBatch) ([]byte, error) {
 	buf := bytes.NewBuffer(make([]byte, 0, est))
 	w := ipc.NewWriter(buf, ipc.WithSchema(rec.Schema()))
 	if err := w.Write(rec); err != nil {
-		w.Close()
+		_ = w.Close() // the write error is the one to report
 		return nil, fmt.Errorf("artifacts: encode Arrow IPC: %w", err)
 	}
 	if err := w.Close(); err != nil {

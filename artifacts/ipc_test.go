@@ -127,7 +127,9 @@ func TestDecodeIPCBadInput(t *testing.T) {
 	if err := w.Write(rec); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := DecodeIPC(buf.Bytes()); err == nil || !strings.Contains(err.Error(), "more than one") {
 		if got != nil {
 			got.Release()
@@ -150,7 +152,11 @@ func TestExportIPCFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fr.Close()
+	defer func() {
+		if err := fr.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	if fr.NumRecords() != 1 {
 		t.Fatalf("file holds %d record batches, want 1", fr.NumRecords())
 	}

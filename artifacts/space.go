@@ -81,12 +81,13 @@ func (s *Badger) ensureReserve() {
 	// Written, not truncated: a sparse file would free nothing when deleted.
 	_, werr := f.Write(make([]byte, reserveSize))
 	cerr := f.Close()
+	// The reserve is best effort: a leftover .tmp is rewritten (O_TRUNC) on the next try.
 	if werr != nil || cerr != nil {
-		os.Remove(path + ".tmp")
+		_ = os.Remove(path + ".tmp")
 		return
 	}
 	if err := os.Rename(path+".tmp", path); err != nil {
-		os.Remove(path + ".tmp")
+		_ = os.Remove(path + ".tmp")
 	}
 }
 
@@ -118,7 +119,7 @@ func checkTables(dir string) error {
 		return err
 	}
 	mf, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir))
-	f.Close()
+	_ = f.Close() // read only: nothing to flush
 	if err != nil {
 		return nil // Badger reports a damaged MANIFEST itself, as an error
 	}
@@ -139,7 +140,7 @@ func checkTable(path string) error {
 		}
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to flush
 	fi, err := f.Stat()
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 // Package artifacts is pipe's content-addressed artifact store: Arrow IPC blobs addressed by
 // their sha256, stage manifests keyed by cache key, heads and run records. It knows no stage
-// kind. See DESIGN.md, "Store".
+// kind. See docs/design.md, "Store".
 package artifacts
 
 import (

@@ -18,7 +18,7 @@ const SchemaVersion = 1
 // enters its key and manifest.
 const ExternalInput = "external"
 
-// KeyParts is everything a cache key is computed from (DESIGN.md, "Cache keys"). The parts
+// KeyParts is everything a cache key is computed from (docs/design.md, "Cache keys"). The parts
 // are stored in the manifest so that a miss can be explained.
 type KeyParts struct {
 	Kind    string

@@ -188,7 +188,7 @@ func TestHeadsFollowTheLatestRun(t *testing.T) {
 	// The same stages under another DAG name are cached, and get heads of their own.
 	other := strings.Replace(chainDAG, "name: chain", "name: other", 1)
 	takeCounts()
-	if res, err = run(t, s, compile(t, other)); err != nil {
+	if _, err = run(t, s, compile(t, other)); err != nil {
 		t.Fatal(err)
 	}
 	if n := takeCounts(); len(n) != 0 {
@@ -777,7 +777,11 @@ stages:
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
 	p, err := compileErr(src)
 	if err != nil {
 		b.Fatal(err)

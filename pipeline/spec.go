@@ -1,5 +1,6 @@
 // Package pipeline turns a YAML DAG file into a plan of stage instances (variables, matrix
-// expansion, cache keys) and executes it against an artifacts.Store. See DESIGN.md.
+// expansion, cache keys) and executes it against an artifacts.Store. See docs/design.md and
+// docs/architecture.md.
 package pipeline
 
 import (
@@ -280,7 +281,7 @@ func validVarName(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+		if r != '_' && !isASCIIAlnum(r) {
 			return false
 		}
 	}
@@ -292,11 +293,16 @@ func validStageName(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+		if r != '_' && r != '-' && !isASCIIAlnum(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// isASCIIAlnum reports whether r is an ASCII letter or digit.
+func isASCIIAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // sortedKeys returns the keys of m, sorted (nil for an empty map).

@@ -28,7 +28,7 @@ const augmentVersion = 1
 // memory besides the output.
 const augmentChunk = 8
 
-// AugmentParams configures the augment stage (AHL_SPEC.md, "Pseudo anomalies").
+// AugmentParams configures the augment stage (docs/algorithm.md, "Pseudo anomalies").
 type AugmentParams struct {
 	// Generators lists the pseudo-anomaly generators to run (default: all three).
 	Generators []string `json:"generators"`

@@ -176,9 +176,16 @@ func TestAugmentPreviewAndSource(t *testing.T) {
 	for i := range red.Plane(0) {
 		red.Plane(0)[i] = 1
 	}
-	data, _ := imgs.EncodePNG(red)
-	os.MkdirAll(filepath.Join(src, "banded"), 0o755)
-	os.WriteFile(filepath.Join(src, "banded", "r.png"), data, 0o644)
+	data, err := imgs.EncodePNG(red)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(src, "banded"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "banded", "r.png"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := augmentParams(func(p *AugmentParams) { p.Preview, p.PreviewCount, p.Source = prev, 2, src })
 	env := augmentEnv(t, p, 1)
 	if err := runAugment(context.Background(), env); err != nil {
@@ -222,9 +229,11 @@ func TestAugmentPreviewAndSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(src, "banded", "s.png"), data, 0o644)
-	if b, _ := p.Fingerprint(context.Background()); a == b {
-		t.Fatal("adding a source image left the fingerprint unchanged")
+	if err := os.WriteFile(filepath.Join(src, "banded", "s.png"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := p.Fingerprint(context.Background()); err != nil || a == b {
+		t.Fatalf("adding a source image: fingerprint %q, %v; want one other than %q", b, err, a)
 	}
 }
 

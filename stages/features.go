@@ -21,7 +21,7 @@ import (
 const featuresVersion = 2
 
 // FeaturesParams configures the features stage: the frozen backbone that turns every image
-// into feature maps at two scales (AHL_SPEC.md, "Inputs to AHL").
+// into feature maps at two scales (docs/algorithm.md, "Feature maps at two scales").
 type FeaturesParams struct {
 	// Backbone is resnet18 (ImageNet weights from Weights) or convnet (trained here from
 	// scratch as the DevNet base model on the run's training split, then frozen).
@@ -130,7 +130,7 @@ func (p *FeaturesParams) Fingerprint(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("weights: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to flush
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("weights: %s: %w", p.Weights, err)

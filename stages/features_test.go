@@ -191,7 +191,9 @@ func TestFeaturesResNet18(t *testing.T) {
 	if fp1 == fp2 {
 		t.Error("fingerprint unchanged after the weights file changed")
 	}
-	os.Remove(path)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.Fingerprint(context.Background()); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("missing weights: fingerprint error %v, want one naming %s", err, path)
 	}

@@ -16,7 +16,7 @@ import (
 // hadgVersion is the hadg stage's code version (part of its cache key).
 const hadgVersion = 1
 
-// HADGParams configures the tasks stage (HADG, AHL_SPEC.md). The number of labelled
+// HADGParams configures the tasks stage (docs/algorithm.md, "HADG tasks"). The number of labelled
 // anomalies M is the ingest stage's; the number of clusters C the clusters stage's.
 type HADGParams struct {
 	// T is the number of tasks: task 0 holistic, tasks 1..T-1 cluster pairs (paper: 7).
@@ -29,6 +29,7 @@ type HADGParams struct {
 // Validate checks the hadg params.
 func (p *HADGParams) Validate() error {
 	if p.T < 1 {
+		//nolint:staticcheck // ST1005: T is the param's name, as the DAG spells it.
 		return fmt.Errorf("T: %d, want >= 1", p.T)
 	}
 	seen := map[string]bool{}

@@ -24,7 +24,7 @@ const (
 )
 
 // IngestParams configures the ingest stage: which dataset, and which protocol draws the
-// labelled training anomalies (AHL_SPEC.md, "The problem").
+// labelled training anomalies (docs/algorithm.md, "The problem: open-set protocols").
 type IngestParams struct {
 	// Format is mvtec (a folder in the MVTec AD layout) or embedded (the Fashion-MNIST
 	// subset compiled into pipe).

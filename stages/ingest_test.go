@@ -144,7 +144,7 @@ func TestIngestDeterministic(t *testing.T) {
 		id, _ := artifacts.StringCol(env.Outputs()["images"], "id")
 		return strings.Join(id, " ")
 	}
-	if ids(1) != ids(1) {
+	if a, b := ids(1), ids(1); a != b {
 		t.Fatal("same seed, different tables")
 	}
 	if ids(1) == ids(2) && ids(1) == ids(3) {
@@ -155,9 +155,13 @@ func TestIngestDeterministic(t *testing.T) {
 func TestIngestErrors(t *testing.T) {
 	root := writeMVTecTree(t, ingestTree)
 	emptyClass := writeMVTecTree(t, map[string]int{"train/good": 3, "test/crack": 2})
-	os.MkdirAll(filepath.Join(emptyClass, "test", "hole"), 0o755)
+	if err := os.MkdirAll(filepath.Join(emptyClass, "test", "hole"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	corrupt := writeMVTecTree(t, ingestTree)
-	os.WriteFile(filepath.Join(corrupt, "test", "hole", "a2.png"), []byte("\x89PNG\r\n\x1a\nbroken"), 0o644)
+	if err := os.WriteFile(filepath.Join(corrupt, "test", "hole", "a2.png"), []byte("\x89PNG\r\n\x1a\nbroken"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	missing := filepath.Join(t.TempDir(), "carpet")
 	cases := []struct {
 		name string
@@ -252,8 +256,10 @@ func TestIngestFingerprintChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(root, "test", "hole", "z9.png"), []byte("new"), 0o644)
-	if b, _ := p.Fingerprint(context.Background()); a == b {
-		t.Fatal("adding an image left the fingerprint unchanged")
+	if err := os.WriteFile(filepath.Join(root, "test", "hole", "z9.png"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := p.Fingerprint(context.Background()); err != nil || a == b {
+		t.Fatalf("adding an image: fingerprint %q, %v; want one other than %q", b, err, a)
 	}
 }

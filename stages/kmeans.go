@@ -14,7 +14,7 @@ import (
 // kmeansVersion is the kmeans stage's code version (part of its cache key).
 const kmeansVersion = 1
 
-// KMeansParams configures the clusters stage (HADG step 1, AHL_SPEC.md).
+// KMeansParams configures the clusters stage (HADG step 1; docs/algorithm.md, "k-means clusters").
 type KMeansParams struct {
 	// K is the number of clusters C (paper default 3).
 	K int `json:"k"`

@@ -23,7 +23,7 @@ import (
 // log's wall-clock seconds column, which made the log's bytes differ from run to run.
 const trainVersion = 2
 
-// Training methods (AHL_SPEC.md, "CDL" and "Baselines").
+// Training methods (docs/algorithm.md, "CDL" and "Baselines").
 const (
 	MethodAHL      = "ahl"      // CDL over the HADG tasks
 	MethodDevnet   = "devnet"   // the same head trained directly on all training data
@@ -72,7 +72,8 @@ type TrainParams struct {
 	Neighbours int `json:"neighbours"`
 }
 
-// defaultTrainParams are the paper's values (AHL_SPEC.md, "Paper defaults").
+// defaultTrainParams are the paper's values (docs/algorithm.md, the tables of "CDL" and
+// "Baselines").
 func defaultTrainParams() *TrainParams {
 	c, d := cdl.DefaultConfig(), baseline.DefaultDevnet()
 	return &TrainParams{Method: MethodAHL, Head: "dra", CompositeWidth: 512, CompositeStride: 3,
@@ -261,7 +262,7 @@ func newHead(p *TrainParams, d *trainData) (heads.Head, *model, error) {
 	return h, m, err
 }
 
-// trainAHL trains the head by CDL over the HADG tasks (AHL_SPEC.md, "CDL").
+// trainAHL trains the head by CDL over the HADG tasks (docs/algorithm.md, "CDL").
 func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	head, m, err := newHead(p, d)
 	if err != nil {
@@ -281,7 +282,7 @@ func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 }
 
 // trainDevnet trains the head directly on all training data: normals, seen anomalies and
-// pseudo anomalies, labelled by kind (AHL_SPEC.md, "Baselines"). The log has task 0 and the
+// pseudo anomalies, labelled by kind (docs/algorithm.md, "Baselines"). The log has task 0 and the
 // training loss in query_loss.
 func trainDevnet(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
 	head, m, err := newHead(p, d)

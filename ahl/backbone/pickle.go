@@ -533,7 +533,7 @@ func decodeLong(b []byte) any {
 
 // pyType names v's Python type, for errors.
 func pyType(v any) string {
-	switch v.(type) {
+	switch v := v.(type) {
 	case nil:
 		return "None"
 	case bool:
@@ -557,9 +557,9 @@ func pyType(v any) string {
 	case *ptTensor:
 		return "tensor"
 	case ptGlobal:
-		return string(v.(ptGlobal))
+		return string(v)
 	case ptStorageType:
-		return "torch." + v.(ptStorageType).name
+		return "torch." + v.name
 	}
 	return fmt.Sprintf("%T", v)
 }

@@ -144,7 +144,7 @@ func testPool(n int) fmap.Set {
 	for i := 0; i < n; i++ {
 		p.IDs = append(p.IDs, string(rune('a'+i)))
 		for k, m := range p.Scales {
-			for q, _ := range m.At(i) {
+			for q := range m.At(i) {
 				m.At(i)[q] = float32(1000*i + 100*k + q)
 			}
 		}

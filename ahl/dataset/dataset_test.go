@@ -181,7 +181,7 @@ func TestProtocolSeeded(t *testing.T) {
 	if len(distinct) < 5 {
 		t.Fatalf("10 seeds drew only %d distinct anomaly sets", len(distinct))
 	}
-	// The draw follows the spec: sorted by path, shuffled with the seed, first M.
+	// The draw follows docs/algorithm.md: sorted by path, shuffled with the seed, first M.
 	all := append(append(append([]Entry{}, p.Anomalies["crack"]...), p.Anomalies["hole"]...), p.Anomalies["scratch"]...)
 	want := shuffled(all, 1, streamAnomalies)[:3]
 	got := strings.Fields(trainAnomalies(a))

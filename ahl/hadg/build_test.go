@@ -94,8 +94,8 @@ func sorted(s []string) []string {
 }
 
 // checkInvariants checks what holds for every build: labels match kinds, ids are known,
-// generators match the task report, unseen anomalies are query-only, anomalies split as the
-// spec says, counts match, and no normal appears twice in a set.
+// generators match the task report, unseen anomalies are query-only, anomalies split as
+// docs/algorithm.md ("HADG tasks") says, counts match, and no normal appears twice in a set.
 func checkInvariants(t *testing.T, in Input, samples []Sample, rep Report) {
 	t.Helper()
 	if len(rep.Tasks) != in.Tasks {

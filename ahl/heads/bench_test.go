@@ -12,7 +12,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 )
 
-// Epoch benchmarks: one CDL epoch's worth of head work at the paper's defaults (DESIGN.md,
+// Epoch benchmarks: one CDL epoch's worth of head work at the paper's defaults (docs/design.md,
 // "Numerics"): T = 7 tasks x (20 support + 20 query) LossGrad calls on balanced batches of
 // 48 (16 normal, 16 seen, 16 pseudo) of 512 x 14 x 14 + 512 x 7 x 7 maps drawn from a pool
 // of 300 normals and 10 anomalies (random values), with an SGD step after each support

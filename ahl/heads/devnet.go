@@ -11,7 +11,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
-// DevNet is the devnet head (AHL_SPEC.md, "devnet head"). Per scale, for F (N, C, H, W):
+// DevNet is the devnet head (docs/algorithm.md, "Scoring heads"). Per scale, for F (N, C, H, W):
 //
 //	z = conv1x1(F)                        (N, H*W)  C -> 1, with bias
 //	s = mean of the top-k |z| per image   (N)       k = max(floor(0.1 H*W), 1)

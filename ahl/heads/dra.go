@@ -23,7 +23,8 @@ const compositeKernel = 3
 // the composite sub-head's patch matrix small (about 0.37 MB per image at 512 x 14 x 14).
 const scoreChunk = 64
 
-// DRA is the dra head (AHL_SPEC.md, "dra head"): four sub-heads and score = -h0 + h1 + h2 + h3.
+// DRA is the dra head (docs/algorithm.md, "Scoring heads"): four sub-heads and
+// score = -h0 + h1 + h2 + h3.
 // Per scale, for F (N, C, H, W) and the reference map Ref (1, C, H, W):
 //
 //	h0 holistic:  g = GAP(F) (N, C) -> FC(C -> 256) -> ReLU (N, 256) -> FC(256 -> 1) (N) -> |.|,
@@ -371,7 +372,7 @@ func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
 	return out
 }
 
-// LossGrad returns the sum of the four sub-heads' deviation losses (AHL_SPEC.md, "dra
+// LossGrad returns the sum of the four sub-heads' deviation losses (docs/algorithm.md, "Scoring
 // head"): h0 over all rows with target [label == 0]; h1 over rows labelled normal or seen,
 // h2 over rows labelled normal or pseudo, and h3 over all rows, each with target
 // [label != 0]. A sub-head with no rows adds 0.
@@ -550,7 +551,9 @@ func (h *DRA) gorgoniaLoss(gb *gorgoniaBuilder, b Batch, p Prior) *G.Node {
 	for k := range per {
 		y, in := make([]float32, n), make([]bool, n)
 		for i, l := range b.Labels {
-			in[i] = !((k == subSeen && l == Pseudo) || (k == subPseudo && l == Seen))
+			// The seen sub-head skips pseudo anomalies and the pseudo sub-head skips seen ones.
+			skip := k == subSeen && l == Pseudo || k == subPseudo && l == Seen
+			in[i] = !skip
 			if (k == subHolistic) == (l == Normal) {
 				y[i] = 1
 			}

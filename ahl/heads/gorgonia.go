@@ -43,7 +43,7 @@ func GorgoniaLossGrad(h Head, theta []float32, b Batch, prior Prior, grad []floa
 		return 0, err
 	}
 	pm := G.NewTapeMachine(probe.g)
-	defer pm.Close()
+	defer func() { _ = pm.Close() }() // a tape machine that ran has nothing to flush
 	if err := pm.RunAll(); err != nil {
 		return 0, fmt.Errorf("heads %s: gorgonia run: %w", h.Name(), err)
 	}
@@ -79,7 +79,7 @@ func GorgoniaLossGrad(h Head, theta []float32, b Batch, prior Prior, grad []floa
 		return 0, fmt.Errorf("heads %s: gorgonia gradient: %w", h.Name(), err)
 	}
 	vm := G.NewTapeMachine(gb.g, G.BindDualValues(wrt...))
-	defer vm.Close()
+	defer func() { _ = vm.Close() }() // a tape machine that ran has nothing to flush
 	if err := vm.RunAll(); err != nil {
 		return 0, fmt.Errorf("heads %s: gorgonia run: %w", h.Name(), err)
 	}

@@ -1,4 +1,4 @@
-// Package heads holds AHL's scoring heads (AHL_SPEC.md, "Scoring heads") as differentiable
+// Package heads holds AHL's scoring heads (docs/algorithm.md, "Scoring heads") as differentiable
 // functions of an explicit flat weight vector, and the deviation loss they train with.
 //
 // Heads are registered by name: New("dra", Config{Channels: 512}) builds one, and the model
@@ -14,7 +14,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 )
 
-// Labels of training samples (AHL_SPEC.md, "Pseudo anomalies").
+// Labels of training samples (docs/algorithm.md, conventions at the top).
 const (
 	Normal  = 0 // a normal image
 	Seen    = 1 // a real, labelled (seen) anomaly
@@ -63,7 +63,7 @@ type Checker interface {
 }
 
 // Prior is the deviation loss's reference distribution: the mean and standard deviation of
-// l = 5000 draws r ~ N(0, 1) from the seeded stream (AHL_SPEC.md, "Deviation loss").
+// l = 5000 draws r ~ N(0, 1) from the seeded stream (docs/algorithm.md, "Deviation loss").
 type Prior struct {
 	Mean, Std float32
 	Margin    float32 // m = 5

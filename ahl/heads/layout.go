@@ -34,7 +34,8 @@ func specSize(s Spec) int {
 	return n
 }
 
-// initLayout returns weights for specs drawn from rng (AHL_SPEC.md, "Init"): tensors named
+// initLayout returns weights for specs drawn from rng (docs/algorithm.md, "Scoring heads",
+// Initialisation): tensors named
 // "*.weight" are Kaiming-normal with fan-in, N(0, 2 / fan_in) with fan_in = the product of
 // all dimensions but the first (PyTorch's kaiming_normal_ default, gain sqrt(2) for ReLU);
 // "*.gamma" are 1; "*.bias" and "*.beta" are 0. The draws run in layout order.

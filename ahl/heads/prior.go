@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 )
 
-// Deviation-loss constants (AHL_SPEC.md, "Deviation loss"; DevNet, Pang et al. 2019).
+// Deviation-loss constants (docs/algorithm.md, "Deviation loss"; DevNet, Pang et al. 2019).
 const (
 	PriorDraws = 5000 // l: draws from the N(0, 1) prior
 	Margin     = 5    // m: the margin anomalies' deviations must exceed

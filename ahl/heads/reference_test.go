@@ -13,8 +13,8 @@ import (
 )
 
 // This file is an independent float64 reference of both heads and the deviation loss,
-// written from AHL_SPEC.md with gonum: direct loops and sorts where the package uses
-// im2col, Sgemm and insertion top-k. Besides the loss it records every discrete choice
+// written from docs/algorithm.md ("Scoring heads", "Deviation loss") with gonum: direct
+// loops and sorts where the package uses im2col, Sgemm and insertion top-k. Besides the loss it records every discrete choice
 // (top-k sets, signs under |.|, active ReLUs and hinges) so that gradient checks can tell
 // when a finite-difference step crossed a kink.
 

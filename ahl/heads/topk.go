@@ -3,7 +3,7 @@ package heads
 // TopKFraction is the share of the H x W positions whose |z| the top-k score averages.
 const TopKFraction = 0.1
 
-// topK returns k = max(floor(0.1 * n), 1) for n positions (AHL_SPEC.md, "devnet head").
+// topK returns k = max(floor(0.1 * n), 1) for n positions (docs/algorithm.md, "Scoring heads").
 func topK(n int) int {
 	return max(int(float64(n)*TopKFraction), 1)
 }

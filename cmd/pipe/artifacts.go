@@ -87,7 +87,7 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
 	// Heads carry the names; the manifests they point at carry the content. Several heads
 	// (of several DAGs) may share one manifest: each lists it under its own name.
 	heads, err := store.Heads(ctx, dag)
@@ -161,7 +161,7 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
 	m, names, heads, err := resolveRef(ctx, store, ref)
 	if err != nil {
 		return err
@@ -184,8 +184,11 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 		for _, f := range rec.Schema().Fields() {
 			fmt.Fprintf(w, "  %s: %s\n", f.Name, f.Type)
 		}
-		printRows(w, rec, opts.Rows)
+		err = printRows(w, rec, opts.Rows)
 		rec.Release()
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "lineage:")
@@ -206,9 +209,9 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 }
 
 // printRows prints the first n rows of rec as a table, long cells shortened.
-func printRows(w io.Writer, rec arrow.RecordBatch, n int) {
+func printRows(w io.Writer, rec arrow.RecordBatch, n int) error {
 	if n <= 0 {
-		return
+		return nil
 	}
 	rows := int(rec.NumRows())
 	if n > rows {
@@ -232,7 +235,7 @@ func printRows(w io.Writer, rec arrow.RecordBatch, n int) {
 		}
 		fmt.Fprintf(tw, "  %s\n", strings.Join(cells, "\t"))
 	}
-	tw.Flush()
+	return tw.Flush()
 }
 
 // ArtifactsExportOptions holds the flags of `pipe artifacts export`.
@@ -263,7 +266,7 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
 	m, names, _, err := resolveRef(ctx, store, ref)
 	if err != nil {
 		return err
@@ -289,7 +292,7 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(opts.Output)
+		_ = os.Remove(opts.Output) // best effort: the export error is the one to report
 		return fmt.Errorf("export %s: %w", opts.Output, err)
 	}
 	fmt.Fprintf(g.Stderr, "wrote %s (%d rows)\n", opts.Output, rec.NumRows())
@@ -317,7 +320,7 @@ func newArtifactsVerifyCommand(g *GlobalOptions) *cobra.Command {
 	return cmd
 }
 
-func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVerifyOptions) error {
+func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVerifyOptions) (err error) {
 	open := g.openStoreRead
 	if opts.Repair {
 		open = g.openStoreMaintenance
@@ -326,7 +329,7 @@ func runArtifactsVerify(ctx context.Context, g *GlobalOptions, opts ArtifactsVer
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer closeStore(store, &err) // --repair writes
 	var rep artifacts.VerifyReport
 	var rr artifacts.RepairReport
 	if opts.Repair {

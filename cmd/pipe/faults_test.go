@@ -108,7 +108,7 @@ func (f *faultStore) blobBytes(d artifacts.Digest) []byte {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }() // opened read-only: nothing to flush
 	b, err := s.Blob(context.Background(), d)
 	if err != nil {
 		f.t.Fatal(err)
@@ -221,7 +221,11 @@ func mountOrSkip(t *testing.T, args ...string) {
 		t.Skipf("skipped: cannot mount (%v): %s", err, out)
 	}
 	target := args[len(args)-1]
-	t.Cleanup(func() { exec.Command("umount", "-l", target).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", target).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", target, err, out)
+		}
+	})
 }
 
 // TestFaultFullDisk: a store on a small tmpfs that fills up. A write that does not fit fails
@@ -246,7 +250,7 @@ func TestFaultFullDisk(t *testing.T) {
 			break
 		}
 	}
-	fill.Close()
+	_ = fill.Close() // the disk is full: its last write failed on purpose, and Close may too
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(mnt, &st); err != nil || st.Bavail > 16 {
 		t.Fatalf("the tmpfs is not full: %d blocks free, %v", st.Bavail, err)
@@ -293,7 +297,10 @@ func TestFaultReadDuringRun(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill() // the run sleeps for a minute: it is still running
+		_ = cmd.Wait()         // killed: its exit status says so
+	}()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(log + ".started.b"); err == nil {
 			break

@@ -36,7 +36,7 @@ func newGCCommand(g *GlobalOptions) *cobra.Command {
 	return cmd
 }
 
-func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) error {
+func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) (err error) {
 	open := g.openStoreMaintenance
 	if opts.DryRun {
 		open = g.openStoreRead
@@ -45,7 +45,7 @@ func runGC(ctx context.Context, g *GlobalOptions, opts GCOptions) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer closeStore(store, &err) // gc deletes
 	rep, err := artifacts.GC(ctx, store, opts.DryRun)
 	if err != nil {
 		return err

@@ -47,7 +47,7 @@ func (h *humanOutput) result(r *pipeline.Result) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if bar := h.bars[r.Instance]; bar != nil {
-		bar.Clear() // the result line replaces the bar
+		_ = bar.Clear() // the result line replaces the bar; a failed terminal write is not actionable
 		delete(h.bars, r.Instance)
 	}
 	secs := ""
@@ -67,7 +67,7 @@ func (h *humanOutput) Write(b []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, bar := range h.bars {
-		bar.Clear()
+		_ = bar.Clear() // a failed terminal write is not actionable; h.w.Write reports its own
 	}
 	return h.w.Write(b)
 }
@@ -94,7 +94,7 @@ func (h *humanOutput) progress(in *pipeline.Instance) func(done, total int) {
 			if bar.GetMax() != total {
 				bar.ChangeMax(total)
 			}
-			bar.Set(done)
+			_ = bar.Set(done) // a terminal write: not actionable, as fmt.Fprintf (.golangci.yml)
 			return
 		}
 		now := time.Now()

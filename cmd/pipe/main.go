@@ -1,5 +1,5 @@
 // Command pipe runs AHL anomaly-detection pipelines as cached, content-addressed DAGs.
-// See README.md and DESIGN.md.
+// See README.md and docs/ (architecture.md, design.md, algorithm.md).
 package main
 
 import (
@@ -20,7 +20,7 @@ import (
 	"github.com/pipe-ahl/pipe/stages"
 )
 
-// Exit codes (DESIGN.md, "CLI"), one meaning each.
+// Exit codes, one meaning each (docs/architecture.md, "Errors and exit codes").
 const (
 	exitOK          = 0
 	exitFailed      = 1 // a stage failed (or verify found damage, or status lists an error)
@@ -184,8 +184,19 @@ func (g *GlobalOptions) openStoreRead() (*artifacts.Badger, error) {
 // openStoreMaintenance opens the existing store named by --store for gc or verify --repair,
 // which may release the store's reserve file on a full disk.
 func (g *GlobalOptions) openStoreMaintenance() (*artifacts.Badger, error) {
-	if _, err := artifacts.Open(g.Store, artifacts.ReadOnly()); err != nil && errors.Is(err, artifacts.ErrStoreMissing) {
+	if probe, err := artifacts.Open(g.Store, artifacts.ReadOnly()); err == nil {
+		_ = probe.Close() // opened read-only to check the store exists: nothing to flush
+	} else if errors.Is(err, artifacts.ErrStoreMissing) {
 		return nil, err
 	}
 	return artifacts.Open(g.Store, artifacts.Maintenance())
+}
+
+// closeStore closes a store that a command wrote to when the command returns: a failed
+// close (Badger could not flush its memtable or release the folder) becomes the command's
+// error unless it already has one.
+func closeStore(store artifacts.Store, err *error) {
+	if cerr := store.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
 }

@@ -110,7 +110,7 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }() // opened read-only: nothing to flush
 	rep, err := stages.LoadReport(ctx, st, f.Name, stage)
 	if err != nil {
 		return err

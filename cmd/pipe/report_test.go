@@ -162,8 +162,13 @@ func TestReportCommandFromStore(t *testing.T) {
 	}
 	if os.Getenv("PIPE_KEEP_PLOTS") != "" {
 		for _, f := range []string{"roc_s.png", "weights_s_ahl.png", "query_loss_s_ahl.png"} {
-			b, _ := os.ReadFile(filepath.Join(plots, f))
-			os.WriteFile(filepath.Join(os.Getenv("PIPE_KEEP_PLOTS"), f), b, 0o644)
+			b, err := os.ReadFile(filepath.Join(plots, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(os.Getenv("PIPE_KEEP_PLOTS"), f), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 

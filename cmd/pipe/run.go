@@ -73,7 +73,7 @@ type stageJSON struct {
 	Error    string            `json:"error,omitempty"`
 }
 
-func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) error {
+func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) (err error) {
 	if opts.Jobs < 1 {
 		return usagef("--jobs must be at least 1, got %d", opts.Jobs)
 	}
@@ -94,7 +94,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer closeStore(store, &err) // the run wrote its outputs
 
 	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{

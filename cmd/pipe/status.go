@@ -55,7 +55,7 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
 	st, err := pipeline.Status(ctx, plan, pipeline.Options{Store: store})
 	if err != nil {
 		return err
