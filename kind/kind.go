@@ -92,7 +92,9 @@ type Env struct {
 	// Inputs holds one entry per upstream stage instance, in `needs` order; a gather
 	// stage receives every instance of its inputs.
 	Inputs []Input
-	// Log receives human-readable progress lines (stderr).
+	// Log receives human-readable progress lines (stderr). The pipeline prefixes each line
+	// with the instance ID ("features[seen_class=bag]: "), so a kind writes no prefix of its
+	// own.
 	Log io.Writer
 	// Progress reports progress of long stages; done <= total. Never nil.
 	Progress func(done, total int)

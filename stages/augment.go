@@ -177,8 +177,8 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		env.Progress(hi*len(p.Generators), total)
 	}
 	if env.Log != nil {
-		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",
-			env.Stage, total, strings.Join(p.Generators, ", "), len(normals), s, s)
+		fmt.Fprintf(env.Log, "%d pseudo anomalies (%s) of %d training normals at %dx%d\n",
+			total, strings.Join(p.Generators, ", "), len(normals), s, s)
 	}
 	return rows.Write(env, "pseudo")
 }

@@ -75,7 +75,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 	if err := tables.WriteROC(env, roc, meta); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Log, "%s: auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
-		env.Stage, results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
+	fmt.Fprintf(env.Log, "auroc %.4f auprc %.4f over %d normals and %d anomalies\n",
+		results[0].AUROC, results[0].AUPRC, results[0].Normals, results[0].Anomalies)
 	return nil
 }

@@ -189,8 +189,8 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 				anomalies = append(anomalies, im)
 			}
 		}
-		fmt.Fprintf(env.Log, "%s: training convnet %v at %dx%d on %d normals, %d anomalies and pseudo anomalies %v (%d epochs x %d steps)\n",
-			env.Stage, p.Channels, p.Size, p.Size, len(normals), len(anomalies), p.Generators, p.Epochs, p.Steps)
+		fmt.Fprintf(env.Log, "training convnet %v at %dx%d on %d normals, %d anomalies and pseudo anomalies %v (%d epochs x %d steps)\n",
+			p.Channels, p.Size, p.Size, len(normals), len(anomalies), p.Generators, p.Epochs, p.Steps)
 		cfg := backbone.ConvNetConfig{
 			Size: p.Size, Channels: p.Channels, Epochs: p.Epochs, Steps: p.Steps, Batch: p.Batch,
 			LR: p.LR, WeightDecay: p.WeightDecay, Seed: env.Seed, Flip: p.Flip,
@@ -202,12 +202,12 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			return err
 		}
 		for ep, l := range losses {
-			fmt.Fprintf(env.Log, "%s: convnet epoch %d loss %.4f\n", env.Stage, ep, l)
+			fmt.Fprintf(env.Log, "convnet epoch %d loss %.4f\n", ep, l)
 		}
 		bb = net
 	}
-	fmt.Fprintf(env.Log, "%s: backbone %s ready in %.1fs; extracting %d images at %d and %d\n",
-		env.Stage, bb.Name(), time.Since(start).Seconds(), len(ids), p.Size, p.Size/2)
+	fmt.Fprintf(env.Log, "backbone %s ready in %.1fs; extracting %d images at %d and %d\n",
+		bb.Name(), time.Since(start).Seconds(), len(ids), p.Size, p.Size/2)
 
 	rows := tables.MapWriter{Images: len(ids)}
 	for c := 0; c < chunks; c++ {

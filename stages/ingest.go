@@ -159,7 +159,7 @@ func runIngest(ctx context.Context, env *kind.Env) error {
 		rows[i] = tables.Image{ID: it.ID, Split: it.Split, Label: int64(it.Label), Class: it.Class, Bytes: data[i]}
 	}
 	if env.Log != nil {
-		fmt.Fprintf(env.Log, "%s: %s, protocol %s, M = %d: %s\n", env.Stage, pool.Name, p.Protocol, p.Anomalies, summarize(items))
+		fmt.Fprintf(env.Log, "%s, protocol %s, M = %d: %s\n", pool.Name, p.Protocol, p.Anomalies, summarize(items))
 	}
 	return tables.WriteImages(env, rows)
 }

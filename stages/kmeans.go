@@ -92,10 +92,10 @@ func runKMeans(ctx context.Context, env *kind.Env) error {
 		}
 	}
 	for _, d := range res.Dropped {
-		fmt.Fprintf(env.Log, "%s: dropped a cluster of %d normals (fewer than %d members); they join the holistic task only\n",
-			env.Stage, d.Size, kmeans.DefaultMinSize)
+		fmt.Fprintf(env.Log, "dropped a cluster of %d normals (fewer than %d members); they join the holistic task only\n",
+			d.Size, kmeans.DefaultMinSize)
 	}
-	fmt.Fprintf(env.Log, "%s: %d normals in %d clusters of sizes %v (inertia %.4g)\n", env.Stage, set.Len(), len(res.Sizes), res.Sizes, res.Inertia)
+	fmt.Fprintf(env.Log, "%d normals in %d clusters of sizes %v (inertia %.4g)\n", set.Len(), len(res.Sizes), res.Sizes, res.Inertia)
 	if err := tables.WriteAssignments(env, ids, cl); err != nil {
 		return err
 	}

@@ -133,6 +133,6 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if err := tables.WriteScores(env, rows, meta); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Log, "%s: scored %d test images with %s\n", env.Stage, len(testIDs), model.summary())
+	fmt.Fprintf(env.Log, "scored %d test images with %s\n", len(testIDs), model.summary())
 	return nil
 }

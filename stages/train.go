@@ -275,7 +275,7 @@ func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 	m.Thetas = [][]float32{res.Theta}
 	for e, w := range res.Weights {
 		if e == len(res.Weights)-1 || e%5 == 0 {
-			fmt.Fprintf(env.Log, "%s: epoch %d weights %s (%.1fs)\n", env.Stage, e, fmtFloats(w), res.EpochSeconds[e])
+			fmt.Fprintf(env.Log, "epoch %d weights %s (%.1fs)\n", e, fmtFloats(w), res.EpochSeconds[e])
 		}
 	}
 	return m, res.Log, nil
@@ -348,7 +348,7 @@ func trainKNN(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(env.Log, "%s: knn over %d training normals (k = %d, %d pooled features)\n", env.Stage, k.N, k.K, k.D)
+	fmt.Fprintf(env.Log, "knn over %d training normals (k = %d, %d pooled features)\n", k.N, k.K, k.D)
 	return &model{Method: MethodKNN, KNN: k}, nil, nil
 }
 

@@ -77,17 +77,18 @@ type Report struct {
 	Tasks       []TaskReport
 }
 
-// Lines renders the report as log lines.
+// Lines renders the report as log lines, without a prefix (the pipeline prefixes each line
+// of a stage's log with the stage instance).
 func (r Report) Lines() []string {
 	var out []string
 	sizes := make([]string, len(r.Clusters))
 	for i, c := range r.Clusters {
 		sizes[i] = fmt.Sprintf("%d: %d normals", c.ID, c.Size)
 	}
-	out = append(out, fmt.Sprintf("hadg: %d clusters (%s), %d ordered pairs, %d unclustered normals",
+	out = append(out, fmt.Sprintf("%d clusters (%s), %d ordered pairs, %d unclustered normals",
 		len(r.Clusters), strings.Join(sizes, "; "), len(r.Pairs), r.Unclustered))
 	for _, d := range r.Dropped {
-		out = append(out, fmt.Sprintf("hadg: cluster %d dropped: %d normals, fewer than the minimum", d.ID, d.Size))
+		out = append(out, fmt.Sprintf("cluster %d dropped: %d normals, fewer than the minimum", d.ID, d.Size))
 	}
 	out = append(out, r.Notes...)
 	for _, t := range r.Tasks {
@@ -95,7 +96,7 @@ func (r Report) Lines() []string {
 		if !t.Holistic {
 			kind = fmt.Sprintf("pair %d->%d", t.Pair[0], t.Pair[1])
 		}
-		out = append(out, fmt.Sprintf("hadg: task %d %s: support %+v gen %q; query %+v gen %q",
+		out = append(out, fmt.Sprintf("task %d %s: support %+v gen %q; query %+v gen %q",
 			t.Task, kind, t.Support, t.SupportGenerator, t.Query, t.QueryGenerator))
 	}
 	return out
@@ -159,13 +160,13 @@ func Build(in Input, rng *rand.Rand) ([]Sample, Report, error) {
 	}
 	rng.Shuffle(len(rep.Pairs), func(i, j int) { rep.Pairs[i], rep.Pairs[j] = rep.Pairs[j], rep.Pairs[i] })
 	if len(kept) < 2 && in.Tasks > 1 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("hadg: %d usable clusters: all %d tasks are holistic", len(kept), in.Tasks))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d usable clusters: all %d tasks are holistic", len(kept), in.Tasks))
 	}
 	switch len(in.Generators) {
 	case 0:
-		rep.Notes = append(rep.Notes, "hadg: no generators: tasks hold no pseudo anomalies")
+		rep.Notes = append(rep.Notes, "no generators: tasks hold no pseudo anomalies")
 	case 1:
-		rep.Notes = append(rep.Notes, fmt.Sprintf("hadg: one generator: support and query both use %q (the paper draws two different ones)", in.Generators[0]))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("one generator: support and query both use %q (the paper draws two different ones)", in.Generators[0]))
 	}
 
 	seeds := make([][2]uint64, in.Tasks)

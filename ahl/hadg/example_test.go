@@ -31,10 +31,10 @@ func ExampleBuild() {
 		}
 	}
 	// Output:
-	// hadg: 2 clusters (0: 3 normals; 1: 3 normals), 2 ordered pairs, 0 unclustered normals
-	// hadg: task 0 holistic: support {Normal:1 Seen:1 Unseen:0 Pseudo:2} gen "draem"; query {Normal:1 Seen:1 Unseen:1 Pseudo:2} gen "cutpaste"
-	// hadg: task 1 pair 0->1: support {Normal:2 Seen:1 Unseen:0 Pseudo:1} gen "cutpaste"; query {Normal:0 Seen:1 Unseen:1 Pseudo:3} gen "draem"
-	// hadg: task 2 pair 1->0: support {Normal:1 Seen:1 Unseen:0 Pseudo:2} gen "cutpaste"; query {Normal:2 Seen:1 Unseen:1 Pseudo:1} gen "draem"
+	// 2 clusters (0: 3 normals; 1: 3 normals), 2 ordered pairs, 0 unclustered normals
+	// task 0 holistic: support {Normal:1 Seen:1 Unseen:0 Pseudo:2} gen "draem"; query {Normal:1 Seen:1 Unseen:1 Pseudo:2} gen "cutpaste"
+	// task 1 pair 0->1: support {Normal:2 Seen:1 Unseen:0 Pseudo:1} gen "cutpaste"; query {Normal:0 Seen:1 Unseen:1 Pseudo:3} gen "draem"
+	// task 2 pair 1->0: support {Normal:1 Seen:1 Unseen:0 Pseudo:2} gen "cutpaste"; query {Normal:2 Seen:1 Unseen:1 Pseudo:1} gen "draem"
 	// support n0 label 0 normal
 	// support n1 label 0 normal
 	// support n2#cutpaste label 2 pseudo
