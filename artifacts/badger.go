@@ -524,7 +524,8 @@ func (s *Badger) HasBlob(ctx context.Context, d Digest) (bool, error) {
 }
 
 // PutManifest stores m and points each of heads at it, in one transaction. Every output blob
-// must already be stored (the write order of docs/design.md, "Store"); a missing one is an error.
+// must already be stored (the write order of docs/design.md, "Store"); a missing one is an
+// error.
 func (s *Badger) PutManifest(ctx context.Context, m Manifest, heads ...Head) error {
 	if m.Key == "" {
 		return fmt.Errorf("artifacts: manifest needs a key")

@@ -40,9 +40,9 @@ func init() {
 
 // runScore scores every test image (split test of the ingest images table) with the trained
 // model, without adaptation (docs/algorithm.md, "Scoring the test set"); the model's head is
-// rebuilt through the heads registry from the model table's metadata. Heads score against the reference
-// map the dra head's composite sub-head needs: the mean map of all training normals. The
-// scores table carries the model's method and head as schema metadata.
+// rebuilt through the heads registry from the model table's metadata. Heads score against
+// the reference map the dra head's composite sub-head needs: the mean map of all training
+// normals. The scores table carries the model's method and head as schema metadata.
 func runScore(ctx context.Context, env *kind.Env) error {
 	p := env.Params.(*ScoreParams)
 	imgs, err := tables.ReadImageIndex(ctx, env)

@@ -14,9 +14,9 @@ import (
 
 // This file is an independent float64 reference of both heads and the deviation loss,
 // written from docs/algorithm.md ("Scoring heads", "Deviation loss") with gonum: direct
-// loops and sorts where the package uses im2col, Sgemm and insertion top-k. Besides the loss it records every discrete choice
-// (top-k sets, signs under |.|, active ReLUs and hinges) so that gradient checks can tell
-// when a finite-difference step crossed a kink.
+// loops and sorts where the package uses im2col, Sgemm and insertion top-k. Besides the loss
+// it records every discrete choice (top-k sets, signs under |.|, active ReLUs and hinges) so
+// that gradient checks can tell when a finite-difference step crossed a kink.
 
 // refTheta finds a tensor of the layout in theta (as float64).
 func refTheta(specs []Spec, theta []float64, name string) []float64 {
