@@ -154,7 +154,9 @@ const (
 
 // draScale is one scale's forward state, kept for the backward pass.
 type draScale struct {
-	x, ref fmap.Maps
+	b      Batch // the batch's images are b.Map(s, i)
+	s      int
+	ref    fmap.Maps
 	hw, k  int
 	gap    []float32 // N x C global average pool
 	pre0   []float32 // N x 256 holistic hidden pre-activations (bias added)
@@ -196,12 +198,12 @@ func putBuf(p *sync.Pool, b []float32) { p.Put(&b) }
 // scale runs as one product over the batch's patch matrix: patches (R, 9C), rows (scale,
 // image, output position), times W^T (9C, C') into out (R, C').
 func (h *DRA) forward(theta []float32, b Batch) *draPass {
-	n := b.X[0].N
+	n := b.Len()
 	p := &draPass{scales: make([]draScale, len(b.X))}
 	rows := 0
 	for s, x := range b.X {
 		f := &p.scales[s]
-		f.x, f.ref = x, b.Ref[s]
+		f.b, f.s, f.ref = b, s, b.Ref[s]
 		f.hw = x.H * x.W
 		f.k = topK(f.hw)
 		f.ho = (x.H-compositeKernel)/h.stride + 1
@@ -260,8 +262,8 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 // patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into its rows of patches
 // (N*Ho*Wo, 9C).
 func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
-	x := f.x
-	n, hw := x.N, f.hw
+	x := f.b.X[f.s]
+	n, hw := f.b.Len(), f.hw
 	f.gap = make([]float32, n*h.c)
 	f.z1 = make([]float32, n*hw)
 	f.z2 = make([]float32, n*hw)
@@ -286,7 +288,7 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 	// (D = mean(Ref) - F cut into 3x3 windows at the stride; row (i, oy, ox), column
 	// c*9 + ky*3 + kx, the weight's C x 3 x 3 order).
 	for i := 0; i < n; i++ {
-		xi := x.At(i)
+		xi := f.b.Map(f.s, i)
 		z1, z2 := f.z1[i*hw:(i+1)*hw], f.z2[i*hw:(i+1)*hw]
 		for q := range z1 {
 			z1[q], z2[q] = b1, b2
@@ -354,15 +356,10 @@ func (h *DRA) Scores(theta []float32, b Batch) []float32 {
 func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
 	mustCheck(h, b, false)
 	h.checkTheta(theta)
-	n := b.X[0].N
+	n := b.Len()
 	var out [4][]float32
 	for i0 := 0; i0 < n; i0 += scoreChunk {
-		i1 := min(i0+scoreChunk, n)
-		cb := Batch{X: make([]fmap.Maps, len(b.X)), Ref: b.Ref}
-		for s, x := range b.X {
-			cb.X[s] = fmap.Maps{N: i1 - i0, C: x.C, H: x.H, W: x.W, Data: x.Data[i0*x.Size() : i1*x.Size()]}
-		}
-		p := h.forward(theta, cb)
+		p := h.forward(theta, b.Slice(i0, min(i0+scoreChunk, n)))
 		p.release()
 		for k := range out {
 			out[k] = append(out[k], p.score[k]...)
@@ -383,7 +380,7 @@ func (h *DRA) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) fl
 	}
 	p := h.forward(theta, b)
 	defer p.release()
-	n := b.X[0].N
+	n := b.Len()
 	var loss float32
 	var ds [nSub][]float32
 	for k := range ds {
@@ -459,9 +456,9 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 		// d W1 += dpre^T * GAP.
 		sgemm.Sgemm(true, false, HolisticWidth, h.c, n, 1, dpre, HolisticWidth, f.gap, h.c, 1, gfc1w, h.c)
 		// Seen and pseudo: like the devnet head.
-		seen := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z1, sel: f.sel1}
+		seen := devnetScale{b: f.b, s: f.s, n: n, hw: f.hw, k: f.k, z: f.z1, sel: f.sel1}
 		grad[h.seenB] += seen.backward(ds[subSeen], grad[h.seenW:h.seenW+h.c])
-		pseudo := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z2, sel: f.sel2}
+		pseudo := devnetScale{b: f.b, s: f.s, n: n, hw: f.hw, k: f.k, z: f.z2, sel: f.sel2}
 		grad[h.pseudoB] += pseudo.backward(ds[subPseudo], grad[h.pseudoW:h.pseudoW+h.c])
 		// Composite: only the top-k output positions carry gradient.
 		np := f.ho * f.wo
