@@ -24,6 +24,7 @@ type Gatherer struct {
 	rng     *rand.Rand
 	ref     []fmap.Maps
 	pick    []int
+	noRef   bool // SkipRef was called
 }
 
 // NewGatherer returns a gatherer over pool whose references are drawn from refRows (the
@@ -80,9 +81,18 @@ func CheckPool(pool fmap.Set) error {
 // in the gatherer's buffer and stays valid until the next call; rows and labels are used as
 // they are, not copied.
 func (g *Gatherer) Batch(rows, labels []int) heads.Batch {
+	if g.noRef {
+		return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels}
+	}
 	g.drawRef()
 	return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels, Ref: g.ref}
 }
+
+// SkipRef makes the following batches come without a reference (Ref nil), for a head that
+// does not read it (a heads.RefFreeScorer): their mean maps, about a tenth of a devnet
+// step's time, are not computed. The reference draws are the gatherer's only use of its
+// random stream, so skipping them changes nothing else.
+func (g *Gatherer) SkipRef() { g.noRef = true }
 
 // drawRef draws nRef distinct normals and writes their mean map, per scale, into g.ref.
 func (g *Gatherer) drawRef() {

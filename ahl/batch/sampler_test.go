@@ -178,6 +178,11 @@ func TestGatherer(t *testing.T) {
 			t.Fatalf("scale %d: reference value %v is not the mean of 5 distinct normals", k, v)
 		}
 	}
+	// After SkipRef, batches come without a reference, for heads that do not read one.
+	g.SkipRef()
+	if b = g.Batch(rows, []int{1, 0, 2}); b.Ref != nil || !slices.Equal(b.Rows, rows) {
+		t.Fatalf("after SkipRef: reference %v, rows %v; want none, %v", b.Ref, b.Rows, rows)
+	}
 	// With only 3 normals, every reference is their mean.
 	g3, _ := NewGatherer(p, []int{4, 1, 7, 1}, NRef, 0, 0)
 	b = g3.Batch([]int{0}, []int{0})

@@ -49,7 +49,7 @@ func TestOneTaskIsFirstOrderMAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, _ := ResolveTasks(syn.Pool, one)
-	tk, _ := newTask(cfg, ts, syn.Pool, 0, len(res.Theta))
+	tk, _ := newTask(cfg, head, ts, syn.Pool, 0, len(res.Theta))
 	theta := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
 	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	adam := optim.NewAdam(len(theta), cfg.MetaWeightDecay)

@@ -76,7 +76,7 @@ type task struct {
 	err          error
 }
 
-func newTask(cfg Config, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error) {
+func newTask(cfg Config, head heads.Head, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error) {
 	tk := &task{i: i, theta: make([]float32, nWeights), grad: make([]float32, nWeights),
 		sum: make([]float32, nWeights), scores: make([]float32, len(ts.Rows)),
 		have: make([]bool, len(ts.Rows)), batchScores: make([]float32, cfg.BatchSize)}
@@ -90,6 +90,9 @@ func newTask(cfg Config, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error
 	}
 	if tk.gather, err = batch.NewGatherer(pool, ts.Normals, cfg.NRef, cfg.Seed, streamGatherer+uint64(i)); err != nil {
 		return nil, fmt.Errorf("cdl: task %d: %w", i, err)
+	}
+	if _, ok := head.(heads.RefFreeScorer); ok {
+		tk.gather.SkipRef()
 	}
 	return tk, nil
 }
@@ -214,7 +217,7 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	tr.workers = cfg.workers(ts.T)
 	tr.tasks = make([]*task, ts.T)
 	for i := range tr.tasks {
-		if tr.tasks[i], err = newTask(cfg, ts, pool, i, len(tr.thetaG)); err != nil {
+		if tr.tasks[i], err = newTask(cfg, head, ts, pool, i, len(tr.thetaG)); err != nil {
 			return nil, err
 		}
 		tr.tasks[i].scoreSeconds = make([]float64, len(tr.chunks))
