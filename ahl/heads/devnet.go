@@ -72,19 +72,38 @@ type devnetScale struct {
 	z     []float32 // N x HW conv outputs
 	sel   []int     // N x k top-k positions
 	score []float32 // N
+	// xsel, when not nil, holds x[c, p] at the top-k positions p of every map (N x C x k, in
+	// sel's order), so that the backward pass need not read the maps again.
+	xsel []float32
 }
 
 // projectScale is scale s's forward pass: z = w . x + bias at every position of every map x
-// (C, H, W) of b at that scale, w (C), into z (N, H*W), and the top-k scores (N).
-func projectScale(w []float32, bias float32, b Batch, s int) devnetScale {
+// (C, H, W) of b at that scale, w (C), into z (N, H*W), and the top-k scores (N). With keep,
+// it also copies each map's values at its top-k positions into xsel while the map is in
+// cache, for the backward pass.
+func projectScale(w []float32, bias float32, b Batch, s int, keep bool) devnetScale {
 	x, n := b.X[s], b.Len()
 	hw := x.H * x.W
 	k := topK(hw)
 	f := devnetScale{b: b, s: s, n: n, hw: hw, k: k, z: make([]float32, n*hw), sel: make([]int, n*k), score: make([]float32, n)}
+	if keep {
+		f.xsel = make([]float32, n*len(w)*k)
+	}
 	for i := 0; i < n; i++ {
 		z := f.z[i*hw : (i+1)*hw]
-		project(w, bias, b.Map(s, i), z)
-		f.score[i] = topKMeanAbs(z, f.sel[i*k:(i+1)*k])
+		xi := b.Map(s, i)
+		project(w, bias, xi, z)
+		sel := f.sel[i*k : (i+1)*k]
+		f.score[i] = topKMeanAbs(z, sel)
+		if keep {
+			xs := f.xsel[i*len(w)*k : (i+1)*len(w)*k]
+			for c := range w {
+				row, d := xi[c*hw:(c+1)*hw], xs[c*k:(c+1)*k]
+				for j, p := range sel {
+					d[j] = row[p]
+				}
+			}
+		}
 	}
 	return f
 }
@@ -106,6 +125,17 @@ func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 			dz[j] = g * sign32(z[p])
 			db += dz[j]
 		}
+		if f.xsel != nil {
+			xs := f.xsel[i*len(dw)*f.k : (i+1)*len(dw)*f.k]
+			for c := range dw {
+				var acc float32
+				for j, v := range xs[c*f.k : (c+1)*f.k] {
+					acc += dz[j] * v
+				}
+				dw[c] += acc
+			}
+			continue
+		}
 		xi := f.b.Map(f.s, i)
 		for c := range dw {
 			row := xi[c*f.hw : (c+1)*f.hw]
@@ -125,7 +155,7 @@ func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
 	h.checkTheta(theta)
 	out := make([]float32, b.Len())
 	for s := range b.X {
-		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s)
+		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, false)
 		for i, s := range f.score {
 			out[i] += s
 		}
@@ -159,7 +189,7 @@ func (h *DevNet) LossGradScores(theta []float32, b Batch, prior Prior, grad, sco
 	score := make([]float32, n)
 	inv := 1 / float32(len(b.X))
 	for s := range b.X {
-		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s)
+		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, true)
 		for i, v := range fs[s].score {
 			score[i] += v
 		}
