@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 
@@ -77,17 +78,22 @@ type devnetScale struct {
 	xsel []float32
 }
 
+// xselPool recycles LossGrad's buffers of top-k map values (devnetScale.xsel, 2.3 MB for a
+// batch of 48 maps of 512 x 14 x 14 + 512 x 7 x 7) between calls, so that training allocates
+// little per step.
+var xselPool sync.Pool
+
 // projectScale is scale s's forward pass: z = w . x + bias at every position of every map x
-// (C, H, W) of b at that scale, w (C), into z (N, H*W), and the top-k scores (N). With keep,
-// it also copies each map's values at its top-k positions into xsel while the map is in
-// cache, for the backward pass.
-func projectScale(w []float32, bias float32, b Batch, s int, keep bool) devnetScale {
+// (C, H, W) of b at that scale, w (C), into z (N, H*W), and the top-k scores (N). When keep
+// is not nil, it also copies each map's values at its top-k positions into keep (N x C x k,
+// as xsel) while the map is in cache, for the backward pass.
+func projectScale(w []float32, bias float32, b Batch, s int, keep []float32) devnetScale {
 	x, n := b.X[s], b.Len()
 	hw := x.H * x.W
 	k := topK(hw)
 	f := devnetScale{b: b, s: s, n: n, hw: hw, k: k, z: make([]float32, n*hw), sel: make([]int, n*k), score: make([]float32, n)}
-	if keep {
-		f.xsel = make([]float32, n*len(w)*k)
+	if keep != nil {
+		f.xsel = keep[:n*len(w)*k]
 	}
 	for i := 0; i < n; i++ {
 		z := f.z[i*hw : (i+1)*hw]
@@ -95,7 +101,7 @@ func projectScale(w []float32, bias float32, b Batch, s int, keep bool) devnetSc
 		project(w, bias, xi, z)
 		sel := f.sel[i*k : (i+1)*k]
 		f.score[i] = topKMeanAbs(z, sel)
-		if keep {
+		if keep != nil {
 			xs := f.xsel[i*len(w)*k : (i+1)*len(w)*k]
 			for c := range w {
 				row, d := xi[c*hw:(c+1)*hw], xs[c*k:(c+1)*k]
@@ -155,7 +161,7 @@ func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
 	h.checkTheta(theta)
 	out := make([]float32, b.Len())
 	for s := range b.X {
-		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, false)
+		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, nil)
 		for i, s := range f.score {
 			out[i] += s
 		}
@@ -188,8 +194,15 @@ func (h *DevNet) LossGradScores(theta []float32, b Batch, prior Prior, grad, sco
 	fs := make([]devnetScale, len(b.X))
 	score := make([]float32, n)
 	inv := 1 / float32(len(b.X))
-	for s := range b.X {
-		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, true)
+	size := 0
+	for _, x := range b.X {
+		size += n * h.c * topK(x.H*x.W)
+	}
+	xsel := getBuf(&xselPool, size)
+	defer putBuf(&xselPool, xsel)
+	for s, x := range b.X {
+		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, xsel)
+		xsel = xsel[n*h.c*topK(x.H*x.W):]
 		for i, v := range fs[s].score {
 			score[i] += v
 		}
