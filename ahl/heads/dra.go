@@ -179,11 +179,21 @@ type draPass struct {
 	out     []float32 // R x C' composite convolution outputs
 	rows    int
 	score   [nSub][]float32 // per sub-head, mean over scales
+	// slab holds the scales' gap, z1, z2 and pre0 and the backward pass's dpre, handed out
+	// in turn by take; it comes from slabPool and goes back with release.
+	slab, free []float32
+}
+
+// take returns the next n values of p's slab (not cleared).
+func (p *draPass) take(n int) []float32 {
+	v := p.free[:n:n]
+	p.free = p.free[n:]
+	return v
 }
 
 // Pools recycle the large buffers between calls, one pool per use so that a buffer comes
 // back at the size it is needed at.
-var patchPool, outPool, selPool sync.Pool
+var patchPool, outPool, selPool, dOutPool, slabPool sync.Pool
 
 func getBuf(p *sync.Pool, n int) []float32 {
 	if b, ok := p.Get().(*[]float32); ok && cap(*b) >= n {
@@ -213,11 +223,17 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 		rows += n * f.ho * f.wo
 	}
 	p.rows = rows
+	slab := n * HolisticWidth // dpre
+	for s := range p.scales {
+		slab += n * (h.c + 2*p.scales[s].hw + HolisticWidth)
+	}
+	p.slab = getBuf(&slabPool, slab)
+	p.free = p.slab
 	kdim := h.c * compositeKernel * compositeKernel
 	p.patches = getBuf(&patchPool, rows*kdim)
 	p.out = getBuf(&outPool, rows*h.cp)
 	for s := range p.scales {
-		h.forwardScale(theta, &p.scales[s], p.patches)
+		h.forwardScale(theta, p, &p.scales[s])
 	}
 	// The composite sub-head's 3x3 convolution of every window of every scale in one
 	// product: out = patches * W^T, W = C' x 9C.
@@ -261,12 +277,12 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 // gap (N, C), pre0 (N, 256), o (N), z1 and z2 (N, H*W), h0..h2 (N); and writes its composite
 // patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into its rows of patches
 // (N*Ho*Wo, 9C).
-func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
-	x := f.b.X[f.s]
+func (h *DRA) forwardScale(theta []float32, p *draPass, f *draScale) {
+	x, patches := f.b.X[f.s], p.patches
 	n, hw := f.b.Len(), f.hw
-	f.gap = make([]float32, n*h.c)
-	f.z1 = make([]float32, n*hw)
-	f.z2 = make([]float32, n*hw)
+	f.gap = p.take(n * h.c) // every value is written below
+	f.z1 = p.take(n * hw)   // set to the bias below
+	f.z2 = p.take(n * hw)   // likewise
 	f.sel1 = make([]int, n*f.k)
 	f.sel2 = make([]int, n*f.k)
 	for k := subHolistic; k < subComposite; k++ {
@@ -316,7 +332,7 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 		f.h[subPseudo][i] = topKMeanAbs(z2, f.sel2[i*f.k:(i+1)*f.k])
 	}
 	// Holistic: pre0 = GAP * W1^T + b1, o = ReLU(pre0) . w2 + b2, h0 = |o|.
-	f.pre0 = make([]float32, n*HolisticWidth)
+	f.pre0 = p.take(n * HolisticWidth) // Sgemm with beta 0 overwrites it
 	sgemm.Sgemm(false, true, n, HolisticWidth, h.c, 1, f.gap, h.c, theta[h.fc1w:h.fc1w+HolisticWidth*h.c], h.c, 0, f.pre0, HolisticWidth)
 	f.o = make([]float32, n)
 	fb1 := theta[h.fc1b : h.fc1b+HolisticWidth]
@@ -338,7 +354,8 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 func (p *draPass) release() {
 	putBuf(&patchPool, p.patches)
 	putBuf(&outPool, p.out)
-	p.patches, p.out = nil, nil
+	putBuf(&slabPool, p.slab)
+	p.patches, p.out, p.slab, p.free = nil, nil, nil, nil
 }
 
 // Scores returns -h0 + h1 + h2 + h3 per image, each sub-head averaged over scales.
@@ -429,10 +446,16 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 	gfc2w := grad[h.fc2w : h.fc2w+HolisticWidth]
 	gamma, w4 := theta[h.gamma:h.gamma+h.cp], theta[h.outW:h.outW+h.cp]
 	gGamma, gBeta, gW4 := grad[h.gamma:h.gamma+h.cp], grad[h.beta:h.beta+h.cp], grad[h.outW:h.outW+h.cp]
-	// Selected composite rows: their patch rows and d out, for one weight-gradient product.
-	var selRows []int
-	var dOut []float32
-	dpre := make([]float32, n*HolisticWidth)
+	// Selected composite rows: their patch rows and d out, for one weight-gradient product;
+	// at most kc rows per image and scale.
+	bound := 0
+	for s := range p.scales {
+		bound += n * p.scales[s].kc
+	}
+	selRows := make([]int, 0, bound)
+	dOut := getBuf(&dOutPool, bound*h.cp)[:0]
+	defer func() { putBuf(&dOutPool, dOut) }()
+	dpre := p.take(n * HolisticWidth) // cleared per scale below
 	for s := range p.scales {
 		f := &p.scales[s]
 		// Holistic: h0 = |o|.
@@ -475,7 +498,9 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 				grad[h.outB] += dv
 				r := f.row0 + i*np + q
 				o := p.out[r*h.cp : (r+1)*h.cp]
-				d := make([]float32, h.cp)
+				dOut = dOut[:len(dOut)+h.cp]
+				d := dOut[len(dOut)-h.cp:]
+				clear(d)
 				for j, oj := range o {
 					if a := gamma[j]*oj + theta[h.beta+j]; a > 0 {
 						gW4[j] += dv * a
@@ -486,7 +511,6 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 					}
 				}
 				selRows = append(selRows, r)
-				dOut = append(dOut, d...)
 			}
 		}
 	}
