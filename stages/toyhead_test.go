@@ -87,6 +87,9 @@ func (h *toyHead) forward(theta []float32, b heads.Batch) (z [][]float32, g [][]
 	if err := heads.CheckBatch(h, b, false); err != nil {
 		panic(err.Error())
 	}
+	// A training batch addresses rows of the feature pool (b.Rows); this simple head copies
+	// them into one block per scale, where a fast head would read b.Map(s, i) in place.
+	b = b.Dense()
 	for _, x := range b.X {
 		gs := x.Pooled()
 		zs := make([]float32, x.N)
@@ -106,7 +109,7 @@ func (h *toyHead) forward(theta []float32, b heads.Batch) (z [][]float32, g [][]
 // Scores returns the mean over scales of |z|.
 func (h *toyHead) Scores(theta []float32, b heads.Batch) []float32 {
 	z, _ := h.forward(theta, b)
-	out := make([]float32, b.X[0].N)
+	out := make([]float32, b.Len())
 	for _, zs := range z {
 		for i, v := range zs {
 			out[i] += float32(math.Abs(float64(v))) / float32(len(z))

@@ -114,6 +114,9 @@ func Devnet(ctx context.Context, cfg DevnetConfig, head heads.Head, pool fmap.Se
 	if err != nil {
 		return nil, nil, fmt.Errorf("baseline: %w", err)
 	}
+	if _, ok := head.(heads.RefFreeScorer); ok {
+		gather.SkipRef()
+	}
 	theta := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
 	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	grad := make([]float32, len(theta))

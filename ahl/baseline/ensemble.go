@@ -87,9 +87,8 @@ func memberRows(ts cdl.Tasks, i int) (rows, labels []int) {
 func (e Ensemble) Scores(head heads.Head, pool fmap.Set, rows []int, ref []fmap.Maps, size int) []float32 {
 	out := make([]float32, len(rows))
 	buf := make([]float32, len(rows))
-	var s batch.Scorer
 	for _, theta := range e.Thetas {
-		s.Scores(head, theta, pool, rows, ref, size, buf)
+		batch.ScoresInto(head, theta, pool, rows, ref, size, buf)
 		for k, v := range buf {
 			out[k] += v
 		}

@@ -13,17 +13,18 @@ import (
 // composite sub-head; docs/algorithm.md, "Balanced batches and reference maps").
 const NRef = 5
 
-// Gatherer copies the feature maps of a batch's rows out of a pool into buffers it owns and
-// reuses, and draws each batch's reference map: the mean of nRef distinct normals drawn from
-// its own seeded stream. One Gatherer serves one goroutine.
+// Gatherer makes the heads.Batch of a batch's rows, which addresses the rows of the pool in
+// place (heads.Batch.Rows), and draws each batch's reference map: the mean of nRef distinct
+// normals drawn from its own seeded stream, written into a buffer it owns and reuses. One
+// Gatherer serves one goroutine.
 type Gatherer struct {
 	pool    fmap.Set
 	refRows []int
 	nRef    int
 	rng     *rand.Rand
-	buf     [][]float32 // per scale: the gathered batch's storage
-	x, ref  []fmap.Maps
+	ref     []fmap.Maps
 	pick    []int
+	noRef   bool // SkipRef was called
 }
 
 // NewGatherer returns a gatherer over pool whose references are drawn from refRows (the
@@ -50,8 +51,6 @@ func NewGatherer(pool fmap.Set, refRows []int, nRef int, seed, stream uint64) (*
 	}
 	g := &Gatherer{pool: pool, refRows: refRows, nRef: nRef,
 		rng:  rand.New(rand.NewPCG(seed, stream)),
-		buf:  make([][]float32, len(pool.Scales)),
-		x:    make([]fmap.Maps, len(pool.Scales)),
 		ref:  make([]fmap.Maps, len(pool.Scales)),
 		pick: make([]int, 0, nRef)}
 	for k, m := range pool.Scales {
@@ -77,47 +76,23 @@ func CheckPool(pool fmap.Set) error {
 	return nil
 }
 
-// Batch returns the heads.Batch of rows with the given labels and a freshly drawn reference.
-// Its maps live in the gatherer's buffers and stay valid until the next call; labels is used
-// as it is, not copied.
+// Batch returns the heads.Batch of rows of the pool, with the given labels and a freshly
+// drawn reference: X is the pool's scales and Rows is rows, read in place. The reference lives
+// in the gatherer's buffer and stays valid until the next call; rows and labels are used as
+// they are, not copied.
 func (g *Gatherer) Batch(rows, labels []int) heads.Batch {
-	for k, m := range g.pool.Scales {
-		g.x[k] = gatherInto(&g.buf[k], m, rows)
+	if g.noRef {
+		return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels}
 	}
 	g.drawRef()
-	return heads.Batch{X: g.x, Labels: labels, Ref: g.ref}
+	return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels, Ref: g.ref}
 }
 
-// gatherInto returns rows of m as one batch. When rows are consecutive it returns a view of m;
-// otherwise it copies them into *buf, growing the buffer only when it is too small.
-func gatherInto(buf *[]float32, m fmap.Maps, rows []int) fmap.Maps {
-	s := m.Size()
-	if consecutive(rows) {
-		a, b := rows[0]*s, (rows[0]+len(rows))*s
-		return fmap.Maps{N: len(rows), C: m.C, H: m.H, W: m.W, Data: m.Data[a:b:b]}
-	}
-	n := len(rows) * s
-	if cap(*buf) < n {
-		*buf = make([]float32, n)
-	}
-	d := (*buf)[:n]
-	for j, r := range rows {
-		copy(d[j*s:(j+1)*s], m.Data[r*s:(r+1)*s])
-	}
-	return fmap.Maps{N: len(rows), C: m.C, H: m.H, W: m.W, Data: d}
-}
-
-func consecutive(rows []int) bool {
-	if len(rows) == 0 {
-		return false
-	}
-	for j, r := range rows {
-		if r != rows[0]+j {
-			return false
-		}
-	}
-	return true
-}
+// SkipRef makes the following batches come without a reference (Ref nil), for a head that
+// does not read it (a heads.RefFreeScorer): their mean maps, about a tenth of a devnet
+// step's time, are not computed. The reference draws are the gatherer's only use of its
+// random stream, so skipping them changes nothing else.
+func (g *Gatherer) SkipRef() { g.noRef = true }
 
 // drawRef draws nRef distinct normals and writes their mean map, per scale, into g.ref.
 func (g *Gatherer) drawRef() {
@@ -167,57 +142,25 @@ func Ref(pool fmap.Set, rows []int) ([]fmap.Maps, error) {
 	return out, nil
 }
 
-// Scorer scores many rows of a pool, a batch at a time, reusing its gather buffers between
-// calls. One Scorer serves one goroutine.
-type Scorer struct {
-	buf [][]float32
-	x   []fmap.Maps
-}
-
-// Scores scores rows of pool with head at theta, size rows at a time, against the reference
-// ref (one map per scale), and writes the scores into out (len(rows)). Runs of consecutive
-// rows (a quarter of a batch or more) are scored in place, without copying; sorted rows make
-// the most of it.
-func (s *Scorer) Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int, out []float32) {
-	if len(s.buf) != len(pool.Scales) {
-		s.buf = make([][]float32, len(pool.Scales))
-		s.x = make([]fmap.Maps, len(pool.Scales))
-	}
-	for a := 0; a < len(rows); {
-		b := chunkEnd(rows, a, size)
-		for k, m := range pool.Scales {
-			s.x[k] = gatherInto(&s.buf[k], m, rows[a:b])
-		}
-		copy(out[a:b], head.Scores(theta, heads.Batch{X: s.x, Ref: ref}))
-		a = b
+// ScoresInto scores rows of pool with head at theta, in the batches Chunks splits them into,
+// against the reference ref (one map per scale), and writes the scores into out (len(rows)).
+// The batches address the pool's rows in place (heads.Batch.Rows).
+func ScoresInto(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int, out []float32) {
+	for _, r := range Chunks(rows, size) {
+		a, b := r[0], r[1]
+		copy(out[a:b], head.Scores(theta, heads.Batch{X: pool.Scales, Rows: rows[a:b:b], Ref: ref}))
 	}
 }
 
-// Chunks splits rows into the batches Scores scores them in: [a, b) ranges of rows, each a
-// run of consecutive rows (a quarter of a batch or more, up to size) or size rows to copy.
-// Scoring each range separately gives the same scores as scoring all rows at once.
+// Chunks splits rows into the batches ScoresInto scores them in: [a, b) ranges of size rows
+// (the last one shorter). Each image's score depends only on its own maps, so scoring each
+// range separately gives the same scores as scoring all rows at once.
 func Chunks(rows []int, size int) [][2]int {
 	var out [][2]int
-	for a := 0; a < len(rows); {
-		b := chunkEnd(rows, a, size)
-		out = append(out, [2]int{a, b})
-		a = b
+	for a := 0; a < len(rows); a += size {
+		out = append(out, [2]int{a, min(a+size, len(rows))})
 	}
 	return out
-}
-
-// chunkEnd returns the end of the batch of rows that starts at a: the run of consecutive rows
-// from a when it holds at least a quarter of a batch (scored in place), otherwise the next
-// size rows (copied).
-func chunkEnd(rows []int, a, size int) int {
-	b := a + 1
-	for b < len(rows) && b-a < size && rows[b] == rows[b-1]+1 {
-		b++
-	}
-	if b-a >= max(size/4, 1) {
-		return b
-	}
-	return min(a+size, len(rows))
 }
 
 // Scores scores rows of pool with head at theta, size rows at a time, against the reference
@@ -225,8 +168,7 @@ func chunkEnd(rows []int, a, size int) int {
 // training normals when scoring).
 func Scores(head heads.Head, theta []float32, pool fmap.Set, rows []int, ref []fmap.Maps, size int) []float32 {
 	out := make([]float32, len(rows))
-	var s Scorer
-	s.Scores(head, theta, pool, rows, ref, size, out)
+	ScoresInto(head, theta, pool, rows, ref, size, out)
 	return out
 }
 

@@ -161,13 +161,14 @@ func TestGatherer(t *testing.T) {
 	}
 	rows := []int{9, 2, 5}
 	b := g.Batch(rows, []int{1, 0, 2})
+	if b.Len() != 3 || !slices.Equal(b.Rows, rows) {
+		t.Fatalf("batch of %d images, rows %v; want 3, %v", b.Len(), b.Rows, rows)
+	}
 	for k, m := range p.Scales {
-		if b.X[k].N != 3 || b.X[k].C != m.C || b.X[k].H != m.H {
-			t.Fatalf("scale %d: shape %dx%dx%dx%d", k, b.X[k].N, b.X[k].C, b.X[k].H, b.X[k].W)
-		}
 		for j, r := range rows {
-			if !slices.Equal(b.X[k].At(j), m.At(r)) {
-				t.Fatalf("scale %d row %d: got %v want %v", k, j, b.X[k].At(j), m.At(r))
+			// The batch reads the pool's rows in place, without copying them.
+			if got := b.Map(k, j); &got[0] != &m.At(r)[0] || len(got) != m.Size() {
+				t.Fatalf("scale %d image %d is not a view of pool row %d", k, j, r)
 			}
 		}
 		// The reference is the mean of 5 distinct normals: its value at position 0 is
@@ -177,10 +178,10 @@ func TestGatherer(t *testing.T) {
 			t.Fatalf("scale %d: reference value %v is not the mean of 5 distinct normals", k, v)
 		}
 	}
-	// Consecutive rows come back as a view of the pool, without copying.
-	b = g.Batch([]int{3, 4, 5}, []int{0, 0, 0})
-	if &b.X[0].Data[0] != &p.Scales[0].At(3)[0] {
-		t.Fatal("consecutive rows were copied")
+	// After SkipRef, batches come without a reference, for heads that do not read one.
+	g.SkipRef()
+	if b = g.Batch(rows, []int{1, 0, 2}); b.Ref != nil || !slices.Equal(b.Rows, rows) {
+		t.Fatalf("after SkipRef: reference %v, rows %v; want none, %v", b.Ref, b.Rows, rows)
 	}
 	// With only 3 normals, every reference is their mean.
 	g3, _ := NewGatherer(p, []int{4, 1, 7, 1}, NRef, 0, 0)
@@ -215,7 +216,7 @@ func TestGathererNoAlloc(t *testing.T) {
 	}
 }
 
-// TestScores checks batched scoring, in place or copied, against scoring one row at a time.
+// TestScores checks batched scoring against scoring one row at a time.
 func TestScores(t *testing.T) {
 	p := testPool(40)
 	head := linearForTest{}
@@ -227,13 +228,8 @@ func TestScores(t *testing.T) {
 			t.Fatalf("row %d: batched score %v, alone %v", r, got[k], want)
 		}
 	}
-	if got := Chunks(rows, 8); !slices.Equal(got, [][2]int{{0, 8}, {8, 10}, {10, 17}}) {
+	if got := Chunks(rows, 8); !slices.Equal(got, [][2]int{{0, 8}, {8, 16}, {16, 17}}) {
 		t.Errorf("Chunks = %v", got)
-	}
-	for i, c := range []struct{ a, size, want int }{{0, 8, 8}, {8, 8, 10}, {10, 8, 17}, {12, 8, 15}, {0, 4, 4}, {16, 8, 17}} {
-		if got := chunkEnd(rows, c.a, c.size); got != c.want {
-			t.Errorf("case %d: chunkEnd(%d, %d) = %d, want %d", i, c.a, c.size, got, c.want)
-		}
 	}
 }
 
@@ -242,10 +238,10 @@ func TestScores(t *testing.T) {
 type linearForTest struct{ heads.Head }
 
 func (linearForTest) Scores(theta []float32, b heads.Batch) []float32 {
-	out := make([]float32, b.X[0].N)
-	for _, m := range b.X {
+	out := make([]float32, b.Len())
+	for s := range b.X {
 		for i := range out {
-			for _, v := range m.At(i) {
+			for _, v := range b.Map(s, i) {
 				out[i] += v
 			}
 		}

@@ -49,7 +49,7 @@ func TestOneTaskIsFirstOrderMAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, _ := ResolveTasks(syn.Pool, one)
-	tk, _ := newTask(cfg, ts, syn.Pool, 0, len(res.Theta))
+	tk, _ := newTask(cfg, head, ts, syn.Pool, 0, len(res.Theta))
 	theta := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
 	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	adam := optim.NewAdam(len(theta), cfg.MetaWeightDecay)
@@ -324,5 +324,57 @@ func TestDivergenceIsAnError(t *testing.T) {
 		t.Fatal("training with inner_lr 1e38 returned no error")
 	} else {
 		t.Log(err)
+	}
+}
+
+// TestQueryScoresReused checks psi's score vectors with the devnet head, whose query pass
+// hands over the adapted models' scores of the query samples: every task's scores equal a
+// full scoring pass of all training samples under its adapted theta_i, bit for bit, and the
+// query pass did supply some of them (and the scoring pass the rest).
+func TestQueryScoresReused(t *testing.T) {
+	scfg := batchtest.DefaultSynth()
+	scfg.C = 8
+	scfg.Sizes = [][2]int{{6, 6}, {3, 3}}
+	scfg.PerMode = 12
+	syn := batchtest.NewSynth(scfg, 7)
+	head, err := heads.NewDevNet(scfg.C)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := ResolveTasks(syn.Pool, syn.Samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := smallConfig()
+	cfg.InnerSteps, cfg.QuerySteps = 2, 2
+	tr, err := newTrainer(cfg, head, syn.Pool, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.adaptAndScore(context.Background(), true)
+	reused := 0
+	for _, tk := range tr.tasks {
+		if tk.err != nil {
+			t.Fatal(tk.err)
+		}
+		for _, h := range tk.have {
+			if h {
+				reused++
+			}
+		}
+		want := batch.Scores(head, tk.theta, syn.Pool, tr.scoreRows, tr.scoreRef, cfg.BatchSize)
+		if !slices.Equal(tk.scores, want) {
+			t.Fatalf("task %d: recorded scores differ from a full scoring pass", tk.i)
+		}
+	}
+	if all := len(tr.tasks) * len(tr.scoreRows); reused == 0 || reused == all {
+		t.Errorf("the query pass supplied %d of %d scores, want some but not all", reused, all)
+	}
+	// Without recording, no score comes from the query pass.
+	tr.adaptAndScore(context.Background(), false)
+	for _, tk := range tr.tasks {
+		if slices.Contains(tk.have, true) {
+			t.Fatalf("task %d kept query scores while not recording", tk.i)
+		}
 	}
 }

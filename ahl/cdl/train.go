@@ -64,16 +64,22 @@ type task struct {
 	support, query   *batch.Sampler
 	gather           *batch.Gatherer
 	theta, grad, sum []float32
-	scores           []float32
-	loss             float64   // mean query loss of the last adaptation
-	seconds          float64   // the last adaptation's, plus its scoring when it scored
-	scoreSeconds     []float64 // per scoring batch
-	err              error
+	// scores are the training samples' scores under the adapted theta_i, in the order of
+	// trainer.scoreRows; have marks those the query pass already wrote (RefFreeScorer heads),
+	// which the scoring pass skips. batchScores is the query pass's buffer.
+	scores       []float32
+	have         []bool
+	batchScores  []float32
+	loss         float64   // mean query loss of the last adaptation
+	seconds      float64   // the last adaptation's, plus its scoring when it scored
+	scoreSeconds []float64 // per scoring batch
+	err          error
 }
 
-func newTask(cfg Config, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error) {
+func newTask(cfg Config, head heads.Head, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error) {
 	tk := &task{i: i, theta: make([]float32, nWeights), grad: make([]float32, nWeights),
-		sum: make([]float32, nWeights), scores: make([]float32, len(ts.Rows))}
+		sum: make([]float32, nWeights), scores: make([]float32, len(ts.Rows)),
+		have: make([]bool, len(ts.Rows)), batchScores: make([]float32, cfg.BatchSize)}
 	var err error
 	s, q := ts.Support[i], ts.Query[i]
 	if tk.support, err = batch.NewSampler(s.Rows, s.Labels, cfg.BatchSize, cfg.Seed, uint64(2*i)); err != nil {
@@ -85,13 +91,23 @@ func newTask(cfg Config, ts Tasks, pool fmap.Set, i, nWeights int) (*task, error
 	if tk.gather, err = batch.NewGatherer(pool, ts.Normals, cfg.NRef, cfg.Seed, streamGatherer+uint64(i)); err != nil {
 		return nil, fmt.Errorf("cdl: task %d: %w", i, err)
 	}
+	if _, ok := head.(heads.RefFreeScorer); ok {
+		tk.gather.SkipRef()
+	}
 	return tk, nil
 }
 
 // adapt sets theta_i <- theta_g, takes the inner SGD steps on support batches, and then
 // averages the query loss and its gradient at theta_i over the query batches into tk.sum
-// (the first-order meta-gradient G_i).
-func (tk *task) adapt(ctx context.Context, cfg Config, head heads.Head, prior heads.Prior, thetaG []float32) error {
+// (the first-order meta-gradient G_i). When keep is not nil (it maps a pool row to its place
+// in tk.scores) and head is a heads.RefFreeScorer, the query batches' scores at theta_i go
+// into tk.scores, marked in tk.have.
+func (tk *task) adapt(ctx context.Context, cfg Config, head heads.Head, prior heads.Prior, thetaG []float32, keep []int) error {
+	clear(tk.have)
+	rf, _ := head.(heads.RefFreeScorer)
+	if keep == nil {
+		rf = nil
+	}
 	copy(tk.theta, thetaG)
 	for s := 0; s < cfg.InnerSteps; s++ {
 		if err := ctx.Err(); err != nil {
@@ -106,7 +122,15 @@ func (tk *task) adapt(ctx context.Context, cfg Config, head heads.Head, prior he
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		loss += float64(head.LossGrad(tk.theta, tk.gather.Batch(tk.query.Next()), prior, tk.grad))
+		b := tk.gather.Batch(tk.query.Next())
+		if rf == nil {
+			loss += float64(head.LossGrad(tk.theta, b, prior, tk.grad))
+		} else {
+			loss += float64(rf.LossGradScores(tk.theta, b, prior, tk.grad, tk.batchScores[:b.Len()]))
+			for j, r := range b.Rows {
+				tk.scores[keep[r]], tk.have[keep[r]] = tk.batchScores[j], true
+			}
+		}
 		for k, g := range tk.grad {
 			tk.sum[k] += g
 		}
@@ -146,17 +170,17 @@ type trainer struct {
 	thetaG   []float32
 	prior    heads.Prior
 	scoreRef []fmap.Maps
-	// scoreRows are the training samples' rows in increasing order, so runs of consecutive
-	// rows are scored without copying; scoreRows[k] is sample scoreJ[k].
-	scoreRows, scoreJ []int
-	chunks            [][2]int       // scoreRows's scoring batches
-	scorers           []batch.Scorer // one per worker
-	tasks             []*task
-	psi               *psi.Model
-	adam              *optim.Adam
-	meta              []float32   // G
-	history           [][]float64 // s^t per epoch: N x T, row-major
-	res               Result
+	// scoreRows are the training samples' rows in increasing order; scoreRows[k] is sample
+	// scoreJ[k], and scoreAt[r] is k for pool row r = scoreRows[k] (-1 for other rows).
+	scoreRows, scoreJ, scoreAt []int
+	chunks                     [][2]int // scoreRows's scoring batches
+	workers                    int
+	tasks                      []*task
+	psi                        *psi.Model
+	adam                       *optim.Adam
+	meta                       []float32   // G
+	history                    [][]float64 // s^t per epoch: N x T, row-major
+	res                        Result
 }
 
 func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer, error) {
@@ -182,11 +206,18 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	for _, j := range tr.scoreJ {
 		tr.scoreRows = append(tr.scoreRows, ts.Rows[j])
 	}
+	tr.scoreAt = make([]int, pool.Len())
+	for r := range tr.scoreAt {
+		tr.scoreAt[r] = -1
+	}
+	for k, r := range tr.scoreRows {
+		tr.scoreAt[r] = k
+	}
 	tr.chunks = batch.Chunks(tr.scoreRows, cfg.BatchSize)
-	tr.scorers = make([]batch.Scorer, cfg.workers(ts.T))
+	tr.workers = cfg.workers(ts.T)
 	tr.tasks = make([]*task, ts.T)
 	for i := range tr.tasks {
-		if tr.tasks[i], err = newTask(cfg, ts, pool, i, len(tr.thetaG)); err != nil {
+		if tr.tasks[i], err = newTask(cfg, head, ts, pool, i, len(tr.thetaG)); err != nil {
 			return nil, err
 		}
 		tr.tasks[i].scoreSeconds = make([]float64, len(tr.chunks))
@@ -269,7 +300,9 @@ func (tr *trainer) epoch(ctx context.Context, epoch int) error {
 }
 
 // adaptAndScore adapts every task from theta_g and, when score is set, scores the training
-// samples under every adapted theta_i into the tasks' score vectors. The work runs on
+// samples under every adapted theta_i into the tasks' score vectors (those the query pass
+// already scored are not scored again: devnet's scores do not depend on the batch's
+// reference, so the query batches' scores at theta_i are the very same). The work runs on
 // cfg.Workers goroutines as a queue of units: first the T adaptations, then the scoring
 // batches task by task; a scoring unit waits for its task's adaptation, which an earlier
 // worker already holds. Every unit writes only its own task's buffers, so the result does not
@@ -282,21 +315,34 @@ func (tr *trainer) adaptAndScore(ctx context.Context, score bool) {
 	done := make([]chan struct{}, len(tr.tasks))
 	units := make(chan unit)
 	var wg sync.WaitGroup
-	for w := range tr.scorers {
-		sc := &tr.scorers[w]
+	var keep []int
+	if score {
+		keep = tr.scoreAt
+	}
+	for range tr.workers {
+		var rows, at []int // the rows of a scoring batch still to score, and their places
 		wg.Go(func() {
 			for u := range units {
 				t0 := time.Now()
 				tk := u.tk
 				if u.b == 0 {
-					tk.err = tk.adapt(ctx, tr.cfg, tr.head, tr.prior, tr.thetaG)
+					tk.err = tk.adapt(ctx, tr.cfg, tr.head, tr.prior, tr.thetaG, keep)
 					tk.seconds = time.Since(t0).Seconds()
 					close(done[tk.i])
 					continue
 				}
 				<-done[tk.i]
-				if tk.err == nil && ctx.Err() == nil {
-					sc.Scores(tr.head, tk.theta, tr.pool, tr.scoreRows[u.a:u.b], tr.scoreRef, tr.cfg.BatchSize, tk.scores[u.a:u.b])
+				rows, at = rows[:0], at[:0]
+				for k := u.a; k < u.b; k++ {
+					if !tk.have[k] {
+						rows, at = append(rows, tr.scoreRows[k]), append(at, k)
+					}
+				}
+				if len(rows) > 0 && tk.err == nil && ctx.Err() == nil {
+					s := tr.head.Scores(tk.theta, heads.Batch{X: tr.pool.Scales, Rows: rows, Ref: tr.scoreRef})
+					for j, k := range at {
+						tk.scores[k] = s[j]
+					}
 				}
 				tk.scoreSeconds[u.c] = time.Since(t0).Seconds()
 			}

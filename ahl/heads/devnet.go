@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 
-	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
@@ -33,8 +33,9 @@ func init() {
 }
 
 var (
-	_ Head    = (*DevNet)(nil)
-	_ Checker = (*DevNet)(nil)
+	_ Head          = (*DevNet)(nil)
+	_ Checker       = (*DevNet)(nil)
+	_ RefFreeScorer = (*DevNet)(nil)
 )
 
 // NewDevNet returns a devnet head for maps with c channels (the same at every scale: both
@@ -65,23 +66,50 @@ func (h *DevNet) CheckMaps(b Batch) error { return checkChannels(h.Name(), h.c, 
 
 // devnetScale is one scale's forward pass, kept for the backward pass.
 type devnetScale struct {
-	x     fmap.Maps
+	b     Batch // the batch's images are b.Map(s, i)
+	s     int
+	n     int // images
 	hw, k int
 	z     []float32 // N x HW conv outputs
 	sel   []int     // N x k top-k positions
 	score []float32 // N
+	// xsel, when not nil, holds x[c, p] at the top-k positions p of every map (N x C x k, in
+	// sel's order), so that the backward pass need not read the maps again.
+	xsel []float32
 }
 
-// projectScale is one scale's forward pass: z = w . x + b at every position of every map of
-// x (N, C, H, W), w (C), into z (N, H*W), and the top-k scores (N).
-func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
+// xselPool recycles LossGrad's buffers of top-k map values (devnetScale.xsel, 2.3 MB for a
+// batch of 48 maps of 512 x 14 x 14 + 512 x 7 x 7) between calls, so that training allocates
+// little per step.
+var xselPool sync.Pool
+
+// projectScale is scale s's forward pass: z = w . x + bias at every position of every map x
+// (C, H, W) of b at that scale, w (C), into z (N, H*W), and the top-k scores (N). When keep
+// is not nil, it also copies each map's values at its top-k positions into keep (N x C x k,
+// as xsel) while the map is in cache, for the backward pass.
+func projectScale(w []float32, bias float32, b Batch, s int, keep []float32) devnetScale {
+	x, n := b.X[s], b.Len()
 	hw := x.H * x.W
 	k := topK(hw)
-	f := devnetScale{x: x, hw: hw, k: k, z: make([]float32, x.N*hw), sel: make([]int, x.N*k), score: make([]float32, x.N)}
-	for i := 0; i < x.N; i++ {
+	f := devnetScale{b: b, s: s, n: n, hw: hw, k: k, z: make([]float32, n*hw), sel: make([]int, n*k), score: make([]float32, n)}
+	if keep != nil {
+		f.xsel = keep[:n*len(w)*k]
+	}
+	for i := 0; i < n; i++ {
 		z := f.z[i*hw : (i+1)*hw]
-		project(w, bias, x.At(i), z)
-		f.score[i] = topKMeanAbs(z, f.sel[i*k:(i+1)*k])
+		xi := b.Map(s, i)
+		project(w, bias, xi, z)
+		sel := f.sel[i*k : (i+1)*k]
+		f.score[i] = topKMeanAbs(z, sel)
+		if keep != nil {
+			xs := f.xsel[i*len(w)*k : (i+1)*len(w)*k]
+			for c := range w {
+				row, d := xi[c*hw:(c+1)*hw], xs[c*k:(c+1)*k]
+				for j, p := range sel {
+					d[j] = row[p]
+				}
+			}
+		}
 	}
 	return f
 }
@@ -92,7 +120,7 @@ func projectScale(w []float32, bias float32, x fmap.Maps) devnetScale {
 func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 	var db float32
 	dz := make([]float32, f.k)
-	for i := 0; i < f.x.N; i++ {
+	for i := 0; i < f.n; i++ {
 		if ds[i] == 0 {
 			continue
 		}
@@ -103,7 +131,18 @@ func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 			dz[j] = g * sign32(z[p])
 			db += dz[j]
 		}
-		xi := f.x.At(i)
+		if f.xsel != nil {
+			xs := f.xsel[i*len(dw)*f.k : (i+1)*len(dw)*f.k]
+			for c := range dw {
+				var acc float32
+				for j, v := range xs[c*f.k : (c+1)*f.k] {
+					acc += dz[j] * v
+				}
+				dw[c] += acc
+			}
+			continue
+		}
+		xi := f.b.Map(f.s, i)
 		for c := range dw {
 			row := xi[c*f.hw : (c+1)*f.hw]
 			var acc float32
@@ -120,9 +159,9 @@ func (f devnetScale) backward(ds []float32, dw []float32) float32 {
 func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
 	mustCheck(h, b, false)
 	h.checkTheta(theta)
-	out := make([]float32, b.X[0].N)
-	for _, x := range b.X {
-		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], x)
+	out := make([]float32, b.Len())
+	for s := range b.X {
+		f := projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, nil)
 		for i, s := range f.score {
 			out[i] += s
 		}
@@ -137,17 +176,33 @@ func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
 // LossGrad returns the deviation loss of the scale-averaged scores, with targets
 // y = [label != 0] (pseudo anomalies count as anomalies), and its gradient.
 func (h *DevNet) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) float32 {
+	return h.LossGradScores(theta, b, prior, grad, nil)
+}
+
+// LossGradScores is LossGrad that also writes each image's score into scores (len b.Len())
+// when scores is not nil; devnet's scores do not depend on b.Ref.
+func (h *DevNet) LossGradScores(theta []float32, b Batch, prior Prior, grad, scores []float32) float32 {
 	mustCheck(h, b, true)
 	h.checkTheta(theta)
 	if len(grad) != len(theta) {
 		panic(fmt.Sprintf("heads devnet: grad has %d values, theta %d", len(grad), len(theta)))
 	}
-	n := b.X[0].N
+	n := b.Len()
+	if scores != nil && len(scores) != n {
+		panic(fmt.Sprintf("heads devnet: scores has %d values for %d images", len(scores), n))
+	}
 	fs := make([]devnetScale, len(b.X))
 	score := make([]float32, n)
 	inv := 1 / float32(len(b.X))
+	size := 0
+	for _, x := range b.X {
+		size += n * h.c * topK(x.H*x.W)
+	}
+	xsel := getBuf(&xselPool, size)
+	defer putBuf(&xselPool, xsel)
 	for s, x := range b.X {
-		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], x)
+		fs[s] = projectScale(theta[h.w:h.w+h.c], theta[h.b], b, s, xsel)
+		xsel = xsel[n*h.c*topK(x.H*x.W):]
 		for i, v := range fs[s].score {
 			score[i] += v
 		}
@@ -159,6 +214,7 @@ func (h *DevNet) LossGrad(theta []float32, b Batch, prior Prior, grad []float32)
 			y[i] = 1
 		}
 	}
+	copy(scores, score)
 	ds := make([]float32, n)
 	loss := DeviationLoss(score, y, prior, ds)
 	for i := range ds {

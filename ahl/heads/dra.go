@@ -155,7 +155,9 @@ const (
 
 // draScale is one scale's forward state, kept for the backward pass.
 type draScale struct {
-	x, ref fmap.Maps
+	b      Batch // the batch's images are b.Map(s, i)
+	s      int
+	ref    fmap.Maps
 	hw, k  int
 	gap    []float32 // N x C global average pool
 	pre0   []float32 // N x 256 holistic hidden pre-activations (bias added)
@@ -178,11 +180,21 @@ type draPass struct {
 	out     []float32 // R x C' composite convolution outputs
 	rows    int
 	score   [nSub][]float32 // per sub-head, mean over scales
+	// slab holds the scales' gap, z1, z2 and pre0 and the backward pass's dpre, handed out
+	// in turn by take; it comes from slabPool and goes back with release.
+	slab, free []float32
+}
+
+// take returns the next n values of p's slab (not cleared).
+func (p *draPass) take(n int) []float32 {
+	v := p.free[:n:n]
+	p.free = p.free[n:]
+	return v
 }
 
 // Pools recycle the large buffers between calls, one pool per use so that a buffer comes
 // back at the size it is needed at.
-var patchPool, outPool, selPool sync.Pool
+var patchPool, outPool, selPool, dOutPool, slabPool sync.Pool
 
 func getBuf(p *sync.Pool, n int) []float32 {
 	if b, ok := p.Get().(*[]float32); ok && cap(*b) >= n {
@@ -197,12 +209,12 @@ func putBuf(p *sync.Pool, b []float32) { p.Put(&b) }
 // scale runs as one product over the batch's patch matrix: patches (R, 9C), rows (scale,
 // image, output position), times W^T (9C, C') into out (R, C').
 func (h *DRA) forward(theta []float32, b Batch) *draPass {
-	n := b.X[0].N
+	n := b.Len()
 	p := &draPass{scales: make([]draScale, len(b.X))}
 	rows := 0
 	for s, x := range b.X {
 		f := &p.scales[s]
-		f.x, f.ref = x, b.Ref[s]
+		f.b, f.s, f.ref = b, s, b.Ref[s]
 		f.hw = x.H * x.W
 		f.k = topK(f.hw)
 		f.ho = (x.H-compositeKernel)/h.stride + 1
@@ -212,11 +224,17 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 		rows += n * f.ho * f.wo
 	}
 	p.rows = rows
+	slab := n * HolisticWidth // dpre
+	for s := range p.scales {
+		slab += n * (h.c + 2*p.scales[s].hw + HolisticWidth)
+	}
+	p.slab = getBuf(&slabPool, slab)
+	p.free = p.slab
 	kdim := h.c * compositeKernel * compositeKernel
 	p.patches = getBuf(&patchPool, rows*kdim)
 	p.out = getBuf(&outPool, rows*h.cp)
 	for s := range p.scales {
-		h.forwardScale(theta, &p.scales[s], p.patches)
+		h.forwardScale(theta, p, &p.scales[s])
 	}
 	// The composite sub-head's 3x3 convolution of every window of every scale in one
 	// product: out = patches * W^T, W = C' x 9C.
@@ -260,12 +278,12 @@ func (h *DRA) forward(theta []float32, b Batch) *draPass {
 // gap (N, C), pre0 (N, 256), o (N), z1 and z2 (N, H*W), h0..h2 (N); and writes its composite
 // patches, D = mean(Ref) - F cut into 3x3 windows at the stride, into its rows of patches
 // (N*Ho*Wo, 9C).
-func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
-	x := f.x
-	n, hw := x.N, f.hw
-	f.gap = make([]float32, n*h.c)
-	f.z1 = make([]float32, n*hw)
-	f.z2 = make([]float32, n*hw)
+func (h *DRA) forwardScale(theta []float32, p *draPass, f *draScale) {
+	x, patches := f.b.X[f.s], p.patches
+	n, hw := f.b.Len(), f.hw
+	f.gap = p.take(n * h.c) // every value is written below
+	f.z1 = p.take(n * hw)   // set to the bias below
+	f.z2 = p.take(n * hw)   // likewise
 	f.sel1 = make([]int, n*f.k)
 	f.sel2 = make([]int, n*f.k)
 	for k := subHolistic; k < subComposite; k++ {
@@ -287,7 +305,7 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 	// (D = mean(Ref) - F cut into 3x3 windows at the stride; row (i, oy, ox), column
 	// c*9 + ky*3 + kx, the weight's C x 3 x 3 order).
 	for i := 0; i < n; i++ {
-		xi := x.At(i)
+		xi := f.b.Map(f.s, i)
 		z1, z2 := f.z1[i*hw:(i+1)*hw], f.z2[i*hw:(i+1)*hw]
 		for q := range z1 {
 			z1[q], z2[q] = b1, b2
@@ -315,7 +333,7 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 		f.h[subPseudo][i] = topKMeanAbs(z2, f.sel2[i*f.k:(i+1)*f.k])
 	}
 	// Holistic: pre0 = GAP * W1^T + b1, o = ReLU(pre0) . w2 + b2, h0 = |o|.
-	f.pre0 = make([]float32, n*HolisticWidth)
+	f.pre0 = p.take(n * HolisticWidth) // Sgemm with beta 0 overwrites it
 	sgemm.Sgemm(false, true, n, HolisticWidth, h.c, 1, f.gap, h.c, theta[h.fc1w:h.fc1w+HolisticWidth*h.c], h.c, 0, f.pre0, HolisticWidth)
 	f.o = make([]float32, n)
 	fb1 := theta[h.fc1b : h.fc1b+HolisticWidth]
@@ -337,7 +355,8 @@ func (h *DRA) forwardScale(theta []float32, f *draScale, patches []float32) {
 func (p *draPass) release() {
 	putBuf(&patchPool, p.patches)
 	putBuf(&outPool, p.out)
-	p.patches, p.out = nil, nil
+	putBuf(&slabPool, p.slab)
+	p.patches, p.out, p.slab, p.free = nil, nil, nil, nil
 }
 
 // Scores returns -h0 + h1 + h2 + h3 per image, each sub-head averaged over scales.
@@ -355,15 +374,10 @@ func (h *DRA) Scores(theta []float32, b Batch) []float32 {
 func (h *DRA) SubScores(theta []float32, b Batch) [4][]float32 {
 	mustCheck(h, b, false)
 	h.checkTheta(theta)
-	n := b.X[0].N
+	n := b.Len()
 	var out [4][]float32
 	for i0 := 0; i0 < n; i0 += scoreChunk {
-		i1 := min(i0+scoreChunk, n)
-		cb := Batch{X: make([]fmap.Maps, len(b.X)), Ref: b.Ref}
-		for s, x := range b.X {
-			cb.X[s] = fmap.Maps{N: i1 - i0, C: x.C, H: x.H, W: x.W, Data: x.Data[i0*x.Size() : i1*x.Size()]}
-		}
-		p := h.forward(theta, cb)
+		p := h.forward(theta, b.Slice(i0, min(i0+scoreChunk, n)))
 		p.release()
 		for k := range out {
 			out[k] = append(out[k], p.score[k]...)
@@ -384,7 +398,7 @@ func (h *DRA) LossGrad(theta []float32, b Batch, prior Prior, grad []float32) fl
 	}
 	p := h.forward(theta, b)
 	defer p.release()
-	n := b.X[0].N
+	n := b.Len()
 	var loss float32
 	var ds [nSub][]float32
 	for k := range ds {
@@ -433,10 +447,16 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 	gfc2w := grad[h.fc2w : h.fc2w+HolisticWidth]
 	gamma, w4 := theta[h.gamma:h.gamma+h.cp], theta[h.outW:h.outW+h.cp]
 	gGamma, gBeta, gW4 := grad[h.gamma:h.gamma+h.cp], grad[h.beta:h.beta+h.cp], grad[h.outW:h.outW+h.cp]
-	// Selected composite rows: their patch rows and d out, for one weight-gradient product.
-	var selRows []int
-	var dOut []float32
-	dpre := make([]float32, n*HolisticWidth)
+	// Selected composite rows: their patch rows and d out, for one weight-gradient product;
+	// at most kc rows per image and scale.
+	bound := 0
+	for s := range p.scales {
+		bound += n * p.scales[s].kc
+	}
+	selRows := make([]int, 0, bound)
+	dOut := getBuf(&dOutPool, bound*h.cp)[:0]
+	defer func() { putBuf(&dOutPool, dOut) }()
+	dpre := p.take(n * HolisticWidth) // cleared per scale below
 	for s := range p.scales {
 		f := &p.scales[s]
 		// Holistic: h0 = |o|.
@@ -460,9 +480,9 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 		// d W1 += dpre^T * GAP.
 		sgemm.Sgemm(true, false, HolisticWidth, h.c, n, 1, dpre, HolisticWidth, f.gap, h.c, 1, gfc1w, h.c)
 		// Seen and pseudo: like the devnet head.
-		seen := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z1, sel: f.sel1}
+		seen := devnetScale{b: f.b, s: f.s, n: n, hw: f.hw, k: f.k, z: f.z1, sel: f.sel1}
 		grad[h.seenB] += seen.backward(ds[subSeen], grad[h.seenW:h.seenW+h.c])
-		pseudo := devnetScale{x: f.x, hw: f.hw, k: f.k, z: f.z2, sel: f.sel2}
+		pseudo := devnetScale{b: f.b, s: f.s, n: n, hw: f.hw, k: f.k, z: f.z2, sel: f.sel2}
 		grad[h.pseudoB] += pseudo.backward(ds[subPseudo], grad[h.pseudoW:h.pseudoW+h.c])
 		// Composite: only the top-k output positions carry gradient.
 		np := f.ho * f.wo
@@ -479,7 +499,9 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 				grad[h.outB] += dv
 				r := f.row0 + i*np + q
 				o := p.out[r*h.cp : (r+1)*h.cp]
-				d := make([]float32, h.cp)
+				dOut = dOut[:len(dOut)+h.cp]
+				d := dOut[len(dOut)-h.cp:]
+				clear(d)
 				for j, oj := range o {
 					if a := gamma[j]*oj + theta[h.beta+j]; a > 0 {
 						gW4[j] += dv * a
@@ -490,7 +512,6 @@ func (h *DRA) backward(theta []float32, p *draPass, ds [nSub][]float32, grad []f
 					}
 				}
 				selRows = append(selRows, r)
-				dOut = append(dOut, d...)
 			}
 		}
 	}

@@ -32,6 +32,7 @@ func GorgoniaLossGrad(h Head, theta []float32, b Batch, prior Prior, grad []floa
 	if err := CheckBatch(h, b, true); err != nil {
 		return 0, err
 	}
+	b = b.Dense() // the graphs take each scale's maps as one tensor
 	if len(theta) != len(grad) {
 		return 0, fmt.Errorf("heads %s: grad has %d values, theta %d", h.Name(), len(grad), len(theta))
 	}

@@ -32,10 +32,67 @@ type Spec struct {
 // Batch is what a head scores: the maps of B images at every scale and their labels, plus
 // the reference normal map per scale used by dra's composite sub-head (mean of nRef normals
 // while training, of all training normals while scoring; ignored by devnet).
+//
+// When Rows is nil, the batch's images are the N maps of each scale of X. When Rows is set,
+// X is a feature pool (every scale with the same N) and image i is row Rows[i] of each scale,
+// read in place: training batches address the pool's rows without copying them. Heads read
+// image i of scale s with Map(s, i) and count the images with Len; a head that wants X as
+// one block of B maps (a reference implementation) calls Dense first.
 type Batch struct {
-	X      []fmap.Maps // one per scale, each with N = B
+	X      []fmap.Maps // one per scale: the batch's B maps, or the pool when Rows is set
+	Rows   []int       // when not nil, the B rows of X that are the batch's images
 	Labels []int       // B labels in {Normal, Seen, Pseudo}; nil when scoring
 	Ref    []fmap.Maps // one per scale, each with N = 1
+}
+
+// Len returns the number of images B in the batch.
+func (b Batch) Len() int {
+	if b.Rows != nil {
+		return len(b.Rows)
+	}
+	if len(b.X) == 0 {
+		return 0
+	}
+	return b.X[0].N
+}
+
+// Map returns a view of image i's map (C x H x W) at scale s.
+func (b Batch) Map(s, i int) []float32 {
+	if b.Rows != nil {
+		return b.X[s].At(b.Rows[i])
+	}
+	return b.X[s].At(i)
+}
+
+// Slice returns the batch of images i0 .. i1-1 of b (with their labels, when b has labels),
+// sharing b's storage.
+func (b Batch) Slice(i0, i1 int) Batch {
+	out := Batch{Ref: b.Ref}
+	if b.Labels != nil {
+		out.Labels = b.Labels[i0:i1:i1]
+	}
+	if b.Rows != nil {
+		out.X, out.Rows = b.X, b.Rows[i0:i1:i1]
+		return out
+	}
+	out.X = make([]fmap.Maps, len(b.X))
+	for s, x := range b.X {
+		out.X[s] = fmap.Maps{N: i1 - i0, C: x.C, H: x.H, W: x.W, Data: x.Data[i0*x.Size() : i1*x.Size() : i1*x.Size()]}
+	}
+	return out
+}
+
+// Dense returns b with its images copied out of the pool into one block of B maps per scale
+// (Rows nil), or b itself when Rows is already nil.
+func (b Batch) Dense() Batch {
+	if b.Rows == nil {
+		return b
+	}
+	out := Batch{X: make([]fmap.Maps, len(b.X)), Labels: b.Labels, Ref: b.Ref}
+	for s, x := range b.X {
+		out.X[s] = x.Gather(b.Rows)
+	}
+	return out
 }
 
 // Head is a scoring head g(theta; x). theta is one flat float32 vector laid out as Layout.
@@ -52,6 +109,16 @@ type Head interface {
 	// LossGrad returns the training loss of b (labels required) and its gradient with
 	// respect to theta, written into grad (len(theta)), which it overwrites.
 	LossGrad(theta []float32, b Batch, prior Prior, grad []float32) float32
+}
+
+// RefFreeScorer is implemented by heads whose scores do not depend on the batch's reference
+// maps (devnet). LossGradScores is LossGrad that also writes into scores (len b.Len()) each
+// image's score at theta: bit for bit what Scores returns for that image, against any
+// reference. CDL takes the adapted models' scores of their query samples from the query pass
+// this way instead of scoring those samples a second time.
+type RefFreeScorer interface {
+	Head
+	LossGradScores(theta []float32, b Batch, prior Prior, grad, scores []float32) float32
 }
 
 // Checker is implemented by heads with rules of their own for the batches they take (a

@@ -3,6 +3,7 @@ package heads
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -429,5 +430,67 @@ func TestTopKMeanAbs(t *testing.T) {
 		if got := topK(n); got != want {
 			t.Errorf("topK(%d) = %d, want %d", n, got, want)
 		}
+	}
+}
+
+// TestRowsBatch checks that a batch addressing rows of a pool in place (Batch.Rows) gives
+// bit for bit the losses, gradients and scores of the same images copied into one block
+// (Dense), for every head, rows repeated and out of order included; that devnet's
+// LossGradScores scores are its Scores; and that the gorgonia reference takes such batches.
+func TestRowsBatch(t *testing.T) {
+	pool := testBatch(21, 9, 6, 7, 4, []int{0, 1, 2, 0, 1, 2, 0, 1, 2})
+	rows := []int{7, 2, 2, 5, 0, 8, 3}
+	b := Batch{X: pool.X, Rows: rows, Ref: pool.Ref}
+	for _, r := range rows {
+		b.Labels = append(b.Labels, pool.Labels[r])
+	}
+	dense := b.Dense()
+	if dense.Rows != nil || dense.Len() != len(rows) || dense.X[1].N != len(rows) || !slices.Equal(dense.X[1].At(1), pool.X[1].At(2)) {
+		t.Fatalf("Dense: %d images, rows %v; want the %d rows copied", dense.Len(), dense.Rows, len(rows))
+	}
+	p := NewPrior(newRand(22))
+	dn, _ := NewDevNet(6)
+	dra3, _ := NewDRA(6, 5, 3)
+	dra1, _ := NewDRA(6, 4, 1)
+	for _, h := range []Head{dn, dra3, dra1} {
+		theta := h.Init(newRand(23))
+		gr, gd := make([]float32, len(theta)), make([]float32, len(theta))
+		if lr, ld := h.LossGrad(theta, b, p, gr), h.LossGrad(theta, dense, p, gd); lr != ld || !slices.Equal(gr, gd) {
+			t.Errorf("%s: rows batch loss %v, dense %v (gradients equal: %v)", h.Name(), lr, ld, slices.Equal(gr, gd))
+		}
+		if sr, sd := h.Scores(theta, b), h.Scores(theta, dense); !slices.Equal(sr, sd) {
+			t.Errorf("%s: rows batch scores %v, dense %v", h.Name(), sr, sd)
+		}
+		gl, err := GorgoniaLossGrad(h, theta, b, p, gr)
+		if want, _ := GorgoniaLossGrad(h, theta, dense, p, gd); err != nil || gl != want || !slices.Equal(gr, gd) {
+			t.Errorf("%s: gorgonia on the rows batch: loss %v (err %v), on the dense batch %v", h.Name(), gl, err, want)
+		}
+	}
+	theta := dn.Init(newRand(24))
+	scores := make([]float32, len(rows))
+	dn.LossGradScores(theta, b, p, make([]float32, len(theta)), scores)
+	noRef := Batch{X: pool.X, Rows: rows}
+	if want := dn.Scores(theta, noRef); !slices.Equal(scores, want) {
+		t.Errorf("devnet LossGradScores scores %v, Scores %v", scores, want)
+	}
+	// dra scores more rows than one chunk a chunk at a time.
+	many := Batch{X: pool.X, Ref: pool.Ref}
+	for i := range scoreChunk + 3 {
+		many.Rows = append(many.Rows, (5*i)%9)
+	}
+	theta = dra3.Init(newRand(25))
+	if got, want := dra3.Scores(theta, many), dra3.Scores(theta, many.Dense()); !slices.Equal(got, want) {
+		t.Errorf("dra: %d rows scored in place differ from the same rows copied", len(many.Rows))
+	}
+	// A row outside the pool, or labels that do not match the rows, are refused.
+	bad := b
+	bad.Rows = []int{1, 9}
+	bad.Labels = []int{0, 1}
+	if err := CheckBatch(dn, bad, true); err == nil || !strings.Contains(err.Error(), "row 1 is 9, outside the pool's 9 rows") {
+		t.Errorf("row outside the pool: error %v", err)
+	}
+	bad.Rows = []int{1, 2, 3}
+	if err := CheckBatch(dn, bad, true); err == nil || !strings.Contains(err.Error(), "2 labels for 3 images") {
+		t.Errorf("labels for 2 of 3 rows: error %v", err)
 	}
 }

@@ -67,23 +67,28 @@ func initLayout(specs []Spec, rng *rand.Rand) []float32 {
 }
 
 // CheckBatch reports, as an error naming the field, why b cannot be scored by h: no scales,
-// a scale whose shape disagrees with its data, labels (when present, or when withLabels) of
-// the wrong length or outside {Normal, Seen, Pseudo}, or, when h is a Checker, a break of
-// h's own rules (its channel count, its reference maps). Scores and LossGrad panic on such
-// batches.
+// a scale whose shape disagrees with its data or whose N differs from X[0]'s, a row of Rows
+// outside the pool, labels (when present, or when withLabels) of the wrong length or outside
+// {Normal, Seen, Pseudo}, or, when h is a Checker, a break of h's own rules (its channel
+// count, its reference maps). Scores and LossGrad panic on such batches.
 func CheckBatch(h Head, b Batch, withLabels bool) error {
 	if len(b.X) == 0 {
 		return fmt.Errorf("heads %s: batch has no scales", h.Name())
 	}
-	n := b.X[0].N
 	for s, m := range b.X {
 		if err := m.Check(); err != nil {
 			return fmt.Errorf("heads %s: batch X[%d]: %w", h.Name(), s, err)
 		}
-		if m.N != n {
-			return fmt.Errorf("heads %s: batch X[%d] has %d images, X[0] has %d", h.Name(), s, m.N, n)
+		if m.N != b.X[0].N {
+			return fmt.Errorf("heads %s: batch X[%d] has %d images, X[0] has %d", h.Name(), s, m.N, b.X[0].N)
 		}
 	}
+	for i, r := range b.Rows {
+		if r < 0 || r >= b.X[0].N {
+			return fmt.Errorf("heads %s: batch row %d is %d, outside the pool's %d rows", h.Name(), i, r, b.X[0].N)
+		}
+	}
+	n := b.Len()
 	if withLabels || b.Labels != nil {
 		if len(b.Labels) != n {
 			return fmt.Errorf("heads %s: batch has %d labels for %d images", h.Name(), len(b.Labels), n)

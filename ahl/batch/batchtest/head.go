@@ -36,7 +36,7 @@ func (h Linear) Init(rng *rand.Rand) []float32 {
 
 func (h Linear) z(theta []float32, b heads.Batch, s, i int) (float32, []float32) {
 	m := b.X[s]
-	x := m.At(i)
+	x := b.Map(s, i)
 	hw := m.H * m.W
 	z := theta[h.S*h.C+s]
 	w := theta[s*h.C : (s+1)*h.C]
@@ -52,7 +52,7 @@ func (h Linear) z(theta []float32, b heads.Batch, s, i int) (float32, []float32)
 
 // Scores returns the mean over scales of |z_s|.
 func (h Linear) Scores(theta []float32, b heads.Batch) []float32 {
-	n := b.X[0].N
+	n := b.Len()
 	out := make([]float32, n)
 	for i := 0; i < n; i++ {
 		for s := 0; s < h.S; s++ {
@@ -65,7 +65,7 @@ func (h Linear) Scores(theta []float32, b heads.Batch) []float32 {
 
 // LossGrad returns the deviation loss of the batch and its gradient.
 func (h Linear) LossGrad(theta []float32, b heads.Batch, prior heads.Prior, grad []float32) float32 {
-	n := b.X[0].N
+	n := b.Len()
 	s := h.Scores(theta, b)
 	y := make([]float32, n)
 	for i, l := range b.Labels {
