@@ -228,8 +228,9 @@ func (t *TableReader) open(ctx context.Context) (err error) {
 		nd := nodes[0]
 		nodes = nodes[1:]
 		c := &colLayout{name: f.Name, typ: f.Type, length: nd.a}
-		if nd.a < 0 {
-			return nil, fmt.Errorf("malformed stream: column %q has length %d", f.Name, nd.a)
+		if nd.a < 0 || nd.a/8 > bodyLen {
+			// Every value takes at least a bit of the body (offsets, values or a validity bit).
+			return nil, fmt.Errorf("malformed stream: column %q has length %d for a %d-byte body", f.Name, nd.a, bodyLen)
 		}
 		if nd.b != 0 {
 			return nil, fmt.Errorf("column %q has %d nulls; ranged reads need columns without nulls", f.Name, nd.b)
