@@ -71,7 +71,11 @@ func TestReadMapsFromStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	ids, ms, rec := featureMaps(t, 300, 8, 8, 8) // 300 x 2 KiB + 512 B: 3 chunks
 	defer rec.Release()
 	env := stored(t, s, "features", map[string]arrow.RecordBatch{"features": rec})
@@ -163,7 +167,11 @@ func BenchmarkReadMaps(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			b.Error(err)
+		}
+	})
 	ids, _, rec := featureMaps(b, 1000, 128, 14, 14)
 	d, out, err := artifacts.Put(ctx, s, rec)
 	rec.Release()

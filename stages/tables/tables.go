@@ -198,17 +198,3 @@ func (c *cols) float64s(name string) []float64 {
 	c.keep(err)
 	return append([]float64(nil), v...)
 }
-
-// binariesAlias reads a binary column; the slices alias the record.
-func (c *cols) binariesAlias(name string) [][]byte {
-	v, err := artifacts.BinaryCol(c.rec, name)
-	c.keep(err)
-	return v
-}
-
-// float32ListsAlias reads a list<float32> column; the slices alias the record.
-func (c *cols) float32ListsAlias(name string) [][]float32 {
-	v, err := artifacts.Float32ListCol(c.rec, name)
-	c.keep(err)
-	return v
-}
