@@ -1,9 +1,12 @@
 package artifacts
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
 )
 
 // FuzzDecodeIPC checks that no bytes make DecodeIPC panic or allocate without bound (it
@@ -66,6 +69,55 @@ func FuzzDecodeManifest(f *testing.F) {
 		for name, o := range got.Outputs {
 			if validDigest(o.Digest) != nil {
 				t.Fatalf("accepted output %q with digest %q", name, o.Digest)
+			}
+		}
+	})
+}
+
+// FuzzTableReader checks that no bytes make NewTableReader or its column reads panic or
+// allocate beyond the stream's size: every read is bounded by the blob.
+func FuzzTableReader(f *testing.F) {
+	for _, cols := range [][]Col{
+		{Float64s("value", []float64{1, 2, 3})},
+		{Strings("id", []string{"a", "bb"}), Int64s("n", []int64{7, 8}), Binaries("b", [][]byte{{1}, {2, 3}})},
+		{Float32Lists("features", [][]float32{{1, 2}, {3}}), Int64Lists("shape", [][]int64{{1}, {2, 3}})},
+	} {
+		rec, err := NewTable(cols...)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := EncodeIPC(rec)
+		rec.Release()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ctx := context.Background()
+		tr, err := NewTableReader(ctx, BytesBlob(b))
+		if err != nil {
+			return
+		}
+		defer tr.Close()
+		for _, fd := range tr.Schema().Fields() {
+			switch fd.Type.ID() {
+			case arrow.STRING:
+				_, _ = tr.Strings(ctx, fd.Name)
+			case arrow.INT64:
+				_, _ = tr.Int64s(ctx, fd.Name)
+			case arrow.FLOAT64:
+				_, _ = tr.Float64s(ctx, fd.Name)
+			case arrow.BINARY:
+				for i := range min(tr.NumRows(), 4) {
+					_, _ = tr.Binary(ctx, fd.Name, int(i), nil)
+				}
+			case arrow.LIST:
+				if off, err := tr.Offsets(ctx, fd.Name); err == nil {
+					n := off[len(off)-1] - off[0]
+					_ = tr.Float32Values(ctx, fd.Name, off[0], off[len(off)-1], make([]float32, n))
+					_ = tr.Int64Values(ctx, fd.Name, off[0], off[len(off)-1], make([]int64, n))
+				}
 			}
 		}
 	})

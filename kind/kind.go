@@ -19,6 +19,8 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipe-ahl/pipe/artifacts"
 )
 
 // Definition describes one stage kind.
@@ -112,6 +114,10 @@ type Input struct {
 	Outputs []string
 	// Open reads one output table. The caller releases the record.
 	Open func(ctx context.Context, output string) (arrow.RecordBatch, error)
+	// OpenTable opens one output table for reading by column and by row range, without
+	// loading the rest of it (large tables: features, pseudo, images). The caller closes
+	// it. It is nil where the input is not backed by a store (tests); readers then use Open.
+	OpenTable func(ctx context.Context, output string) (*artifacts.TableReader, error)
 }
 
 // ID names the input instance as the pipeline does: "stage" or "stage[label]".

@@ -406,21 +406,39 @@ func (r *runner) exec(ctx context.Context, in *Instance) (map[string]artifacts.O
 	for _, d := range in.Deps {
 		dr := r.result(d)
 		outs := dr.Outputs
+		locate := func(output string) (artifacts.Output, error) {
+			if !in.Def.Inputs.Reads(output) {
+				return artifacts.Output{}, fmt.Errorf("kind %s reads table %q from input %s but does not declare it among its inputs", in.Kind, output, d.ID())
+			}
+			o, ok := outs[output]
+			if !ok {
+				return artifacts.Output{}, fmt.Errorf("input %s has no output %q (outputs: %s)", d.ID(), output, strings.Join(sortedKeys(outs), ", "))
+			}
+			return o, nil
+		}
 		env.Inputs = append(env.Inputs, kind.Input{Stage: d.Stage, Instance: d.Label, Matrix: d.Matrix,
 			Outputs: sortedKeys(outs),
 			Open: func(ctx context.Context, output string) (arrow.RecordBatch, error) {
-				if !in.Def.Inputs.Reads(output) {
-					return nil, fmt.Errorf("kind %s reads table %q from input %s but does not declare it among its inputs", in.Kind, output, d.ID())
-				}
-				o, ok := outs[output]
-				if !ok {
-					return nil, fmt.Errorf("input %s has no output %q (outputs: %s)", d.ID(), output, strings.Join(sortedKeys(outs), ", "))
+				o, err := locate(output)
+				if err != nil {
+					return nil, err
 				}
 				rec, err := artifacts.Get(ctx, store, o.Digest)
 				if err != nil {
 					return nil, fmt.Errorf("input %s/%s (the output of stage instance %s): %w", d.ID(), output, d.ID(), err)
 				}
 				return rec, nil
+			},
+			OpenTable: func(ctx context.Context, output string) (*artifacts.TableReader, error) {
+				o, err := locate(output)
+				if err != nil {
+					return nil, err
+				}
+				t, err := artifacts.OpenTable(ctx, store, o.Digest)
+				if err != nil {
+					return nil, fmt.Errorf("input %s/%s (the output of stage instance %s): %w", d.ID(), output, d.ID(), err)
+				}
+				return t, nil
 			}})
 	}
 	err := runStage(ctx, in, env)

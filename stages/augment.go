@@ -213,7 +213,11 @@ func trainingNormals(ctx context.Context, env *kind.Env, s int) ([]string, []img
 		if images.Split[i] != "train" || images.Label[i] != 0 {
 			continue
 		}
-		img, err := imgs.Decode(images.Bytes(i))
+		b, err := images.Bytes(ctx, i)
+		if err != nil {
+			return nil, nil, err
+		}
+		img, err := imgs.Decode(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: id %q: %w", images.Input, id, err)
 		}

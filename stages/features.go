@@ -149,7 +149,11 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	defer images.Close()
 	ids, split, label := images.IDs, images.Split, images.Label
 	decode := func(i int) (imgs.Image, error) {
-		im, err := imgs.Decode(images.Bytes(i))
+		b, err := images.Bytes(ctx, i)
+		if err != nil {
+			return imgs.Image{}, err
+		}
+		im, err := imgs.Decode(b)
 		if err != nil {
 			return imgs.Image{}, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
 		}

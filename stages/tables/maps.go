@@ -134,28 +134,29 @@ type MapSource struct {
 
 // ReadMaps reads the feature maps of the given tables, each from the one input of env that
 // has it, into one set: rows in order of first appearance (table by table), scales in
-// increasing order, each map copied once. Every id must have a map at every scale, and all
-// maps of one scale one shape. The tables are released before it returns.
+// increasing order. Every id must have a map at every scale, and all maps of one scale one
+// shape.
 //
-// Each table is still read whole from the store while ReadMaps runs (see the package doc);
-// only the kept maps are copied.
+// It reads the tables' small columns (id, scale, c, h, w and the list offsets) whole, and of
+// the values only the rows it keeps, straight into the set: its memory is the set's, not the
+// tables' (see artifacts.TableReader).
 func ReadMaps(ctx context.Context, env *kind.Env, srcs ...MapSource) (fmap.Set, error) {
-	recs := make([]OpenMaps, 0, len(srcs))
+	tabs := make([]mapTable, 0, len(srcs))
 	defer func() {
-		for _, r := range recs {
-			r.Rec.Release()
+		for _, t := range tabs {
+			t.t.Close()
 		}
 	}()
 	var names []string
 	for _, src := range srcs {
-		rec, in, err := openFrom(ctx, env, src.Table)
+		t, in, err := openTableFrom(ctx, env, src.Table)
 		if err != nil {
 			return fmap.Set{}, err
 		}
-		recs = append(recs, OpenMaps{rec, src.Keep, "input " + in + " " + src.Table})
+		tabs = append(tabs, mapTable{t, src.Keep, "input " + in + " " + src.Table})
 		names = append(names, src.Table)
 	}
-	set, err := MapSetFromRecords(recs...)
+	set, err := readMapSet(ctx, tabs)
 	if err != nil && len(srcs) > 1 {
 		return fmap.Set{}, fmt.Errorf("%s: %w", strings.Join(names, " and "), err)
 	}
@@ -167,20 +168,49 @@ func ReadMaps(ctx context.Context, env *kind.Env, srcs ...MapSource) (fmap.Set, 
 type OpenMaps struct {
 	Rec  arrow.RecordBatch
 	Keep map[string]bool
+}
+
+// MapSetFromRecords reads feature-map tables held as records into one set, as ReadMaps
+// does (through the same reader, over each record's encoding). It is for code that holds the
+// records (tests); the caller releases them.
+func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
+	ctx := context.Background()
+	tabs := make([]mapTable, 0, len(srcs))
+	defer func() {
+		for _, t := range tabs {
+			t.t.Close()
+		}
+	}()
+	for _, src := range srcs {
+		t, err := recordTable(ctx, src.Rec)
+		if err != nil {
+			return fmap.Set{}, err
+		}
+		tabs = append(tabs, mapTable{t: t, keep: src.Keep})
+	}
+	return readMapSet(ctx, tabs)
+}
+
+// mapTable is a feature-map table opened for ranged reads and the ids to read from it.
+type mapTable struct {
+	t    *artifacts.TableReader
+	keep map[string]bool
 	name string // "input features[seed=1] features", for errors
 }
 
-// MapSetFromRecords reads open feature-map tables into one set, as ReadMaps does. It is for
-// code that already holds the records (tests, and train until it reads through ReadMaps);
-// the caller releases them.
-func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
-	type loc struct{ src, row int }
+// mapValuesType is the type of a feature-map table's values column.
+var mapValuesType = arrow.ListOf(arrow.PrimitiveTypes.Float32)
+
+func readMapSet(ctx context.Context, srcs []mapTable) (fmap.Set, error) {
+	type loc struct {
+		src, row int
+		a, b     int64 // the row's element range in the values column
+	}
 	type cell struct{ id, scale int }
 	var order []string
 	row := map[string]int{}
 	at := map[cell]loc{} // (image row, scale) -> table row
 	shapes := map[int64][3]int64{}
-	vals := make([][][]float32, len(srcs))
 	for si, src := range srcs {
 		fail := func(err error) (fmap.Set, error) {
 			if src.name != "" {
@@ -188,16 +218,27 @@ func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
 			}
 			return fmap.Set{}, err
 		}
-		rec, keep := src.Rec, src.Keep
-		ids, err1 := artifacts.StringCol(rec, "id")
-		c := cols{rec: rec}
-		c.keep(err1)
-		scale, ch, h, w := c.int64s("scale"), c.int64s("c"), c.int64s("h"), c.int64s("w")
-		v := c.float32ListsAlias("values")
-		if c.err != nil {
-			return fail(c.err)
+		t, keep := src.t, src.keep
+		if f, ok := t.Schema().FieldsByName("values"); ok && !arrow.TypeEqual(f[0].Type, mapValuesType) {
+			return fail(fmt.Errorf("column \"values\" is %s, want %s", f[0].Type, mapValuesType))
 		}
-		vals[si] = v
+		ids, err := t.Strings(ctx, "id")
+		if err != nil {
+			return fail(err)
+		}
+		var scale, ch, h, w []int64
+		for _, c := range []struct {
+			name string
+			dst  *[]int64
+		}{{"scale", &scale}, {"c", &ch}, {"h", &h}, {"w", &w}} {
+			if *c.dst, err = t.Int64s(ctx, c.name); err != nil {
+				return fail(err)
+			}
+		}
+		off, err := t.Offsets(ctx, "values")
+		if err != nil {
+			return fail(err)
+		}
 		for r, id := range ids {
 			if keep != nil && !keep[id] {
 				continue
@@ -206,8 +247,8 @@ func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
 				return fail(fmt.Errorf("row %d (id %q): scale %d", r, id, scale[r]))
 			}
 			sh := [3]int64{ch[r], h[r], w[r]}
-			if sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || int64(len(v[r])) != sh[0]*sh[1]*sh[2] {
-				return fail(fmt.Errorf("row %d (id %q): shape %v does not match %d values", r, id, sh, len(v[r])))
+			if n := off[r+1] - off[r]; sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || n != sh[0]*sh[1]*sh[2] {
+				return fail(fmt.Errorf("row %d (id %q): shape %v does not match %d values", r, id, sh, n))
 			}
 			if old, ok := shapes[scale[r]]; ok && old != sh {
 				return fail(fmt.Errorf("row %d (id %q): scale %d shape %v, other maps of that scale are %v", r, id, scale[r], sh, old))
@@ -217,13 +258,13 @@ func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
 			if !ok {
 				i = len(order)
 				row[id] = i
-				order = append(order, strings.Clone(id)) // not the table's bytes
+				order = append(order, strings.Clone(id)) // not the whole id column
 			}
 			k := cell{i, int(scale[r])}
 			if _, dup := at[k]; dup {
 				return fail(fmt.Errorf("row %d: id %q has two maps at scale %d", r, id, scale[r]))
 			}
-			at[k] = loc{si, r}
+			at[k] = loc{si, r, off[r], off[r+1]}
 		}
 	}
 	var scales []int64
@@ -237,6 +278,11 @@ func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
 		}
 	}
 	set := fmap.Set{IDs: order, Scales: make([]fmap.Maps, len(scales))}
+	type read struct {
+		loc
+		dst []float32
+	}
+	reads := make([][]read, len(srcs))
 	for k := range scales {
 		sh := shapes[int64(k)]
 		m := fmap.New(len(order), int(sh[0]), int(sh[1]), int(sh[2]))
@@ -245,9 +291,21 @@ func MapSetFromRecords(srcs ...OpenMaps) (fmap.Set, error) {
 			if !ok {
 				return fmap.Set{}, fmt.Errorf("id %q has no map at scale %d", id, k)
 			}
-			copy(m.At(i), vals[l.src][l.row])
+			reads[l.src] = append(reads[l.src], read{l, m.At(i)})
 		}
 		set.Scales[k] = m
+	}
+	// Read each table's kept rows in table order, so that its chunks are read once each.
+	for si, rs := range reads {
+		sort.Slice(rs, func(a, b int) bool { return rs[a].row < rs[b].row })
+		for _, r := range rs {
+			if err := srcs[si].t.Float32Values(ctx, "values", r.a, r.b, r.dst); err != nil {
+				if srcs[si].name != "" {
+					err = fmt.Errorf("%s: %w", srcs[si].name, err)
+				}
+				return fmap.Set{}, err
+			}
+		}
 	}
 	return set, nil
 }
@@ -260,21 +318,21 @@ type Pseudo struct {
 }
 
 // ReadPseudoIndex reads the pseudo anomalies of the one input of env that has a pseudo
-// table, once each (the table has one row per scale), in table order, without their maps.
+// table, once each (the table has one row per scale), in table order, without their maps
+// (none of the maps' bytes are read).
 func ReadPseudoIndex(ctx context.Context, env *kind.Env) ([]Pseudo, error) {
-	rec, in, err := openFrom(ctx, env, "pseudo")
+	t, in, err := openTableFrom(ctx, env, "pseudo")
 	if err != nil {
 		return nil, err
 	}
-	defer rec.Release()
-	ids, err1 := artifacts.StringCol(rec, "id")
-	src, err2 := artifacts.StringCol(rec, "source")
-	gen, err3 := artifacts.StringCol(rec, "generator")
-	for _, err := range []error{err1, err2, err3} {
-		if err != nil {
+	defer t.Close()
+	var cols [3][]string
+	for k, name := range []string{"id", "source", "generator"} {
+		if cols[k], err = t.Strings(ctx, name); err != nil {
 			return nil, fmt.Errorf("input %s pseudo: %w", in, err)
 		}
 	}
+	ids, src, gen := cols[0], cols[1], cols[2]
 	var out []Pseudo
 	seen := map[string]bool{}
 	for i, id := range ids {
@@ -282,7 +340,7 @@ func ReadPseudoIndex(ctx context.Context, env *kind.Env) ([]Pseudo, error) {
 			continue
 		}
 		seen[id] = true
-		out = append(out, Pseudo{strings.Clone(id), strings.Clone(src[i]), strings.Clone(gen[i])})
+		out = append(out, Pseudo{id, src[i], gen[i]})
 	}
 	return out, nil
 }

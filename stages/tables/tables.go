@@ -7,11 +7,11 @@
 // when the view is valid. Errors name the input instance and the table once
 // ("input features[seed=1] features: ..."); the pipeline adds the reading instance's name.
 //
-// Large tables (images, features, pseudo) are read by what a kind asks for: the image index
-// without the image bytes, the bytes through a reader by row, the feature maps of chosen
-// ids. The store still returns each table as one blob (artifacts.Get decodes it whole), so
-// while such a read runs the whole blob is in memory; reading record batches from the store
-// is the memory issue's job, and these functions are the place where it will plug in.
+// Large tables (images, features, pseudo) are read by what a kind asks for, through
+// artifacts.TableReader: the image index without the image bytes, each image's bytes when
+// asked for, the feature maps of chosen ids straight into their set. Only those bytes are
+// read from the store (in the chunks that hold them), so a stage needs memory for what it
+// keeps, not for the table's blob.
 package tables
 
 import (
@@ -78,6 +78,47 @@ func open(ctx context.Context, in *kind.Input, table string) (arrow.RecordBatch,
 		return nil, fmt.Errorf("input %s %s: %w", in.ID(), table, err)
 	}
 	return rec, nil
+}
+
+// openTableFrom opens table of the one input of env that has it for ranged reads.
+func openTableFrom(ctx context.Context, env *kind.Env, table string) (*artifacts.TableReader, string, error) {
+	in, err := env.With(table)
+	if err != nil {
+		return nil, "", err
+	}
+	t, err := openTable(ctx, in, table)
+	return t, in.ID(), err
+}
+
+// openTable opens table of input in for ranged reads. An input without a store behind it
+// (a test's) has its record encoded and read from memory, so both take the same path.
+func openTable(ctx context.Context, in *kind.Input, table string) (*artifacts.TableReader, error) {
+	if in.OpenTable != nil {
+		t, err := in.OpenTable(ctx, table)
+		if err != nil {
+			return nil, fmt.Errorf("input %s %s: %w", in.ID(), table, err)
+		}
+		return t, nil
+	}
+	rec, err := open(ctx, in, table)
+	if err != nil {
+		return nil, err
+	}
+	t, err := recordTable(ctx, rec)
+	rec.Release()
+	if err != nil {
+		return nil, fmt.Errorf("input %s %s: %w", in.ID(), table, err)
+	}
+	return t, nil
+}
+
+// recordTable returns a TableReader over rec's IPC encoding (a copy: rec may be released).
+func recordTable(ctx context.Context, rec arrow.RecordBatch) (*artifacts.TableReader, error) {
+	b, err := artifacts.EncodeIPC(rec)
+	if err != nil {
+		return nil, err
+	}
+	return artifacts.NewTableReader(ctx, artifacts.BytesBlob(b))
 }
 
 // load reads a table from the store by digest, for readers outside a stage (the CLI).
@@ -156,18 +197,4 @@ func (c *cols) float64s(name string) []float64 {
 	v, err := artifacts.Float64Col(c.rec, name)
 	c.keep(err)
 	return append([]float64(nil), v...)
-}
-
-// binariesAlias reads a binary column; the slices alias the record.
-func (c *cols) binariesAlias(name string) [][]byte {
-	v, err := artifacts.BinaryCol(c.rec, name)
-	c.keep(err)
-	return v
-}
-
-// float32ListsAlias reads a list<float32> column; the slices alias the record.
-func (c *cols) float32ListsAlias(name string) [][]float32 {
-	v, err := artifacts.Float32ListCol(c.rec, name)
-	c.keep(err)
-	return v
 }

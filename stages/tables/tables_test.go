@@ -16,7 +16,7 @@ import (
 )
 
 // written runs write on a fresh env and returns the tables it handed over.
-func written(t *testing.T, write func(env *kind.Env) error) map[string]arrow.RecordBatch {
+func written(t testing.TB, write func(env *kind.Env) error) map[string]arrow.RecordBatch {
 	t.Helper()
 	env := &kind.Env{}
 	if err := write(env); err != nil {
@@ -105,10 +105,19 @@ func TestImagesRoundTripOwnedIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := r.Bytes(2); len(b) != 3 || b[2] != 6 {
-		t.Errorf("Bytes(2) = %v", b)
+	if b, err := r.Bytes(context.Background(), 2); err != nil || len(b) != 3 || b[2] != 6 {
+		t.Errorf("Bytes(2) = %v, %v", b, err)
+	}
+	if b, err := r.Bytes(context.Background(), 0); err != nil || len(b) != 2 || b[0] != 1 {
+		t.Errorf("Bytes(0) = %v, %v", b, err)
+	}
+	if _, err := r.Bytes(context.Background(), 3); err == nil || !strings.Contains(err.Error(), "no row 3") {
+		t.Errorf("Bytes(3) of 3 images: %v", err)
 	}
 	r.Close()
+	if _, err := r.Bytes(context.Background(), 0); err == nil {
+		t.Error("Bytes after Close succeeded")
+	}
 }
 
 func TestImagesRejectsBadRows(t *testing.T) {
