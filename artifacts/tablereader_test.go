@@ -25,7 +25,7 @@ func openMem(t testing.TB) *Badger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { closeOK(t, s) })
 	return s
 }
 
