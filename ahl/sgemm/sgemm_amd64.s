@@ -34,8 +34,15 @@
 	VMOVUPS hi, 32(DX); \
 	ADDQ R8, DX
 
-// func kernel6x16(kc int, a, b, c *float32, ldc int)
-TEXT ·kernel6x16(SB), NOSPLIT, $0-40
+// PUT stores the two accumulators of one row into C at (DX), overwriting it, and moves DX to
+// the next row.
+#define PUT(lo, hi) \
+	VMOVUPS lo, (DX); \
+	VMOVUPS hi, 32(DX); \
+	ADDQ R8, DX
+
+// func kernel6x16(kc int, a, b, c *float32, ldc int, add int)
+TEXT ·kernel6x16(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
@@ -77,12 +84,25 @@ tail:
 	JMP  tail
 
 done:
+	MOVQ  add+40(FP), AX
+	TESTQ AX, AX
+	JE    put
 	STORE(Y0, Y1)
 	STORE(Y2, Y3)
 	STORE(Y4, Y5)
 	STORE(Y6, Y7)
 	STORE(Y8, Y9)
 	STORE(Y10, Y11)
+	VZEROUPPER
+	RET
+
+put:
+	PUT(Y0, Y1)
+	PUT(Y2, Y3)
+	PUT(Y4, Y5)
+	PUT(Y6, Y7)
+	PUT(Y8, Y9)
+	PUT(Y10, Y11)
 	VZEROUPPER
 	RET
 

@@ -5,8 +5,9 @@ package sgemm
 // asmKernel is false: this build has no assembly microkernel.
 var asmKernel = false
 
-// kernel multiplies one packed A micro-panel by one packed B micro-panel into C.
-func kernel(kc int, a, b, c []float32, ldc int) { kernelGo(kc, a, b, c, ldc) }
+// kernel multiplies one packed A micro-panel by one packed B micro-panel into C (adding to
+// it, or overwriting it when !add).
+func kernel(kc int, a, b, c []float32, ldc int, add bool) { kernelGo(kc, a, b, c, ldc, add) }
 
 func axpy8(a float32, x, y *float32, blocks int) { panic("sgemm: no assembly axpy") }
 

@@ -51,7 +51,7 @@ func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 // plus one add per block) with margin.
 func TestSgemm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	shapes := [][3]int{{1, 1, 1}, {6, 16, 7}, {7, 17, 300}, {97, 33, 257}, {13, 2050, 5}, {0, 3, 4}, {3, 4, 0}}
+	shapes := [][3]int{{1, 1, 1}, {6, 16, 7}, {7, 17, 300}, {97, 33, 257}, {13, 2050, 5}, {0, 3, 4}, {3, 4, 0}, {MCWhole + 7, 35, 300}}
 	for _, useAsm := range []bool{false, true} {
 		if useAsm && !asmKernel {
 			t.Log("no assembly microkernel on this machine; checked the Go kernel only")
@@ -119,6 +119,49 @@ func TestSgemmDeterministic(t *testing.T) {
 	for i := range c1 {
 		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
 			t.Fatalf("C[%d] differs between calls: %v vs %v", i, c1[i], c2[i])
+		}
+	}
+}
+
+// rowsPanels is op(B) = the k x n row-major matrix b, packed by hand.
+type rowsPanels struct {
+	b    []float32
+	n    int
+	hits *int
+}
+
+func (r rowsPanels) Pack(dst []float32, pc, kc, j0 int) {
+	*r.hits++
+	for q := 0; q < kc; q++ {
+		for j := 0; j < NR; j++ {
+			dst[q*NR+j] = 0
+			if j0+j < r.n {
+				dst[q*NR+j] = r.b[(pc+q)*r.n+j0+j]
+			}
+		}
+	}
+}
+
+// TestSgemmPanels checks that SgemmPanels gives Sgemm's bits for the same op(B), on both
+// loop orders (m up to MCWhole and beyond), and that it asks for every micro-panel.
+func TestSgemmPanels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, sh := range [][3]int{{16, 100, 27}, {64, 37, 600}, {MCWhole + 1, 40, 300}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		a, b := randSlice(rng, m*k), randSlice(rng, k*n)
+		want, got := randSlice(rng, m*n), make([]float32, m*n)
+		copy(got, want)
+		Sgemm(false, false, m, n, k, 1, a, k, b, n, 0.5, want, n)
+		hits := 0
+		SgemmPanels(false, m, n, k, 1, a, k, rowsPanels{b: b, n: n, hits: &hits}, 0.5, got, n)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%dx%dx%d: C[%d] = %v from panels, %v from Sgemm", m, n, k, i, got[i], want[i])
+			}
+		}
+		blocks := ((n + NR - 1) / NR) * ((k + KC - 1) / KC)
+		if hits != blocks {
+			t.Errorf("%dx%dx%d: %d micro-panels packed, want %d (each once)", m, n, k, hits, blocks)
 		}
 	}
 }
