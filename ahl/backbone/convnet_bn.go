@@ -198,14 +198,11 @@ func (n *trainNet) scores(x act) []float32 {
 func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
 	L := len(n.convs)
 	ins := make([]act, L)
-	cols := make([][]float32, L)
 	caches := make([]bnCache, L)
 	h := x
 	for l := range n.convs {
 		ins[l] = h
-		var z act
-		z, cols[l] = n.convs[l].forwardCols(h, false)
-		caches[l] = n.bnReLUForward(l, z)
+		caches[l] = n.bnReLUForward(l, n.convs[l].forward(h, false))
 		h = caches[l].out
 	}
 	z := n.head.forward(h, false)
@@ -247,13 +244,10 @@ func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []flo
 
 	// Backward: the head, then each layer's ReLU and batch norm, then its convolution.
 	gw, gg, gb, ghw, ghb := n.views(grad)
-	d := n.head.backward(h, h.Data, dz, ghw, ghb, true)
+	d := n.head.backward(h, dz, ghw, ghb, true)
 	for l := L - 1; l >= 0; l-- {
 		n.bnReLUBackward(l, caches[l], d, gg[l], gb[l])
-		d = n.convs[l].backward(ins[l], cols[l], d, gw[l], nil, l > 0)
-		if !n.convs[l].direct() {
-			putScratch(cols[l])
-		}
+		d = n.convs[l].backward(ins[l], d, gw[l], nil, l > 0)
 	}
 	return float64(scale) * loss
 }

@@ -35,41 +35,25 @@ func (c *conv) outSize(n int) int { return (n+2*c.Pad-c.K)/c.Stride + 1 }
 // direct reports whether the input itself is the im2col matrix (1x1, stride 1, no padding).
 func (c *conv) direct() bool { return c.K == 1 && c.Stride == 1 && c.Pad == 0 }
 
-// forward returns conv(x) + bias, followed by ReLU when relu is set.
+// forward returns conv(x) + bias, followed by ReLU when relu is set. The matrix product packs
+// its panels straight from x (see patches); a direct 1x1 convolution multiplies x itself.
 func (c *conv) forward(x act, relu bool) act {
 	ho, wo := c.outSize(x.H), c.outSize(x.W)
 	n := x.B * ho * wo
 	out := newAct(c.Cout, x.B, ho, wo)
+	kk := c.Cin * c.K * c.K
 	if c.direct() {
-		c.product(x.Data, out, relu)
-		return out
+		sgemm(false, false, c.Cout, n, kk, 1, c.W, kk, x.Data, n, 0, out.Data, n)
+	} else {
+		sgemmPatches(c.Cout, n, kk, c.W, kk, newPatches(x, c.K, c.Stride, c.Pad, ho, wo, false), out.Data, n, 0)
 	}
-	cols := getScratch(c.Cin * c.K * c.K * n)
-	im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
-	c.product(cols, out, relu)
-	putScratch(cols)
+	c.biasReLU(out, relu)
 	return out
 }
 
-// forwardCols is forward for training: it also returns the im2col matrix it used (x.Data
-// itself for a direct 1x1 convolution), which the weight gradient needs; the caller hands a
-// non-direct one back with putScratch once backward has used it.
-func (c *conv) forwardCols(x act, relu bool) (act, []float32) {
-	ho, wo := c.outSize(x.H), c.outSize(x.W)
-	out := newAct(c.Cout, x.B, ho, wo)
-	cols := x.Data
-	if !c.direct() {
-		cols = getScratch(c.Cin * c.K * c.K * x.B * ho * wo)
-		im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
-	}
-	c.product(cols, out, relu)
-	return out, cols
-}
-
-// product sets out = W * cols + bias (Cout x n), then ReLU when relu is set.
-func (c *conv) product(cols []float32, out act, relu bool) {
+// biasReLU adds the bias to out (Cout x n) and then applies ReLU when relu is set.
+func (c *conv) biasReLU(out act, relu bool) {
 	n := out.B * out.H * out.W
-	sgemm(false, false, c.Cout, n, c.Cin*c.K*c.K, 1, c.W, c.Cin*c.K*c.K, cols, n, 0, out.Data, n)
 	parallel(c.Cout, n, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			row := out.Data[o*n : (o+1)*n]
@@ -84,45 +68,6 @@ func (c *conv) product(cols []float32, out act, relu bool) {
 			} else if b != 0 {
 				for j := range row {
 					row[j] += b
-				}
-			}
-		}
-	})
-}
-
-// im2col writes the patches of x into cols, (Cin*K*K) x (B*Ho*Wo) row-major: row
-// (ci*K + ky)*K + kx, column (b*Ho + oy)*Wo + ox holds x[ci, b, oy*s - p + ky, ox*s - p + kx]
-// (zero outside the image). Every entry is written. Rows are filled in parallel.
-func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
-	n := x.B * ho * wo
-	parallel(x.C*k*k, n, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			ci, ky, kx := r/(k*k), r/k%k, r%k
-			row := cols[r*n : (r+1)*n]
-			for b := 0; b < x.B; b++ {
-				src := x.plane(ci, b)
-				dst := row[b*ho*wo : (b+1)*ho*wo]
-				oxLo, oxHi := validColumns(x.W, wo, kx, stride, pad)
-				for oy := 0; oy < ho; oy++ {
-					iy := oy*stride - pad + ky
-					d := dst[oy*wo : (oy+1)*wo]
-					if iy < 0 || iy >= x.H || oxLo >= oxHi {
-						clear(d)
-						continue
-					}
-					srow := src[iy*x.W : (iy+1)*x.W]
-					clear(d[:oxLo])
-					if stride == 1 {
-						ix := oxLo - pad + kx
-						copy(d[oxLo:oxHi], srow[ix:ix+oxHi-oxLo])
-					} else {
-						ix := oxLo*stride - pad + kx
-						for ox := oxLo; ox < oxHi; ox++ {
-							d[ox] = srow[ix]
-							ix += stride
-						}
-					}
-					clear(d[oxHi:])
 				}
 			}
 		}
@@ -256,13 +201,17 @@ func foldBN(w []float32, cout int, gamma, beta, mean, variance []float32) (fw, f
 
 // backward propagates dout (the gradient with respect to this convolution's output, after
 // any ReLU has been undone by the caller) to the weights and, when needDX, to the input x.
-// cols is the im2col matrix forward returned for x. dW and dB accumulate (+=); the returned
-// input gradient is freshly allocated (zero act when !needDX).
-func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needDX bool) act {
+// dW and dB accumulate (+=); the returned input gradient is freshly allocated (zero act when
+// !needDX).
+func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	n := dout.B * dout.H * dout.W
 	kk := c.Cin * c.K * c.K
-	// dW += dout (Cout x n) * cols^T (n x kk).
-	sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, cols, n, 1, dW, kk)
+	// dW += dout (Cout x n) * cols^T (n x kk), cols being x's im2col matrix.
+	if c.direct() {
+		sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, x.Data, n, 1, dW, kk)
+	} else {
+		sgemmPatches(c.Cout, kk, n, dout.Data, n, newPatches(x, c.K, c.Stride, c.Pad, dout.H, dout.W, true), dW, kk, 1)
+	}
 	for o := 0; o < len(dB); o++ { // dB is nil for a convolution without bias
 		var s float32
 		for _, v := range dout.Data[o*n : (o+1)*n] {
