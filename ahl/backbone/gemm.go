@@ -95,7 +95,7 @@ func sgemmPatches(m, n, k int, a []float32, lda int, p *patches, c []float32, ld
 		step = (step + 5) / 6 * 6 // whole 6-row register tiles
 		for i0 := 0; i0 < m; i0 += step {
 			mi := min(step, m-i0)
-			wg.Go(func() { blocked.SgemmPanels(false, mi, n, k, 1, a[i0*lda:], lda, p, beta, c[i0*ldc:], ldc) })
+			wg.Go(func() { blocked.SgemmPanels(false, mi, n, k, 1, a[i0*lda:], lda, p.from(0, n), beta, c[i0*ldc:], ldc) })
 		}
 	}
 	wg.Wait()

@@ -45,7 +45,9 @@ func (c *conv) forward(x act, relu bool) act {
 	if c.direct() {
 		sgemm(false, false, c.Cout, n, kk, 1, c.W, kk, x.Data, n, 0, out.Data, n)
 	} else {
-		sgemmPatches(c.Cout, n, kk, c.W, kk, newPatches(x, c.K, c.Stride, c.Pad, ho, wo, false), out.Data, n, 0)
+		p := newPatches(x, c.K, c.Stride, c.Pad, ho, wo, false)
+		sgemmPatches(c.Cout, n, kk, c.W, kk, p, out.Data, n, 0)
+		p.release()
 	}
 	c.biasReLU(out, relu)
 	return out
@@ -210,7 +212,9 @@ func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	if c.direct() {
 		sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, x.Data, n, 1, dW, kk)
 	} else {
-		sgemmPatches(c.Cout, kk, n, dout.Data, n, newPatches(x, c.K, c.Stride, c.Pad, dout.H, dout.W, true), dW, kk, 1)
+		p := newPatches(x, c.K, c.Stride, c.Pad, dout.H, dout.W, true)
+		sgemmPatches(c.Cout, kk, n, dout.Data, n, p, dW, kk, 1)
+		p.release()
 	}
 	for o := 0; o < len(dB); o++ { // dB is nil for a convolution without bias
 		var s float32

@@ -207,6 +207,7 @@ func TestPatchesPack(t *testing.T) {
 					}
 				}
 			}
+			full.release()
 		}
 	}
 }
