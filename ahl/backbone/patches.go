@@ -101,6 +101,24 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 	plane := x.B * x.H * x.W
 	tap := ci*plane + ky*x.W + kx // offset of tap (ci, ky, kx) from a window's corner
 	data := x.Data
+	if nrun == 1 && n == nr && s == 1 {
+		// The usual case: one run of NR contiguous values per row of the panel.
+		var offs [blocked.KC]int
+		for q := range kc {
+			offs[q] = at[0] + tap
+			tap++
+			if kx++; kx == k {
+				kx = 0
+				tap += x.W - k
+				if ky++; ky == k {
+					ky = 0
+					tap += plane - k*x.W
+				}
+			}
+		}
+		blocked.Gather16(dst, data, offs[:kc])
+		return
+	}
 	for q := 0; q < kc; q++ {
 		row := dst[q*nr : q*nr+nr : q*nr+nr]
 		for i := range nrun {

@@ -1,5 +1,7 @@
 package sgemm
 
+import "fmt"
+
 // Axpy computes y[i] += a * x[i] for i < len(x); y must be at least as long as x. On amd64
 // with AVX2 and FMA the body runs eight lanes at a time with fused multiply-adds.
 func Axpy(a float32, x, y []float32) {
@@ -28,4 +30,25 @@ func Dot(x, y []float32) float32 {
 		s += x[i] * y[i]
 	}
 	return s
+}
+
+// Gather16 copies the 16 values src[offs[q] : offs[q]+16] to dst[16q : 16q+16] for each q <
+// len(offs): a B micro-panel gathered from rows of a matrix or image (see Panels). It panics
+// when an offset is out of range or dst is shorter than 16*len(offs).
+func Gather16(dst, src []float32, offs []int) {
+	if len(dst) < 16*len(offs) {
+		panic(fmt.Sprintf("sgemm: Gather16: %d values in dst for %d rows of 16", len(dst), len(offs)))
+	}
+	for q, o := range offs {
+		if o < 0 || o > len(src)-16 {
+			panic(fmt.Sprintf("sgemm: Gather16: offset %d (row %d) out of range for %d values", o, q, len(src)))
+		}
+	}
+	if asmKernel && len(offs) > 0 {
+		gather16(&dst[0], &src[0], &offs[0], len(offs))
+		return
+	}
+	for q, o := range offs {
+		copy(dst[16*q:16*q+16], src[o:o+16])
+	}
 }

@@ -40,3 +40,8 @@ func axpy8(a float32, x, y *float32, blocks int)
 //
 //go:noescape
 func dot8(x, y *float32, blocks int) float32
+
+// gather16 copies src[offs[q] : offs[q]+16] to dst[16q : 16q+16] for q < n.
+//
+//go:noescape
+func gather16(dst, src *float32, offs *int, n int)

@@ -148,3 +148,23 @@ dotloop:
 	VZEROUPPER
 	MOVSS        X0, ret+24(FP)
 	RET
+
+// func gather16(dst, src *float32, offs *int, n int)
+TEXT ·gather16(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ offs+16(FP), BX
+	MOVQ n+24(FP), CX
+
+gatherloop:
+	MOVQ    (BX), AX
+	VMOVUPS (SI)(AX*4), Y0
+	VMOVUPS 32(SI)(AX*4), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    $8, BX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     gatherloop
+	VZEROUPPER
+	RET

@@ -12,3 +12,5 @@ func kernel(kc int, a, b, c []float32, ldc int, add bool) { kernelGo(kc, a, b, c
 func axpy8(a float32, x, y *float32, blocks int) { panic("sgemm: no assembly axpy") }
 
 func dot8(x, y *float32, blocks int) float32 { panic("sgemm: no assembly dot") }
+
+func gather16(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly gather") }

@@ -166,6 +166,41 @@ func TestSgemmPanels(t *testing.T) {
 	}
 }
 
+// TestGather16 checks Gather16 against copies, on both paths, and its range checks.
+func TestGather16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	src := randSlice(rng, 100)
+	offs := []int{0, 84, 3, 50, 17}
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		dst := make([]float32, 16*len(offs)+1)
+		dst[len(dst)-1] = 7
+		Gather16(dst, src, offs)
+		asmKernel = saved
+		for q, o := range offs {
+			for i := 0; i < 16; i++ {
+				if dst[16*q+i] != src[o+i] {
+					t.Fatalf("asm=%v: dst[%d] = %v, want src[%d] = %v", useAsm, 16*q+i, dst[16*q+i], o+i, src[o+i])
+				}
+			}
+		}
+		if dst[len(dst)-1] != 7 {
+			t.Fatalf("asm=%v: wrote past 16*len(offs)", useAsm)
+		}
+	}
+	for _, bad := range [][]int{{85}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for offsets %v into 100 values", bad)
+				}
+			}()
+			Gather16(make([]float32, 16), src, bad)
+		}()
+	}
+}
+
 func TestSgemmPanicsOnShortSlice(t *testing.T) {
 	defer func() {
 		if recover() == nil {
