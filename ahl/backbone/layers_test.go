@@ -212,6 +212,36 @@ func TestPatchesPack(t *testing.T) {
 	}
 }
 
+// TestBackwardInputConv checks the stride-1 input gradient computed as a convolution of
+// dout against the col2im path, which TestCol2imAdjoint ties to the forward convolution.
+func TestBackwardInputConv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct{ cin, cout, b, h, w, k, p int }{
+		{3, 4, 2, 9, 11, 3, 1}, {2, 5, 1, 20, 37, 3, 1}, {4, 2, 3, 6, 5, 3, 0}, {1, 3, 2, 7, 8, 5, 2}, {2, 2, 1, 4, 4, 2, 1},
+	} {
+		c := conv{Cin: tc.cin, Cout: tc.cout, K: tc.k, Stride: 1, Pad: tc.p, W: make([]float32, tc.cout*tc.cin*tc.k*tc.k)}
+		for i := range c.W {
+			c.W[i] = float32(rng.NormFloat64())
+		}
+		ho, wo := c.outSize(tc.h), c.outSize(tc.w)
+		dout := newAct(tc.cout, tc.b, ho, wo)
+		for i := range dout.Data {
+			dout.Data[i] = float32(rng.NormFloat64())
+		}
+		got, want := newAct(tc.cin, tc.b, tc.h, tc.w), newAct(tc.cin, tc.b, tc.h, tc.w)
+		for i := range got.Data {
+			got.Data[i] = float32(math.NaN()) // every entry must be written
+		}
+		c.backwardInputConv(dout, got)
+		c.backwardInputCol2im(dout, want)
+		for i := range want.Data {
+			if d := math.Abs(float64(got.Data[i] - want.Data[i])); !(d <= 1e-5*(1+math.Abs(float64(want.Data[i])))) {
+				t.Fatalf("%+v: dx[%d] = %v by convolution, %v by col2im", tc, i, got.Data[i], want.Data[i])
+			}
+		}
+	}
+}
+
 // TestCol2imAdjoint checks <im2col(x), c> = <x, col2im(c)>, which is what makes col2im the
 // right input gradient of a convolution.
 func TestCol2imAdjoint(t *testing.T) {

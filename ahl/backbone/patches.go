@@ -1,6 +1,10 @@
 package backbone
 
-import blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
+import (
+	"math"
+
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
+)
 
 // patches is a convolution's im2col matrix without the matrix: the sgemm micro-panels are
 // packed straight from the input activation, so every input value is copied once per use
@@ -163,26 +167,31 @@ func (p *patches) packT(dst []float32, pc, kc, j0 int) {
 	dst = dst[:kc*nr]
 	b, rem := pc/(p.ho*wo), pc%(p.ho*wo)
 	oy, ox := rem/wo, rem%wo
+	var corners [blocked.KC]int
 	for q := 0; q < kc; q++ {
-		row := dst[q*nr : q*nr+nr : q*nr+nr]
-		corner := (b*x.H+oy*s)*x.W + ox*s
-		if n == nr {
-			for c := range row {
-				row[c] = data[corner+offs[c]]
-			}
-		} else {
-			for c := range row {
-				row[c] = 0
-				if c < n {
-					row[c] = data[corner+offs[c]]
-				}
-			}
-		}
+		corners[q] = (b*x.H+oy*s)*x.W + ox*s
 		if ox++; ox == wo {
 			ox = 0
 			if oy++; oy == p.ho {
 				oy = 0
 				b++
+			}
+		}
+	}
+	if n == nr && offs[nr-1] <= math.MaxInt32 {
+		var idx [nr]int32
+		for c, o := range offs {
+			idx[c] = int32(o)
+		}
+		blocked.GatherIdx16(dst, data, &idx, corners[:kc])
+		return
+	}
+	for q, corner := range corners[:kc] {
+		row := dst[q*nr : q*nr+nr : q*nr+nr]
+		for c := range row {
+			row[c] = 0
+			if c < n {
+				row[c] = data[corner+offs[c]]
 			}
 		}
 	}

@@ -52,3 +52,32 @@ func Gather16(dst, src []float32, offs []int) {
 		copy(dst[16*q:16*q+16], src[o:o+16])
 	}
 }
+
+// GatherIdx16 sets dst[16q+c] = src[corners[q]+idx[c]] for each q < len(corners) and c < 16:
+// a B micro-panel whose rows gather 16 values at fixed offsets idx around a moving corner
+// (a convolution's taps around each pixel). It panics when an index is out of range or dst
+// is shorter than 16*len(corners).
+func GatherIdx16(dst, src []float32, idx *[16]int32, corners []int) {
+	if len(dst) < 16*len(corners) {
+		panic(fmt.Sprintf("sgemm: GatherIdx16: %d values in dst for %d rows of 16", len(dst), len(corners)))
+	}
+	lo, hi := int(idx[0]), int(idx[0])
+	for _, v := range idx {
+		lo, hi = min(lo, int(v)), max(hi, int(v))
+	}
+	for q, c := range corners {
+		if c+lo < 0 || c+hi >= len(src) {
+			panic(fmt.Sprintf("sgemm: GatherIdx16: corner %d (row %d) with offsets %d..%d out of range for %d values", c, q, lo, hi, len(src)))
+		}
+	}
+	if asmKernel && len(corners) > 0 {
+		gatherIdx16(&dst[0], &src[0], &idx[0], &corners[0], len(corners))
+		return
+	}
+	for q, c := range corners {
+		row := dst[16*q : 16*q+16]
+		for j, v := range idx {
+			row[j] = src[c+int(v)]
+		}
+	}
+}

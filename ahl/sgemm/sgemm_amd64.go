@@ -45,3 +45,8 @@ func dot8(x, y *float32, blocks int) float32
 //
 //go:noescape
 func gather16(dst, src *float32, offs *int, n int)
+
+// gatherIdx16 sets dst[16q+c] = src[corners[q]+idx[c]] for q < n and c < 16.
+//
+//go:noescape
+func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)

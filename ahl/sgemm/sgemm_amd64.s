@@ -168,3 +168,30 @@ gatherloop:
 	JNZ     gatherloop
 	VZEROUPPER
 	RET
+
+// func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
+TEXT ·gatherIdx16(SB), NOSPLIT, $0-40
+	MOVQ     dst+0(FP), DI
+	MOVQ     src+8(FP), SI
+	MOVQ     idx+16(FP), BX
+	MOVQ     corners+24(FP), DX
+	MOVQ     n+32(FP), CX
+	VMOVDQU  (BX), Y4
+	VMOVDQU  32(BX), Y5
+	VPCMPEQD Y6, Y6, Y6
+
+idxloop:
+	MOVQ       (DX), AX
+	LEAQ       (SI)(AX*4), R8
+	VMOVDQU    Y6, Y2
+	VGATHERDPS Y2, (R8)(Y4*4), Y0
+	VMOVDQU    Y6, Y3
+	VGATHERDPS Y3, (R8)(Y5*4), Y1
+	VMOVUPS    Y0, (DI)
+	VMOVUPS    Y1, 32(DI)
+	ADDQ       $8, DX
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        idxloop
+	VZEROUPPER
+	RET

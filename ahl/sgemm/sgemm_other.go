@@ -14,3 +14,7 @@ func axpy8(a float32, x, y *float32, blocks int) { panic("sgemm: no assembly axp
 func dot8(x, y *float32, blocks int) float32 { panic("sgemm: no assembly dot") }
 
 func gather16(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly gather") }
+
+func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int) {
+	panic("sgemm: no assembly gather")
+}

@@ -201,6 +201,43 @@ func TestGather16(t *testing.T) {
 	}
 }
 
+// TestGatherIdx16 checks GatherIdx16 against plain indexing, on both paths, and its range
+// checks.
+func TestGatherIdx16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	src := randSlice(rng, 300)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	corners := []int{0, 107, 5, 33, 60}
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		dst := make([]float32, 16*len(corners)+1)
+		dst[len(dst)-1] = 7
+		GatherIdx16(dst, src, &idx, corners)
+		asmKernel = saved
+		for q, c := range corners {
+			for j, v := range idx {
+				if dst[16*q+j] != src[c+int(v)] {
+					t.Fatalf("asm=%v: dst[%d] = %v, want src[%d] = %v", useAsm, 16*q+j, dst[16*q+j], c+int(v), src[c+int(v)])
+				}
+			}
+		}
+		if dst[len(dst)-1] != 7 {
+			t.Fatalf("asm=%v: wrote past 16*len(corners)", useAsm)
+		}
+	}
+	for _, bad := range [][]int{{108}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corners %v into 300 values", bad)
+				}
+			}()
+			GatherIdx16(make([]float32, 16), src, &idx, bad)
+		}()
+	}
+}
+
 func TestSgemmPanicsOnShortSlice(t *testing.T) {
 	defer func() {
 		if recover() == nil {
