@@ -26,8 +26,8 @@ func parallel(n, work int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// scratch recycles the large im2col buffers, which every convolution needs only while its
-// matrix product runs.
+// scratch recycles the large buffers a convolution needs only while its matrix product runs
+// (the zero-padded copy of its input, col2im's matrix, the transposed kernel).
 var scratch sync.Pool
 
 // getScratch returns a buffer of n floats with undefined contents.

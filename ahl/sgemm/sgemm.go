@@ -2,7 +2,10 @@
 // backbone's convolutions: C = alpha * op(A) * op(B) + beta * C on row-major matrices.
 //
 // It follows the BLIS/GotoBLAS layout: B is packed in KC x NC panels, A in MC x KC blocks, and
-// a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel. On
+// a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel
+// (with at most MCWhole rows, all of A's block is packed once and each B micro-panel just
+// before use). SgemmPanels takes B from a Panels, which packs it from the caller's own
+// layout (the backbone's convolutions pack straight from their input images). On
 // amd64 with AVX2 and FMA the microkernel is Go assembly (sgemm_amd64.s); elsewhere, and when
 // the CPU lacks those, a pure-Go microkernel runs instead (same blocking, same results up to
 // rounding: the assembly fuses multiply and add). A call is single-threaded and deterministic:
