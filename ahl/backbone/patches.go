@@ -167,6 +167,27 @@ func (p *patches) packT(dst []float32, pc, kc, j0 int) {
 	dst = dst[:kc*nr]
 	b, rem := pc/(p.ho*wo), pc%(p.ho*wo)
 	oy, ox := rem/wo, rem%wo
+	if s == 1 && n == nr && offs[nr-1] <= math.MaxInt32 {
+		// Stride 1: the pixels of one output row read consecutive values of every tap,
+		// which GatherRun16 moves eight pixels at a time.
+		var idx [nr]int32
+		for c, o := range offs {
+			idx[c] = int32(o)
+		}
+		for q := 0; q < kc; {
+			l := min(kc-q, wo-ox)
+			blocked.GatherRun16(dst[q*nr:], data, &idx, (b*x.H+oy)*x.W+ox, l)
+			q += l
+			if ox += l; ox == wo {
+				ox = 0
+				if oy++; oy == p.ho {
+					oy = 0
+					b++
+				}
+			}
+		}
+		return
+	}
 	var corners [blocked.KC]int
 	for q := 0; q < kc; q++ {
 		corners[q] = (b*x.H+oy*s)*x.W + ox*s

@@ -81,3 +81,35 @@ func GatherIdx16(dst, src []float32, idx *[16]int32, corners []int) {
 		}
 	}
 }
+
+// GatherRun16 sets dst[16p+c] = src[corner+p+idx[c]] for each p < rows and c < 16: the rows of
+// a B micro-panel for rows consecutive pixels, each gathering 16 values at fixed offsets idx
+// (a convolution's taps) from the pixel. On amd64 with AVX2 it moves 8 pixels at a time, as
+// 8 x 8 transposes of contiguous loads. It panics when an index is out of range or dst is
+// shorter than 16*rows.
+func GatherRun16(dst, src []float32, idx *[16]int32, corner, rows int) {
+	if rows <= 0 {
+		return
+	}
+	if len(dst) < 16*rows {
+		panic(fmt.Sprintf("sgemm: GatherRun16: %d values in dst for %d rows of 16", len(dst), rows))
+	}
+	lo, hi := int(idx[0]), int(idx[0])
+	for _, v := range idx {
+		lo, hi = min(lo, int(v)), max(hi, int(v))
+	}
+	if corner+lo < 0 || corner+hi+rows-1 >= len(src) {
+		panic(fmt.Sprintf("sgemm: GatherRun16: corner %d, %d rows and offsets %d..%d out of range for %d values", corner, rows, lo, hi, len(src)))
+	}
+	p := 0
+	if asmKernel && rows >= 8 {
+		p = rows &^ 7
+		gatherT8x16(&dst[0], &src[0], &idx[0], corner, p/8)
+	}
+	for ; p < rows; p++ {
+		row := dst[16*p : 16*p+16]
+		for c, v := range idx {
+			row[c] = src[corner+p+int(v)]
+		}
+	}
+}

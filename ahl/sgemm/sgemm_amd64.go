@@ -50,3 +50,8 @@ func gather16(dst, src *float32, offs *int, n int)
 //
 //go:noescape
 func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
+
+// gatherT8x16 sets dst[16p+c] = src[corner+p+idx[c]] for p < 8n and c < 16.
+//
+//go:noescape
+func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)

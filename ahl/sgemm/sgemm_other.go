@@ -18,3 +18,7 @@ func gather16(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly g
 func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int) {
 	panic("sgemm: no assembly gather")
 }
+
+func gatherT8x16(dst, src *float32, idx *int32, corner int, n int) {
+	panic("sgemm: no assembly gather")
+}

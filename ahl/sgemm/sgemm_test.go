@@ -238,6 +238,44 @@ func TestGatherIdx16(t *testing.T) {
 	}
 }
 
+// TestGatherRun16 checks GatherRun16 against plain indexing, on both paths, for runs with
+// and without a remainder past the 8-pixel blocks, and its range checks.
+func TestGatherRun16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	src := randSlice(rng, 400)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	for _, rows := range []int{1, 7, 8, 9, 16, 21} {
+		for _, useAsm := range []bool{false, asmKernel} {
+			saved := asmKernel
+			asmKernel = useAsm
+			dst := make([]float32, 16*rows+1)
+			dst[len(dst)-1] = 7
+			GatherRun16(dst, src, &idx, 11, rows)
+			asmKernel = saved
+			for p := 0; p < rows; p++ {
+				for c, v := range idx {
+					if want := src[11+p+int(v)]; dst[16*p+c] != want {
+						t.Fatalf("asm=%v rows=%d: dst[%d] = %v, want %v", useAsm, rows, 16*p+c, dst[16*p+c], want)
+					}
+				}
+			}
+			if dst[len(dst)-1] != 7 {
+				t.Fatalf("asm=%v rows=%d: wrote past 16*rows", useAsm, rows)
+			}
+		}
+	}
+	for _, bad := range [][2]int{{-1, 1}, {200, 16}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corner %d, %d rows into 400 values", bad[0], bad[1])
+				}
+			}()
+			GatherRun16(make([]float32, 16*bad[1]), src, &idx, bad[0], bad[1])
+		}()
+	}
+}
+
 func TestSgemmPanicsOnShortSlice(t *testing.T) {
 	defer func() {
 		if recover() == nil {
