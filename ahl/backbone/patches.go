@@ -105,8 +105,9 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 	plane := x.B * x.H * x.W
 	tap := ci*plane + ky*x.W + kx // offset of tap (ci, ky, kx) from a window's corner
 	data := x.Data
-	if nrun == 1 && n == nr && s == 1 {
-		// The usual case: one run of NR contiguous values per row of the panel.
+	if nrun == 1 && n == nr && s <= 2 {
+		// The usual case: one run of NR values per row of the panel, contiguous (stride 1)
+		// or every other one (stride 2).
 		var offs [blocked.KC]int
 		for q := range kc {
 			offs[q] = at[0] + tap
@@ -120,7 +121,11 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 				}
 			}
 		}
-		blocked.Gather16(dst, data, offs[:kc])
+		if s == 1 {
+			blocked.Gather16(dst, data, offs[:kc])
+		} else {
+			blocked.Gather16Stride2(dst, data, offs[:kc])
+		}
 		return
 	}
 	for q := 0; q < kc; q++ {

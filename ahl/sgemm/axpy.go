@@ -113,3 +113,29 @@ func GatherRun16(dst, src []float32, idx *[16]int32, corner, rows int) {
 		}
 	}
 }
+
+// Gather16Stride2 copies the 16 values src[offs[q]], src[offs[q]+2], ..., src[offs[q]+30] to
+// dst[16q : 16q+16] for each q < len(offs): Gather16 for a stride-2 convolution. It panics
+// when an offset is out of range or dst is shorter than 16*len(offs).
+func Gather16Stride2(dst, src []float32, offs []int) {
+	if len(dst) < 16*len(offs) {
+		panic(fmt.Sprintf("sgemm: Gather16Stride2: %d values in dst for %d rows of 16", len(dst), len(offs)))
+	}
+	wide := true // the assembly reads 32 values from each offset
+	for q, o := range offs {
+		if o < 0 || o > len(src)-31 {
+			panic(fmt.Sprintf("sgemm: Gather16Stride2: offset %d (row %d) out of range for %d values", o, q, len(src)))
+		}
+		wide = wide && o <= len(src)-32
+	}
+	if asmKernel && wide && len(offs) > 0 {
+		gather16s2(&dst[0], &src[0], &offs[0], len(offs))
+		return
+	}
+	for q, o := range offs {
+		row, s := dst[16*q:16*q+16], src[o:o+31]
+		for t := range row {
+			row[t] = s[2*t]
+		}
+	}
+}

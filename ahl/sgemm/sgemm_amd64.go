@@ -55,3 +55,9 @@ func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
 //
 //go:noescape
 func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
+
+// gather16s2 copies src[offs[q] + 2t] to dst[16q + t] for t < 16 and q < n, reading
+// src[offs[q] : offs[q]+32].
+//
+//go:noescape
+func gather16s2(dst, src *float32, offs *int, n int)

@@ -263,3 +263,32 @@ tloop:
 	JNZ  tloop
 	VZEROUPPER
 	RET
+
+// func gather16s2(dst, src *float32, offs *int, n int)
+TEXT ·gather16s2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ offs+16(FP), BX
+	MOVQ n+24(FP), CX
+
+s2loop:
+	MOVQ    (BX), AX
+	LEAQ    (SI)(AX*4), R8
+	VMOVUPS (R8), Y0
+	VMOVUPS 32(R8), Y1
+	VMOVUPS 64(R8), Y2
+	VMOVUPS 96(R8), Y3
+	// Even elements of Y0:Y1, lane by lane: [0 2 8 10 | 4 6 12 14], then the middle
+	// quadwords swapped: [0 2 4 6 8 10 12 14].
+	VSHUFPS $0x88, Y1, Y0, Y4
+	VPERMPD $0xD8, Y4, Y4
+	VSHUFPS $0x88, Y3, Y2, Y5
+	VPERMPD $0xD8, Y5, Y5
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	ADDQ    $8, BX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     s2loop
+	VZEROUPPER
+	RET

@@ -22,3 +22,5 @@ func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int) {
 func gatherT8x16(dst, src *float32, idx *int32, corner int, n int) {
 	panic("sgemm: no assembly gather")
 }
+
+func gather16s2(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly gather") }

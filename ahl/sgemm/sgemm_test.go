@@ -276,6 +276,44 @@ func TestGatherRun16(t *testing.T) {
 	}
 }
 
+// TestGather16Stride2 checks Gather16Stride2 against strided indexing, on both paths
+// (including an offset whose 32-value read would pass the end, which takes the Go path), and
+// its range checks.
+func TestGather16Stride2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	src := randSlice(rng, 100)
+	for _, offs := range [][]int{{0, 68, 3, 50, 17}, {0, 69}} {
+		for _, useAsm := range []bool{false, asmKernel} {
+			saved := asmKernel
+			asmKernel = useAsm
+			dst := make([]float32, 16*len(offs)+1)
+			dst[len(dst)-1] = 7
+			Gather16Stride2(dst, src, offs)
+			asmKernel = saved
+			for q, o := range offs {
+				for i := 0; i < 16; i++ {
+					if dst[16*q+i] != src[o+2*i] {
+						t.Fatalf("asm=%v offs=%v: dst[%d] = %v, want src[%d] = %v", useAsm, offs, 16*q+i, dst[16*q+i], o+2*i, src[o+2*i])
+					}
+				}
+			}
+			if dst[len(dst)-1] != 7 {
+				t.Fatalf("asm=%v: wrote past 16*len(offs)", useAsm)
+			}
+		}
+	}
+	for _, bad := range [][]int{{70}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for offsets %v into 100 values", bad)
+				}
+			}()
+			Gather16Stride2(make([]float32, 16), src, bad)
+		}()
+	}
+}
+
 func TestSgemmPanicsOnShortSlice(t *testing.T) {
 	defer func() {
 		if recover() == nil {
