@@ -173,6 +173,24 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, pc, mc, kc int, alph
 			}
 			continue
 		}
+		if !trans {
+			// A last, partial micro-panel: its rows interleaved, zeros after them.
+			var rows [MR][]float32
+			for i := 0; i < mr; i++ {
+				r := (ic + ir + i) * lda
+				rows[i] = a[r+pc : r+pc+kc]
+			}
+			for q := 0; q < kc; q++ {
+				d := p[q*MR : q*MR+MR : q*MR+MR]
+				for i := range d {
+					d[i] = 0
+					if i < mr {
+						d[i] = alpha * rows[i][q]
+					}
+				}
+			}
+			continue
+		}
 		for i := 0; i < MR; i++ {
 			if i >= mr {
 				for q := 0; q < kc; q++ {
