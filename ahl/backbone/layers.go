@@ -44,7 +44,7 @@ func (c *conv) direct() bool { return c.K == 1 && c.Stride == 1 && c.Pad == 0 }
 func (c *conv) forward(x act, relu bool) act {
 	ho, wo := c.outSize(x.H), c.outSize(x.W)
 	n := x.B * ho * wo
-	out := newAct(c.Cout, x.B, ho, wo)
+	out := newScratchAct(c.Cout, x.B, ho, wo) // the product (beta = 0) writes all of it
 	kk := c.Cin * c.K * c.K
 	if c.direct() {
 		sgemm(false, false, c.Cout, n, kk, 1, c.W, kk, x.Data, n, 0, out.Data, n)
@@ -206,8 +206,8 @@ func foldBN(w []float32, cout int, gamma, beta, mean, variance []float32) (fw, f
 
 // backward propagates dout (the gradient with respect to this convolution's output, after
 // any ReLU has been undone by the caller) to the weights and, when needDX, to the input x.
-// dW and dB accumulate (+=); the returned input gradient is freshly allocated (zero act when
-// !needDX).
+// dW and dB accumulate (+=); the returned input gradient is a new buffer (from the scratch
+// pool; zero act when !needDX).
 func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	n := dout.B * dout.H * dout.W
 	kk := c.Cin * c.K * c.K
@@ -229,7 +229,7 @@ func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	if !needDX {
 		return act{}
 	}
-	dx := newAct(x.C, x.B, x.H, x.W)
+	dx := newScratchAct(x.C, x.B, x.H, x.W) // every path below writes all of it
 	if c.direct() {
 		// dx = W^T (Cin x Cout) * dout (Cout x n).
 		sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dx.Data, n)
