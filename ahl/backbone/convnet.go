@@ -171,10 +171,16 @@ func (n *ConvNet) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Maps
 	return extractScales(ctx, images, n.size, n.features)
 }
 
-// features runs the convolutions (not the head) on a prepared batch.
+// features runs the convolutions (not the head) on a prepared batch, handing each
+// intermediate activation back to the scratch pool once the next layer has read it (x
+// itself is the caller's).
 func (n *ConvNet) features(x act) act {
 	for i := range n.convs {
-		x = n.convs[i].forward(x, true)
+		y := n.convs[i].forward(x, true)
+		if i > 0 {
+			putScratch(x.Data)
+		}
+		x = y
 	}
 	return x
 }

@@ -122,7 +122,7 @@ type bnCache struct {
 // bnReLUForward normalises z (Cout x n) per channel with its batch mean and biased variance,
 // applies gamma and beta and ReLU, and updates the running statistics.
 func (n *trainNet) bnReLUForward(l int, z act) bnCache {
-	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newAct(z.C, z.B, z.H, z.W)}
+	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newScratchAct(z.C, z.B, z.H, z.W)} // out: written in full
 	m := z.B * z.H * z.W
 	g, b := n.gamma[l], n.beta[l]
 	parallel(z.C, 3*m, func(lo, hi int) {
@@ -198,14 +198,11 @@ func (n *trainNet) scores(x act) []float32 {
 func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
 	L := len(n.convs)
 	ins := make([]act, L)
-	cols := make([][]float32, L)
 	caches := make([]bnCache, L)
 	h := x
 	for l := range n.convs {
 		ins[l] = h
-		var z act
-		z, cols[l] = n.convs[l].forwardCols(h, false)
-		caches[l] = n.bnReLUForward(l, z)
+		caches[l] = n.bnReLUForward(l, n.convs[l].forward(h, false))
 		h = caches[l].out
 	}
 	z := n.head.forward(h, false)
@@ -247,13 +244,18 @@ func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []flo
 
 	// Backward: the head, then each layer's ReLU and batch norm, then its convolution.
 	gw, gg, gb, ghw, ghb := n.views(grad)
-	d := n.head.backward(h, h.Data, dz, ghw, ghb, true)
+	d := n.head.backward(h, dz, ghw, ghb, true)
 	for l := L - 1; l >= 0; l-- {
 		n.bnReLUBackward(l, caches[l], d, gg[l], gb[l])
-		d = n.convs[l].backward(ins[l], cols[l], d, gw[l], nil, l > 0)
-		if !n.convs[l].direct() {
-			putScratch(cols[l])
-		}
+		dx := n.convs[l].backward(ins[l], d, gw[l], nil, l > 0)
+		putScratch(d.Data)
+		d = dx
+	}
+	// The activations are dead: hand them back for the next chunk.
+	putScratch(z.Data)
+	for _, c := range caches {
+		putScratch(c.xhat.Data)
+		putScratch(c.out.Data)
 	}
 	return float64(scale) * loss
 }

@@ -48,8 +48,8 @@ const (
 )
 
 // trainChunkPixels bounds the input pixels of one training forward/backward pass (a batch
-// runs in chunks whose gradients add up): the im2col matrices of every layer stay alive
-// until the backward pass, about 2.5 KB per input pixel for the default channels.
+// runs in chunks whose gradients add up): every layer's activations and batch norm caches
+// stay alive until the backward pass.
 const trainChunkPixels = 1 << 17
 
 // priorDraws and margin are DevNet's: l = 5000 reference scores, margin m = 5

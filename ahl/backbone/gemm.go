@@ -68,3 +68,35 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	}
 	wg.Wait()
 }
+
+// sgemmPatches computes C = A * op(B) + beta * C, A m x k (row stride lda), op(B) k x n the
+// im2col matrix p describes (or its transpose), C m x n (row stride ldc), split across
+// GOMAXPROCS goroutines as sgemm splits: every part sums over k in the same order, and gives
+// the bits of the same product with the im2col matrix written out.
+func sgemmPatches(m, n, k int, a []float32, lda int, p *patches, c []float32, ldc int, beta float32) {
+	if m == 0 || n == 0 {
+		return
+	}
+	procs := runtime.GOMAXPROCS(0)
+	if procs == 1 || 2*m*n*k < parallelFlops {
+		blocked.SgemmPanels(false, m, n, k, 1, a, lda, p, beta, c, ldc)
+		return
+	}
+	var wg sync.WaitGroup
+	if n >= m {
+		step := (n + procs - 1) / procs
+		step = (step + 15) &^ 15 // whole 16-column register tiles
+		for j0 := 0; j0 < n; j0 += step {
+			nj := min(step, n-j0)
+			wg.Go(func() { blocked.SgemmPanels(false, m, nj, k, 1, a, lda, p.from(j0, nj), beta, c[j0:], ldc) })
+		}
+	} else {
+		step := (m + procs - 1) / procs
+		step = (step + 5) / 6 * 6 // whole 6-row register tiles
+		for i0 := 0; i0 < m; i0 += step {
+			mi := min(step, m-i0)
+			wg.Go(func() { blocked.SgemmPanels(false, mi, n, k, 1, a[i0*lda:], lda, p.from(0, n), beta, c[i0*ldc:], ldc) })
+		}
+	}
+	wg.Wait()
+}

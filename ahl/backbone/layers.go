@@ -1,6 +1,10 @@
 package backbone
 
-import "math"
+import (
+	"math"
+
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
+)
 
 // act is a batch of activations laid out [C][B][H][W]: channel-major with the batch inside,
 // so that a convolution of the whole batch is one matrix product W (Cout x Cin*K*K) times
@@ -35,41 +39,27 @@ func (c *conv) outSize(n int) int { return (n+2*c.Pad-c.K)/c.Stride + 1 }
 // direct reports whether the input itself is the im2col matrix (1x1, stride 1, no padding).
 func (c *conv) direct() bool { return c.K == 1 && c.Stride == 1 && c.Pad == 0 }
 
-// forward returns conv(x) + bias, followed by ReLU when relu is set.
+// forward returns conv(x) + bias, followed by ReLU when relu is set. The matrix product packs
+// its panels straight from x (see patches); a direct 1x1 convolution multiplies x itself.
 func (c *conv) forward(x act, relu bool) act {
 	ho, wo := c.outSize(x.H), c.outSize(x.W)
 	n := x.B * ho * wo
-	out := newAct(c.Cout, x.B, ho, wo)
+	out := newScratchAct(c.Cout, x.B, ho, wo) // the product (beta = 0) writes all of it
+	kk := c.Cin * c.K * c.K
 	if c.direct() {
-		c.product(x.Data, out, relu)
-		return out
+		sgemm(false, false, c.Cout, n, kk, 1, c.W, kk, x.Data, n, 0, out.Data, n)
+	} else {
+		p := newPatches(x, c.K, c.Stride, c.Pad, ho, wo, false)
+		sgemmPatches(c.Cout, n, kk, c.W, kk, p, out.Data, n, 0)
+		p.release()
 	}
-	cols := getScratch(c.Cin * c.K * c.K * n)
-	im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
-	c.product(cols, out, relu)
-	putScratch(cols)
+	c.biasReLU(out, relu)
 	return out
 }
 
-// forwardCols is forward for training: it also returns the im2col matrix it used (x.Data
-// itself for a direct 1x1 convolution), which the weight gradient needs; the caller hands a
-// non-direct one back with putScratch once backward has used it.
-func (c *conv) forwardCols(x act, relu bool) (act, []float32) {
-	ho, wo := c.outSize(x.H), c.outSize(x.W)
-	out := newAct(c.Cout, x.B, ho, wo)
-	cols := x.Data
-	if !c.direct() {
-		cols = getScratch(c.Cin * c.K * c.K * x.B * ho * wo)
-		im2col(x, c.K, c.Stride, c.Pad, ho, wo, cols)
-	}
-	c.product(cols, out, relu)
-	return out, cols
-}
-
-// product sets out = W * cols + bias (Cout x n), then ReLU when relu is set.
-func (c *conv) product(cols []float32, out act, relu bool) {
+// biasReLU adds the bias to out (Cout x n) and then applies ReLU when relu is set.
+func (c *conv) biasReLU(out act, relu bool) {
 	n := out.B * out.H * out.W
-	sgemm(false, false, c.Cout, n, c.Cin*c.K*c.K, 1, c.W, c.Cin*c.K*c.K, cols, n, 0, out.Data, n)
 	parallel(c.Cout, n, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			row := out.Data[o*n : (o+1)*n]
@@ -84,45 +74,6 @@ func (c *conv) product(cols []float32, out act, relu bool) {
 			} else if b != 0 {
 				for j := range row {
 					row[j] += b
-				}
-			}
-		}
-	})
-}
-
-// im2col writes the patches of x into cols, (Cin*K*K) x (B*Ho*Wo) row-major: row
-// (ci*K + ky)*K + kx, column (b*Ho + oy)*Wo + ox holds x[ci, b, oy*s - p + ky, ox*s - p + kx]
-// (zero outside the image). Every entry is written. Rows are filled in parallel.
-func im2col(x act, k, stride, pad, ho, wo int, cols []float32) {
-	n := x.B * ho * wo
-	parallel(x.C*k*k, n, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			ci, ky, kx := r/(k*k), r/k%k, r%k
-			row := cols[r*n : (r+1)*n]
-			for b := 0; b < x.B; b++ {
-				src := x.plane(ci, b)
-				dst := row[b*ho*wo : (b+1)*ho*wo]
-				oxLo, oxHi := validColumns(x.W, wo, kx, stride, pad)
-				for oy := 0; oy < ho; oy++ {
-					iy := oy*stride - pad + ky
-					d := dst[oy*wo : (oy+1)*wo]
-					if iy < 0 || iy >= x.H || oxLo >= oxHi {
-						clear(d)
-						continue
-					}
-					srow := src[iy*x.W : (iy+1)*x.W]
-					clear(d[:oxLo])
-					if stride == 1 {
-						ix := oxLo - pad + kx
-						copy(d[oxLo:oxHi], srow[ix:ix+oxHi-oxLo])
-					} else {
-						ix := oxLo*stride - pad + kx
-						for ox := oxLo; ox < oxHi; ox++ {
-							d[ox] = srow[ix]
-							ix += stride
-						}
-					}
-					clear(d[oxHi:])
 				}
 			}
 		}
@@ -160,10 +111,9 @@ func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int
 						s := src[oy*wo+oxLo : oy*wo+oxHi]
 						ix := oxLo*stride - pad + kx
 						if stride == 1 {
-							d := drow[ix : ix+len(s)]
-							for j, v := range s {
-								d[j] += v
-							}
+							// d += s, eight lanes at a time: a fused 1*v + d rounds as
+							// the plain addition does.
+							blocked.Axpy(1, s, drow[ix:ix+len(s)])
 							continue
 						}
 						for _, v := range s {
@@ -256,13 +206,19 @@ func foldBN(w []float32, cout int, gamma, beta, mean, variance []float32) (fw, f
 
 // backward propagates dout (the gradient with respect to this convolution's output, after
 // any ReLU has been undone by the caller) to the weights and, when needDX, to the input x.
-// cols is the im2col matrix forward returned for x. dW and dB accumulate (+=); the returned
-// input gradient is freshly allocated (zero act when !needDX).
-func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needDX bool) act {
+// dW and dB accumulate (+=); the returned input gradient is a new buffer (from the scratch
+// pool; zero act when !needDX).
+func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	n := dout.B * dout.H * dout.W
 	kk := c.Cin * c.K * c.K
-	// dW += dout (Cout x n) * cols^T (n x kk).
-	sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, cols, n, 1, dW, kk)
+	// dW += dout (Cout x n) * cols^T (n x kk), cols being x's im2col matrix.
+	if c.direct() {
+		sgemm(false, true, c.Cout, kk, n, 1, dout.Data, n, x.Data, n, 1, dW, kk)
+	} else {
+		p := newPatches(x, c.K, c.Stride, c.Pad, dout.H, dout.W, true)
+		sgemmPatches(c.Cout, kk, n, dout.Data, n, p, dW, kk, 1)
+		p.release()
+	}
 	for o := 0; o < len(dB); o++ { // dB is nil for a convolution without bias
 		var s float32
 		for _, v := range dout.Data[o*n : (o+1)*n] {
@@ -273,18 +229,53 @@ func (c *conv) backward(x act, cols []float32, dout act, dW, dB []float32, needD
 	if !needDX {
 		return act{}
 	}
-	dx := newAct(x.C, x.B, x.H, x.W)
+	dx := newScratchAct(x.C, x.B, x.H, x.W) // every path below writes all of it
 	if c.direct() {
 		// dx = W^T (Cin x Cout) * dout (Cout x n).
 		sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dx.Data, n)
 		return dx
 	}
-	// dcols = W^T (kk x Cout) * dout (Cout x n), then scattered back onto the input.
+	if c.Stride == 1 && c.Pad < c.K {
+		c.backwardInputConv(dout, dx)
+		return dx
+	}
+	c.backwardInputCol2im(dout, dx)
+	return dx
+}
+
+// backwardInputConv sets dx, the input gradient of a stride-1 convolution, as the
+// convolution of dout with the flipped, transposed kernel (Cin x Cout x K x K) and padding
+// K-1-Pad, whose panels are packed straight from dout: no kk x n matrix is written and
+// scattered back as col2im does.
+func (c *conv) backwardInputConv(dout, dx act) {
+	kk2 := c.K * c.K
+	kt := c.Cout * kk2 // the transposed kernel's reduction length
+	wt := getScratch(c.Cin * kt)
+	for co := 0; co < c.Cout; co++ {
+		for ci := 0; ci < c.Cin; ci++ {
+			src := c.W[(co*c.Cin+ci)*kk2 : (co*c.Cin+ci+1)*kk2]
+			dst := wt[ci*kt+co*kk2 : ci*kt+(co+1)*kk2]
+			for t, v := range src {
+				dst[kk2-1-t] = v // (ky, kx) -> (K-1-ky, K-1-kx)
+			}
+		}
+	}
+	n := dx.B * dx.H * dx.W
+	p := newPatches(dout, c.K, 1, c.K-1-c.Pad, dx.H, dx.W, false)
+	sgemmPatches(c.Cin, n, kt, wt, kt, p, dx.Data, n, 0)
+	p.release()
+	putScratch(wt)
+}
+
+// backwardInputCol2im sets dx, the input gradient of any convolution: dcols = W^T
+// (kk x Cout) * dout (Cout x n), scattered back onto the input by col2im.
+func (c *conv) backwardInputCol2im(dout, dx act) {
+	n := dout.B * dout.H * dout.W
+	kk := c.Cin * c.K * c.K
 	dcols := getScratch(kk * n)
 	sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dcols, n)
 	col2im(dcols, dx, c.K, c.Stride, c.Pad, dout.H, dout.W)
 	putScratch(dcols)
-	return dx
 }
 
 // reluOf is max(v, 0) without a branch (a ReLU's sign is a coin flip, so a branch would be

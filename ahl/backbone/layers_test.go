@@ -117,22 +117,143 @@ func TestAddReLU(t *testing.T) {
 	checkValues(t, "addReLU", a.Data, []float32{2, 0, 0})
 }
 
-// TestCol2imAdjoint checks <im2col(x), c> = <x, col2im(c)>, which is what makes col2im the
-// right input gradient of a convolution.
-func TestCol2imAdjoint(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, tc := range []struct{ c, b, h, w, k, s, p int }{
-		{2, 3, 5, 6, 3, 1, 1}, {3, 2, 7, 7, 3, 2, 1}, {1, 1, 8, 5, 7, 2, 3}, {2, 2, 4, 4, 1, 2, 0},
-		{1, 2, 3, 2, 5, 1, 2}, {2, 1, 9, 9, 3, 3, 0}, {1, 1, 2, 9, 7, 2, 3}, {1, 3, 6, 7, 4, 2, 1},
-	} {
+// im2colCases are convolution geometries (channels, batch, height, width, kernel, stride,
+// padding) that cut every edge case: padding wider than the image, strides over 1, output
+// rows shorter than a 16-column register tile, 1x1 kernels.
+var im2colCases = []struct{ c, b, h, w, k, s, p int }{
+	{2, 3, 5, 6, 3, 1, 1}, {3, 2, 7, 7, 3, 2, 1}, {1, 1, 8, 5, 7, 2, 3}, {2, 2, 4, 4, 1, 2, 0},
+	{1, 2, 3, 2, 5, 1, 2}, {2, 1, 9, 9, 3, 3, 0}, {1, 1, 2, 9, 7, 2, 3}, {1, 3, 6, 7, 4, 2, 1},
+	{3, 2, 20, 37, 3, 1, 1}, {2, 3, 18, 17, 3, 2, 1}, {4, 2, 9, 23, 1, 1, 0}, {2, 2, 40, 36, 3, 2, 1},
+	{20, 1, 9, 40, 1, 2, 0},
+}
+
+// naiveIm2col is the im2col matrix by its definition: (Cin*K*K) x (B*Ho*Wo), row
+// (ci*K + ky)*K + kx, column (b*Ho + oy)*Wo + ox holding x[ci, b, oy*s - p + ky, ox*s - p + kx],
+// zero outside the image.
+func naiveIm2col(x act, k, s, p, ho, wo int) []float32 {
+	n := x.B * ho * wo
+	cols := make([]float32, x.C*k*k*n)
+	for ci := 0; ci < x.C; ci++ {
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				r := (ci*k+ky)*k + kx
+				for b := 0; b < x.B; b++ {
+					for oy := 0; oy < ho; oy++ {
+						for ox := 0; ox < wo; ox++ {
+							iy, ix := oy*s-p+ky, ox*s-p+kx
+							if iy >= 0 && iy < x.H && ix >= 0 && ix < x.W {
+								cols[r*n+(b*ho+oy)*wo+ox] = x.plane(ci, b)[iy*x.W+ix]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return cols
+}
+
+// TestPatchesPack checks the micro-panels packed straight from the image against the im2col
+// matrix, both ways round, at every panel position and for column ranges that start mid-row
+// (the parallel split's), with junk in the destination beforehand.
+func TestPatchesPack(t *testing.T) {
+	const nr = blocked.NR
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range im2colCases {
 		x := newAct(tc.c, tc.b, tc.h, tc.w)
 		for i := range x.Data {
 			x.Data[i] = float32(rng.NormFloat64())
 		}
 		ho := (tc.h+2*tc.p-tc.k)/tc.s + 1
 		wo := (tc.w+2*tc.p-tc.k)/tc.s + 1
-		cols := make([]float32, tc.c*tc.k*tc.k*tc.b*ho*wo)
-		im2col(x, tc.k, tc.s, tc.p, ho, wo, cols)
+		cols := naiveIm2col(x, tc.k, tc.s, tc.p, ho, wo)
+		rows, n := tc.c*tc.k*tc.k, tc.b*ho*wo
+		for _, transposed := range []bool{false, true} {
+			// op(B) is rows x n, or n x rows transposed.
+			kdim, ndim := rows, n
+			at := func(q, j int) float32 { return cols[q*n+j] }
+			if transposed {
+				kdim, ndim = n, rows
+				at = func(q, j int) float32 { return cols[j*n+q] }
+			}
+			full := newPatches(x, tc.k, tc.s, tc.p, ho, wo, transposed)
+			for _, off := range []int{0, 3, ndim / 2} {
+				if off >= ndim {
+					continue
+				}
+				var pan blocked.Panels = full
+				if off > 0 {
+					pan = full.from(off, ndim-off)
+				}
+				for pc := 0; pc < kdim; pc += 5 {
+					kc := min(7, kdim-pc)
+					for j0 := 0; j0 < ndim-off; j0 += nr {
+						dst := make([]float32, kc*nr)
+						for i := range dst {
+							dst[i] = float32(math.NaN())
+						}
+						pan.Pack(dst, pc, kc, j0)
+						for q := 0; q < kc; q++ {
+							for j := 0; j < nr; j++ {
+								var want float32
+								if off+j0+j < ndim {
+									want = at(pc+q, off+j0+j)
+								}
+								if got := dst[q*nr+j]; got != want {
+									t.Fatalf("%+v transposed=%v off=%d: panel (pc=%d, j0=%d) [%d][%d] = %v, want %v", tc, transposed, off, pc, j0, q, j, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+			full.release()
+		}
+	}
+}
+
+// TestBackwardInputConv checks the stride-1 input gradient computed as a convolution of
+// dout against the col2im path, which TestCol2imAdjoint ties to the forward convolution.
+func TestBackwardInputConv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct{ cin, cout, b, h, w, k, p int }{
+		{3, 4, 2, 9, 11, 3, 1}, {2, 5, 1, 20, 37, 3, 1}, {4, 2, 3, 6, 5, 3, 0}, {1, 3, 2, 7, 8, 5, 2}, {2, 2, 1, 4, 4, 2, 1},
+	} {
+		c := conv{Cin: tc.cin, Cout: tc.cout, K: tc.k, Stride: 1, Pad: tc.p, W: make([]float32, tc.cout*tc.cin*tc.k*tc.k)}
+		for i := range c.W {
+			c.W[i] = float32(rng.NormFloat64())
+		}
+		ho, wo := c.outSize(tc.h), c.outSize(tc.w)
+		dout := newAct(tc.cout, tc.b, ho, wo)
+		for i := range dout.Data {
+			dout.Data[i] = float32(rng.NormFloat64())
+		}
+		got, want := newAct(tc.cin, tc.b, tc.h, tc.w), newAct(tc.cin, tc.b, tc.h, tc.w)
+		for i := range got.Data {
+			got.Data[i] = float32(math.NaN()) // every entry must be written
+		}
+		c.backwardInputConv(dout, got)
+		c.backwardInputCol2im(dout, want)
+		for i := range want.Data {
+			if d := math.Abs(float64(got.Data[i] - want.Data[i])); !(d <= 1e-5*(1+math.Abs(float64(want.Data[i])))) {
+				t.Fatalf("%+v: dx[%d] = %v by convolution, %v by col2im", tc, i, got.Data[i], want.Data[i])
+			}
+		}
+	}
+}
+
+// TestCol2imAdjoint checks <im2col(x), c> = <x, col2im(c)>, which is what makes col2im the
+// right input gradient of a convolution.
+func TestCol2imAdjoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range im2colCases {
+		x := newAct(tc.c, tc.b, tc.h, tc.w)
+		for i := range x.Data {
+			x.Data[i] = float32(rng.NormFloat64())
+		}
+		ho := (tc.h+2*tc.p-tc.k)/tc.s + 1
+		wo := (tc.w+2*tc.p-tc.k)/tc.s + 1
+		cols := naiveIm2col(x, tc.k, tc.s, tc.p, ho, wo)
 		r := make([]float32, len(cols))
 		for i := range r {
 			r[i] = float32(rng.NormFloat64())

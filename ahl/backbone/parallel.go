@@ -26,17 +26,34 @@ func parallel(n, work int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// scratch recycles the large im2col buffers, which every convolution needs only while its
-// matrix product runs.
-var scratch sync.Pool
+// scratchPools recycles large buffers, one pool per length: the zero-padded copies of
+// convolution inputs, col2im's matrices, transposed kernels and the activations of training
+// and extraction, which the next chunk needs again at the same sizes.
+var scratchPools sync.Map // int -> *sync.Pool of *[]float32
 
 // getScratch returns a buffer of n floats with undefined contents.
 func getScratch(n int) []float32 {
-	if p, ok := scratch.Get().(*[]float32); ok && cap(*p) >= n {
-		return (*p)[:n]
+	if p, ok := scratchPools.Load(n); ok {
+		if b, ok := p.(*sync.Pool).Get().(*[]float32); ok {
+			return (*b)[:n]
+		}
 	}
 	return make([]float32, n)
 }
 
-// putScratch hands a buffer from getScratch back.
-func putScratch(b []float32) { scratch.Put(&b) }
+// putScratch hands a buffer back for a later getScratch of its capacity; the caller must not
+// use it afterwards.
+func putScratch(b []float32) {
+	if cap(b) == 0 {
+		return
+	}
+	b = b[:cap(b)]
+	p, _ := scratchPools.LoadOrStore(cap(b), &sync.Pool{})
+	p.(*sync.Pool).Put(&b)
+}
+
+// newScratchAct is newAct with its data from getScratch, so with undefined contents: only for
+// an activation that is written in full before it is read.
+func newScratchAct(c, b, h, w int) act {
+	return act{C: c, B: b, H: h, W: w, Data: getScratch(c * b * h * w)}
+}

@@ -192,8 +192,8 @@ func (b *basicBlock) forward(x act) act {
 }
 
 // chunkPixels bounds the input pixels per forward batch: larger batches give the matrix
-// products wider right-hand sides, but the im2col buffers grow with them (about 600 bytes per
-// input pixel for resnet18's first layers).
+// products wider right-hand sides, but the activations and padded copies of the inputs grow
+// with them.
 const chunkPixels = 1 << 19
 
 // extractScales runs forward on the images at S x S and at S/2 x S/2, in chunks, and returns

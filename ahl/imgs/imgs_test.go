@@ -9,8 +9,11 @@ import (
 	"image/jpeg"
 	"image/png"
 	"math"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 )
 
 func encodePNG(t *testing.T, m image.Image) []byte {
@@ -235,5 +238,126 @@ func TestDecodePaletted(t *testing.T) {
 	}
 	if got := pixel(img, 0, 1); !near(got[0], 1, 1e-6) || !near(got[1], 128.0/255, 1e-6) || got[2] != 0 || pixel(img, 0, 0) != [3]float32{} {
 		t.Fatalf("paletted pixels %v %v", pixel(img, 0, 0), got)
+	}
+}
+
+// TestDecodeResizedMatches checks that DecodeResized gives, bit for bit, Resize(Decode(data))
+// for every decoder path (grey, 16-bit grey, opaque and translucent RGBA, 16-bit colour,
+// paletted, JPEG), shrinking, enlarging and at the source size.
+func TestDecodeResizedMatches(t *testing.T) {
+	const w, h = 37, 23
+	grey := image.NewGray(image.Rect(0, 0, w, h))
+	grey16 := image.NewGray16(image.Rect(0, 0, w, h))
+	rgb := image.NewRGBA(image.Rect(0, 0, w, h))
+	nrgba := image.NewNRGBA(image.Rect(0, 0, w, h))
+	rgba64 := image.NewRGBA64(image.Rect(0, 0, w, h))
+	pal := image.NewPaletted(image.Rect(0, 0, w, h), color.Palette{color.Black, color.RGBA{255, 128, 9, 255}, color.RGBA{3, 90, 200, 255}})
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			v := uint8(x*7 + y*13)
+			grey.SetGray(x, y, color.Gray{Y: v})
+			grey16.SetGray16(x, y, color.Gray16{Y: uint16(v)*251 + uint16(x)})
+			rgb.SetRGBA(x, y, color.RGBA{v, 255 - v, uint8(x * y), 255})
+			nrgba.SetNRGBA(x, y, color.NRGBA{v, uint8(3 * x), uint8(5 * y), uint8(x * 6)})
+			rgba64.SetRGBA64(x, y, color.RGBA64{uint16(v) * 257, uint16(x) * 999, uint16(y) * 1234, 65535})
+			pal.SetColorIndex(x, y, uint8((x+y)%3))
+		}
+	}
+	var jpg bytes.Buffer
+	if err := jpeg.Encode(&jpg, rgb, nil); err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string][]byte{
+		"grey": encodePNG(t, grey), "grey16": encodePNG(t, grey16), "rgb": encodePNG(t, rgb),
+		"nrgba": encodePNG(t, nrgba), "rgb16": encodePNG(t, rgba64), "paletted": encodePNG(t, pal),
+		"jpeg": jpg.Bytes(),
+	}
+	sizes := []Size{{8, 8}, {h, w}, {50, 41}, {1, 3}, {16, 8}}
+	for name, data := range inputs {
+		full, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeResized(data, sizes...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, s := range sizes {
+			want := Resize(full, s.H, s.W)
+			if got[i].H != s.H || got[i].W != s.W {
+				t.Fatalf("%s to %v: got %dx%d", name, s, got[i].H, got[i].W)
+			}
+			for k := range want.Pix {
+				if math.Float32bits(got[i].Pix[k]) != math.Float32bits(want.Pix[k]) {
+					t.Fatalf("%s to %v: value %d = %v, Resize(Decode) gives %v", name, s, k, got[i].Pix[k], want.Pix[k])
+				}
+			}
+		}
+	}
+	if _, err := DecodeResized(inputs["grey"], Size{0, 4}); err == nil || !strings.Contains(err.Error(), "4x0") {
+		t.Errorf("resize to 4x0: error %v, want one naming the size", err)
+	}
+	if _, err := DecodeResized(inputs["grey"][:40], Size{4, 4}); err == nil {
+		t.Error("no error for a truncated PNG")
+	}
+}
+
+// BenchmarkDecodeHuge decodes an 8000 x 8000 RGB PNG (a smooth gradient) in full and resized
+// to 448 x 448 and 224 x 224 (the features stage's two scales), reporting the peak heap
+// above what was live before: go test -run '^$' -bench DecodeHuge -benchtime 1x ./ahl/imgs/
+func BenchmarkDecodeHuge(b *testing.B) {
+	const side = 8000
+	m := image.NewRGBA(image.Rect(0, 0, side, side))
+	for y := 0; y < side; y++ {
+		for x := 0; x < side; x++ {
+			i := m.PixOffset(x, y)
+			m.Pix[i], m.Pix[i+1], m.Pix[i+2], m.Pix[i+3] = uint8(x/32), uint8(y/32), uint8((x+y)/64), 255
+		}
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, m); err != nil {
+		b.Fatal(err)
+	}
+	m = nil
+	data := buf.Bytes()
+	for _, c := range []struct {
+		name   string
+		decode func() error
+	}{
+		{"Decode", func() error { _, err := Decode(data); return err }},
+		{"DecodeResized", func() error { _, err := DecodeResized(data, Size{448, 448}, Size{224, 224}); return err }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var peak uint64
+			for b.Loop() {
+				runtime.GC()
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				stop := make(chan struct{})
+				done := make(chan uint64)
+				go func() {
+					s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+					var top uint64
+					for {
+						metrics.Read(s)
+						top = max(top, s[0].Value.Uint64())
+						select {
+						case <-stop:
+							done <- top
+							return
+						case <-time.After(time.Millisecond):
+						}
+					}
+				}()
+				if err := c.decode(); err != nil {
+					b.Fatal(err)
+				}
+				close(stop)
+				if top := <-done; top > before.HeapAlloc {
+					peak = max(peak, top-before.HeapAlloc)
+				}
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peak-MB")
+		})
 	}
 }

@@ -14,26 +14,38 @@ func Resize(img Image, h, w int) Image {
 	if h <= 0 || w <= 0 {
 		panic("imgs: Resize to a non-positive size")
 	}
-	xw := filterWeights(img.W, w)
-	yw := filterWeights(img.H, h)
+	return resample(img.H, img.W, h, w, func(y int) (r, g, b []float32) {
+		return img.Plane(0)[y*img.W : (y+1)*img.W], img.Plane(1)[y*img.W : (y+1)*img.W], img.Plane(2)[y*img.W : (y+1)*img.W]
+	})
+}
+
+// resample resizes an srcH x srcW image to h x w (Resize's filter), reading it one row at a
+// time: rows(y) returns row y of the R, G and B planes, which need only stay valid until the
+// next call. Each row is filtered horizontally as it comes, then the columns vertically.
+func resample(srcH, srcW, h, w int, rows func(y int) (r, g, b []float32)) Image {
+	xw := filterWeights(srcW, w)
+	yw := filterWeights(srcH, h)
 	out := NewImage(h, w)
-	tmp := make([]float32, img.H*w) // horizontally resized plane
-	for c := 0; c < 3; c++ {
-		src, dst := img.Plane(c), out.Plane(c)
-		for y := 0; y < img.H; y++ {
-			row := src[y*img.W : (y+1)*img.W]
+	tmp := make([]float32, 3*srcH*w) // horizontally resized planes
+	for y := 0; y < srcH; y++ {
+		r, g, b := rows(y)
+		for c, row := range [3][]float32{r, g, b} {
+			t := tmp[(c*srcH+y)*w : (c*srcH+y+1)*w]
 			for x, f := range xw {
 				var acc float32
 				for k, wt := range f.w {
 					acc += wt * row[f.lo+k]
 				}
-				tmp[y*w+x] = acc
+				t[x] = acc
 			}
 		}
+	}
+	for c := 0; c < 3; c++ {
+		dst, plane := out.Plane(c), tmp[c*srcH*w:(c+1)*srcH*w]
 		for y, f := range yw {
 			d := dst[y*w : (y+1)*w]
 			for k, wt := range f.w {
-				s := tmp[(f.lo+k)*w : (f.lo+k+1)*w]
+				s := plane[(f.lo+k)*w : (f.lo+k+1)*w]
 				for x := range d {
 					d[x] += wt * s[x]
 				}

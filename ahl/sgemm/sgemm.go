@@ -2,7 +2,10 @@
 // backbone's convolutions: C = alpha * op(A) * op(B) + beta * C on row-major matrices.
 //
 // It follows the BLIS/GotoBLAS layout: B is packed in KC x NC panels, A in MC x KC blocks, and
-// a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel. On
+// a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel
+// (with at most MCWhole rows, all of A's block is packed once and each B micro-panel just
+// before use). SgemmPanels takes B from a Panels, which packs it from the caller's own
+// layout (the backbone's convolutions pack straight from their input images). On
 // amd64 with AVX2 and FMA the microkernel is Go assembly (sgemm_amd64.s); elsewhere, and when
 // the CPU lacks those, a pure-Go microkernel runs instead (same blocking, same results up to
 // rounding: the assembly fuses multiply and add). A call is single-threaded and deterministic:
@@ -16,24 +19,36 @@ import (
 
 // Block sizes. MR x NR is the register tile (6 x 16 float32 = 12 YMM accumulators); KC x NR
 // floats of B (16 KiB) stay in L1 while an MC x KC block of A (96 KiB) stays in L2 and a
-// KC x NC panel of B streams from L2/L3.
+// KC x NC panel of B streams from L2/L3. A product with at most MCWhole rows packs all of A's
+// KC columns at once (up to 528 KiB, still in L2) and each B micro-panel just before its
+// MR x NR tiles use it, so B is packed once and never leaves L1.
 const (
-	MR = 6
-	NR = 16
-	KC = 256
-	MC = 96
-	NC = 2048
+	MR      = 6
+	NR      = 16
+	KC      = 256
+	MC      = 96
+	NC      = 2048
+	MCWhole = 528
 )
 
 // workspace holds one call's packing buffers; pooled so that repeated calls do not allocate.
 type workspace struct {
-	a []float32 // MC x KC, packed in MR-row micro-panels
+	a []float32 // MCWhole x KC, packed in MR-row micro-panels
 	b []float32 // KC x NC, packed in NR-column micro-panels
 }
 
 var pool = sync.Pool{New: func() any {
-	return &workspace{a: make([]float32, MC*KC), b: make([]float32, KC*NC)}
+	return &workspace{a: make([]float32, MCWhole*KC), b: make([]float32, KC*NC)}
 }}
+
+// Panels supplies op(B), a k x n matrix, one packed micro-panel at a time, so that a caller
+// can pack B straight from its own layout (a convolution from its input image, with no
+// im2col matrix in between).
+type Panels interface {
+	// Pack writes op(B)[pc:pc+kc, j0:j0+NR] into dst[:kc*NR] k-major (the NR values of row
+	// pc+q at dst[q*NR:]), with zeros in the columns at or past n.
+	Pack(dst []float32, pc, kc, j0 int)
+}
 
 // Sgemm computes C = alpha * op(A) * op(B) + beta * C for row-major matrices: op(A) is m x k
 // (A is stored m x k with row stride lda, or k x m when transA), op(B) is k x n (stored k x n
@@ -41,11 +56,27 @@ var pool = sync.Pool{New: func() any {
 // == 0, C is overwritten (its old values, even NaN, are ignored). It panics when a dimension
 // is negative or a slice is too short for its shape, as gonum's BLAS does.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	checkArgs(transA, transB, m, n, k, a, lda, true, b, ldb, c, ldc)
+	gemm(transA, m, n, k, alpha, a, lda, dense{trans: transB, b: b, ldb: ldb, n: n}, beta, c, ldc)
+}
+
+// SgemmPanels is Sgemm with op(B) supplied by b, k x n, one packed micro-panel at a time. The
+// sums run in the same order as Sgemm's, so the two give the same bits for the same op(B).
+func SgemmPanels(transA bool, m, n, k int, alpha float32, a []float32, lda int, b Panels, beta float32, c []float32, ldc int) {
+	checkArgs(transA, false, m, n, k, a, lda, false, nil, n, c, ldc)
+	gemm(transA, m, n, k, alpha, a, lda, b, beta, c, ldc)
+}
+
+// gemm is Sgemm's body for any source of B panels. Each element of C is the sum, over the
+// KC-blocks of k in order, of that block's products summed in the microkernel; only the loop
+// order around the blocks differs between the two paths, never the sums.
+func gemm[P Panels](transA bool, m, n, k int, alpha float32, a []float32, lda int, b P, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
-	if beta != 1 {
+	// With beta == 0 the first KC-block stores its sums instead of adding them to a cleared C.
+	store := beta == 0 && k > 0 && alpha != 0
+	if beta != 1 && !store {
 		for i := 0; i < m; i++ {
 			row := c[i*ldc : i*ldc+n]
 			if beta == 0 {
@@ -62,36 +93,60 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	}
 	ws := pool.Get().(*workspace)
 	defer pool.Put(ws)
-	var tile [MR * NR]float32
+	if m <= MCWhole {
+		for pc := 0; pc < k; pc += KC {
+			kc := min(KC, k-pc)
+			add := !store || pc > 0
+			packA(ws.a, transA, a, lda, 0, pc, m, kc, alpha)
+			bp := ws.b[:kc*NR]
+			for jr := 0; jr < n; jr += NR {
+				b.Pack(bp, pc, kc, jr)
+				tiles(ws.a, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+			}
+		}
+		return
+	}
 	for jc := 0; jc < n; jc += NC {
 		nc := min(NC, n-jc)
 		for pc := 0; pc < k; pc += KC {
 			kc := min(KC, k-pc)
-			packB(ws.b, transB, b, ldb, pc, jc, kc, nc)
+			add := !store || pc > 0
+			for jr := 0; jr < nc; jr += NR {
+				b.Pack(ws.b[jr*kc:jr*kc+kc*NR], pc, kc, jc+jr)
+			}
 			for ic := 0; ic < m; ic += MC {
 				mc := min(MC, m-ic)
 				packA(ws.a, transA, a, lda, ic, pc, mc, kc, alpha)
 				for jr := 0; jr < nc; jr += NR {
-					nr := min(NR, nc-jr)
-					bp := ws.b[jr*kc : jr*kc+kc*NR]
-					for ir := 0; ir < mc; ir += MR {
-						mr := min(MR, mc-ir)
-						ap := ws.a[ir*kc : ir*kc+kc*MR]
-						ci := (ic+ir)*ldc + jc + jr
-						if mr == MR && nr == NR {
-							kernel(kc, ap, bp, c[ci:], ldc)
-							continue
-						}
-						clear(tile[:])
-						kernel(kc, ap, bp, tile[:], NR)
-						for i := 0; i < mr; i++ {
-							row := c[ci+i*ldc : ci+i*ldc+nr]
-							for j := range row {
-								row[j] += tile[i*NR+j]
-							}
-						}
-					}
+					tiles(ws.a, ws.b[jr*kc:jr*kc+kc*NR], kc, mc, min(NR, nc-jr), c[ic*ldc+jc+jr:], ldc, add)
 				}
+			}
+		}
+	}
+}
+
+// tiles multiplies the packed mc x kc block of A by one packed kc x NR micro-panel of B into
+// the mc x nr block of C at c (row stride ldc), adding to C or, when !add, overwriting it.
+func tiles(ap, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
+	var tile [MR * NR]float32
+	for ir := 0; ir < mc; ir += MR {
+		mr := min(MR, mc-ir)
+		a := ap[ir*kc : ir*kc+kc*MR]
+		ci := ir * ldc
+		if mr == MR && nr == NR {
+			kernel(kc, a, bp, c[ci:], ldc, add)
+			continue
+		}
+		kernel(kc, a, bp, tile[:], NR, false)
+		for i := 0; i < mr; i++ {
+			row := c[ci+i*ldc : ci+i*ldc+nr]
+			t := tile[i*NR : i*NR+nr]
+			if add {
+				for j := range row {
+					row[j] += t[j]
+				}
+			} else {
+				copy(row, t)
 			}
 		}
 	}
@@ -118,6 +173,24 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, pc, mc, kc int, alph
 			}
 			continue
 		}
+		if !trans {
+			// A last, partial micro-panel: its rows interleaved, zeros after them.
+			var rows [MR][]float32
+			for i := 0; i < mr; i++ {
+				r := (ic + ir + i) * lda
+				rows[i] = a[r+pc : r+pc+kc]
+			}
+			for q := 0; q < kc; q++ {
+				d := p[q*MR : q*MR+MR : q*MR+MR]
+				for i := range d {
+					d[i] = 0
+					if i < mr {
+						d[i] = alpha * rows[i][q]
+					}
+				}
+			}
+			continue
+		}
 		for i := 0; i < MR; i++ {
 			if i >= mr {
 				for q := 0; q < kc; q++ {
@@ -140,58 +213,69 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, pc, mc, kc int, alph
 	}
 }
 
-// packB copies op(B)[pc:pc+kc, jc:jc+nc] into NR-column micro-panels, each stored k-major
-// (NR values per k), zero-padding the last panel's missing columns.
-func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
-	for jr := 0; jr < nc; jr += NR {
-		nr := min(NR, nc-jr)
-		p := dst[jr*kc : jr*kc+kc*NR]
-		if !trans {
+// dense is op(B) of a row-major matrix: k x n with row stride ldb, or stored n x k when
+// trans.
+type dense struct {
+	trans bool
+	b     []float32
+	ldb   int
+	n     int
+}
+
+// Pack implements Panels.
+func (d dense) Pack(p []float32, pc, kc, j0 int) {
+	b, ldb := d.b, d.ldb
+	nr := min(NR, d.n-j0)
+	if !d.trans {
+		for q := 0; q < kc; q++ {
+			src := b[(pc+q)*ldb+j0 : (pc+q)*ldb+j0+nr]
+			row := p[q*NR : q*NR+NR]
+			copy(row, src)
+			clear(row[nr:])
+		}
+		return
+	}
+	if nr == NR {
+		// The common case: interleave sixteen contiguous rows of B (columns of op(B)),
+		// writing p in order, four rows per pass to keep the read streams few.
+		for c0 := 0; c0 < NR; c0 += 4 {
+			r := (j0 + c0) * ldb
+			b0 := b[r+pc : r+pc+kc]
+			b1 := b[r+ldb+pc : r+ldb+pc+kc]
+			b2 := b[r+2*ldb+pc : r+2*ldb+pc+kc]
+			b3 := b[r+3*ldb+pc : r+3*ldb+pc+kc]
+			for q := range b0 {
+				d := p[q*NR+c0 : q*NR+c0+4 : q*NR+c0+4]
+				d[0], d[1], d[2], d[3] = b0[q], b1[q], b2[q], b3[q]
+			}
+		}
+		return
+	}
+	for j := 0; j < NR; j++ {
+		if j >= nr {
 			for q := 0; q < kc; q++ {
-				src := b[(pc+q)*ldb+jc+jr : (pc+q)*ldb+jc+jr+nr]
-				row := p[q*NR : q*NR+NR]
-				copy(row, src)
-				clear(row[nr:])
+				p[q*NR+j] = 0
 			}
 			continue
 		}
-		if nr == NR {
-			// The common case: interleave sixteen contiguous rows of B (columns of op(B)),
-			// writing p in order, four rows per pass to keep the read streams few.
-			for j0 := 0; j0 < NR; j0 += 4 {
-				r := (jc + jr + j0) * ldb
-				b0 := b[r+pc : r+pc+kc]
-				b1 := b[r+ldb+pc : r+ldb+pc+kc]
-				b2 := b[r+2*ldb+pc : r+2*ldb+pc+kc]
-				b3 := b[r+3*ldb+pc : r+3*ldb+pc+kc]
-				for q := range b0 {
-					d := p[q*NR+j0 : q*NR+j0+4 : q*NR+j0+4]
-					d[0], d[1], d[2], d[3] = b0[q], b1[q], b2[q], b3[q]
-				}
-			}
-			continue
-		}
-		for j := 0; j < NR; j++ {
-			if j >= nr {
-				for q := 0; q < kc; q++ {
-					p[q*NR+j] = 0
-				}
-				continue
-			}
-			src := b[(jc+jr+j)*ldb+pc : (jc+jr+j)*ldb+pc+kc]
-			for q, v := range src {
-				p[q*NR+j] = v
-			}
+		src := b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc]
+		for q, v := range src {
+			p[q*NR+j] = v
 		}
 	}
 }
 
 // kernelGo is the portable microkernel: c[i*ldc+j] += sum_q a[q*MR+i] * b[q*NR+j] for the
-// full MR x NR tile. It walks the tile eight columns of one row at a time, so that the eight
-// sums stay in registers.
-func kernelGo(kc int, a, b, c []float32, ldc int) {
+// full MR x NR tile (or = when !add). It walks the tile eight columns of one row at a time, so
+// that the eight sums stay in registers.
+func kernelGo(kc int, a, b, c []float32, ldc int, add bool) {
 	a = a[:kc*MR]
 	b = b[:kc*NR]
+	if !add {
+		for i := 0; i < MR; i++ {
+			clear(c[i*ldc : i*ldc+NR])
+		}
+	}
 	for i := 0; i < MR; i++ {
 		for j0 := 0; j0 < NR; j0 += 8 {
 			var c0, c1, c2, c3, c4, c5, c6, c7 float32
@@ -220,7 +304,7 @@ func kernelGo(kc int, a, b, c []float32, ldc int) {
 	}
 }
 
-func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, hasB bool, b []float32, ldb int, c []float32, ldc int) {
 	if m < 0 || n < 0 || k < 0 {
 		panic(fmt.Sprintf("sgemm: negative dimension m=%d n=%d k=%d", m, n, k))
 	}
@@ -240,9 +324,11 @@ func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float
 	} else {
 		need("A", m, k, lda, len(a))
 	}
-	if transB {
+	switch {
+	case !hasB: // SgemmPanels: B comes from a Panels
+	case transB:
 		need("B", n, k, ldb, len(b))
-	} else {
+	default:
 		need("B", k, n, ldb, len(b))
 	}
 	need("C", m, n, ldc, len(c))

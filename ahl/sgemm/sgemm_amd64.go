@@ -9,21 +9,26 @@ import "golang.org/x/sys/cpu"
 var asmKernel = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 // kernel6x16 is kernelGo in assembly: c[i*ldc+j] += sum_q a[q*6+i] * b[q*16+j] for the full
-// 6 x 16 tile, with the products fused into the sums (FMA).
+// 6 x 16 tile (= when add is 0), with the products fused into the sums (FMA).
 //
 //go:noescape
-func kernel6x16(kc int, a, b, c *float32, ldc int)
+func kernel6x16(kc int, a, b, c *float32, ldc int, add int)
 
-// kernel multiplies one packed A micro-panel by one packed B micro-panel into C.
-func kernel(kc int, a, b, c []float32, ldc int) {
+// kernel multiplies one packed A micro-panel by one packed B micro-panel into C, adding to
+// it, or overwriting it when !add.
+func kernel(kc int, a, b, c []float32, ldc int, add bool) {
 	if !asmKernel {
-		kernelGo(kc, a, b, c, ldc)
+		kernelGo(kc, a, b, c, ldc, add)
 		return
 	}
 	_ = a[kc*MR-1]
 	_ = b[kc*NR-1]
 	_ = c[(MR-1)*ldc+NR-1]
-	kernel6x16(kc, &a[0], &b[0], &c[0], ldc)
+	f := 0
+	if add {
+		f = 1
+	}
+	kernel6x16(kc, &a[0], &b[0], &c[0], ldc, f)
 }
 
 // axpy8 computes y += a * x over blocks*8 values.
@@ -35,3 +40,24 @@ func axpy8(a float32, x, y *float32, blocks int)
 //
 //go:noescape
 func dot8(x, y *float32, blocks int) float32
+
+// gather16 copies src[offs[q] : offs[q]+16] to dst[16q : 16q+16] for q < n.
+//
+//go:noescape
+func gather16(dst, src *float32, offs *int, n int)
+
+// gatherIdx16 sets dst[16q+c] = src[corners[q]+idx[c]] for q < n and c < 16.
+//
+//go:noescape
+func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
+
+// gatherT8x16 sets dst[16p+c] = src[corner+p+idx[c]] for p < 8n and c < 16.
+//
+//go:noescape
+func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
+
+// gather16s2 copies src[offs[q] + 2t] to dst[16q + t] for t < 16 and q < n, reading
+// src[offs[q] : offs[q]+32].
+//
+//go:noescape
+func gather16s2(dst, src *float32, offs *int, n int)

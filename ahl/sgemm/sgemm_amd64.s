@@ -34,8 +34,15 @@
 	VMOVUPS hi, 32(DX); \
 	ADDQ R8, DX
 
-// func kernel6x16(kc int, a, b, c *float32, ldc int)
-TEXT ·kernel6x16(SB), NOSPLIT, $0-40
+// PUT stores the two accumulators of one row into C at (DX), overwriting it, and moves DX to
+// the next row.
+#define PUT(lo, hi) \
+	VMOVUPS lo, (DX); \
+	VMOVUPS hi, 32(DX); \
+	ADDQ R8, DX
+
+// func kernel6x16(kc int, a, b, c *float32, ldc int, add int)
+TEXT ·kernel6x16(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
@@ -77,12 +84,25 @@ tail:
 	JMP  tail
 
 done:
+	MOVQ  add+40(FP), AX
+	TESTQ AX, AX
+	JE    put
 	STORE(Y0, Y1)
 	STORE(Y2, Y3)
 	STORE(Y4, Y5)
 	STORE(Y6, Y7)
 	STORE(Y8, Y9)
 	STORE(Y10, Y11)
+	VZEROUPPER
+	RET
+
+put:
+	PUT(Y0, Y1)
+	PUT(Y2, Y3)
+	PUT(Y4, Y5)
+	PUT(Y6, Y7)
+	PUT(Y8, Y9)
+	PUT(Y10, Y11)
 	VZEROUPPER
 	RET
 
@@ -127,4 +147,148 @@ dotloop:
 	VADDSS       X1, X0, X0
 	VZEROUPPER
 	MOVSS        X0, ret+24(FP)
+	RET
+
+// func gather16(dst, src *float32, offs *int, n int)
+TEXT ·gather16(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ offs+16(FP), BX
+	MOVQ n+24(FP), CX
+
+gatherloop:
+	MOVQ    (BX), AX
+	VMOVUPS (SI)(AX*4), Y0
+	VMOVUPS 32(SI)(AX*4), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    $8, BX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     gatherloop
+	VZEROUPPER
+	RET
+
+// func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
+TEXT ·gatherIdx16(SB), NOSPLIT, $0-40
+	MOVQ     dst+0(FP), DI
+	MOVQ     src+8(FP), SI
+	MOVQ     idx+16(FP), BX
+	MOVQ     corners+24(FP), DX
+	MOVQ     n+32(FP), CX
+	VMOVDQU  (BX), Y4
+	VMOVDQU  32(BX), Y5
+	VPCMPEQD Y6, Y6, Y6
+
+idxloop:
+	MOVQ       (DX), AX
+	LEAQ       (SI)(AX*4), R8
+	VMOVDQU    Y6, Y2
+	VGATHERDPS Y2, (R8)(Y4*4), Y0
+	VMOVDQU    Y6, Y3
+	VGATHERDPS Y3, (R8)(Y5*4), Y1
+	VMOVUPS    Y0, (DI)
+	VMOVUPS    Y1, 32(DI)
+	ADDQ       $8, DX
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        idxloop
+	VZEROUPPER
+	RET
+
+// TROW loads source row c of an 8 x 8 block: 8 floats at R8 + 4*idx[c].
+#define TROW(ioff, reg) \
+	MOVLQSX ioff(BX), R9; \
+	VMOVUPS (R8)(R9*4), reg
+
+// THALF gathers taps ioff/4 .. ioff/4+7 for 8 consecutive pixels, transposes the 8 x 8 block
+// (rows: taps, columns: pixels) and stores pixel t's 8 taps at doff + 64t(DI).
+#define THALF(ioff, doff) \
+	TROW(ioff, Y0); \
+	TROW(ioff+4, Y1); \
+	TROW(ioff+8, Y2); \
+	TROW(ioff+12, Y3); \
+	TROW(ioff+16, Y4); \
+	TROW(ioff+20, Y5); \
+	TROW(ioff+24, Y6); \
+	TROW(ioff+28, Y7); \
+	VUNPCKLPS  Y1, Y0, Y8; \
+	VUNPCKHPS  Y1, Y0, Y9; \
+	VUNPCKLPS  Y3, Y2, Y10; \
+	VUNPCKHPS  Y3, Y2, Y11; \
+	VUNPCKLPS  Y5, Y4, Y12; \
+	VUNPCKHPS  Y5, Y4, Y13; \
+	VUNPCKLPS  Y7, Y6, Y14; \
+	VUNPCKHPS  Y7, Y6, Y15; \
+	VSHUFPS    $0x44, Y10, Y8, Y0; \
+	VSHUFPS    $0xEE, Y10, Y8, Y1; \
+	VSHUFPS    $0x44, Y11, Y9, Y2; \
+	VSHUFPS    $0xEE, Y11, Y9, Y3; \
+	VSHUFPS    $0x44, Y14, Y12, Y4; \
+	VSHUFPS    $0xEE, Y14, Y12, Y5; \
+	VSHUFPS    $0x44, Y15, Y13, Y6; \
+	VSHUFPS    $0xEE, Y15, Y13, Y7; \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x20, Y5, Y1, Y9; \
+	VPERM2F128 $0x20, Y6, Y2, Y10; \
+	VPERM2F128 $0x20, Y7, Y3, Y11; \
+	VPERM2F128 $0x31, Y4, Y0, Y12; \
+	VPERM2F128 $0x31, Y5, Y1, Y13; \
+	VPERM2F128 $0x31, Y6, Y2, Y14; \
+	VPERM2F128 $0x31, Y7, Y3, Y15; \
+	VMOVUPS    Y8, doff(DI); \
+	VMOVUPS    Y9, doff+64(DI); \
+	VMOVUPS    Y10, doff+128(DI); \
+	VMOVUPS    Y11, doff+192(DI); \
+	VMOVUPS    Y12, doff+256(DI); \
+	VMOVUPS    Y13, doff+320(DI); \
+	VMOVUPS    Y14, doff+384(DI); \
+	VMOVUPS    Y15, doff+448(DI)
+
+// func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
+TEXT ·gatherT8x16(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ idx+16(FP), BX
+	MOVQ corner+24(FP), AX
+	MOVQ n+32(FP), CX
+	LEAQ (SI)(AX*4), R8
+
+tloop:
+	THALF(0, 0)
+	THALF(32, 32)
+	ADDQ $32, R8
+	ADDQ $512, DI
+	DECQ CX
+	JNZ  tloop
+	VZEROUPPER
+	RET
+
+// func gather16s2(dst, src *float32, offs *int, n int)
+TEXT ·gather16s2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ offs+16(FP), BX
+	MOVQ n+24(FP), CX
+
+s2loop:
+	MOVQ    (BX), AX
+	LEAQ    (SI)(AX*4), R8
+	VMOVUPS (R8), Y0
+	VMOVUPS 32(R8), Y1
+	VMOVUPS 64(R8), Y2
+	VMOVUPS 96(R8), Y3
+	// Even elements of Y0:Y1, lane by lane: [0 2 8 10 | 4 6 12 14], then the middle
+	// quadwords swapped: [0 2 4 6 8 10 12 14].
+	VSHUFPS $0x88, Y1, Y0, Y4
+	VPERMPD $0xD8, Y4, Y4
+	VSHUFPS $0x88, Y3, Y2, Y5
+	VPERMPD $0xD8, Y5, Y5
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	ADDQ    $8, BX
+	ADDQ    $64, DI
+	DECQ    CX
+	JNZ     s2loop
+	VZEROUPPER
 	RET

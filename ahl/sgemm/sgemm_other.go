@@ -5,9 +5,22 @@ package sgemm
 // asmKernel is false: this build has no assembly microkernel.
 var asmKernel = false
 
-// kernel multiplies one packed A micro-panel by one packed B micro-panel into C.
-func kernel(kc int, a, b, c []float32, ldc int) { kernelGo(kc, a, b, c, ldc) }
+// kernel multiplies one packed A micro-panel by one packed B micro-panel into C (adding to
+// it, or overwriting it when !add).
+func kernel(kc int, a, b, c []float32, ldc int, add bool) { kernelGo(kc, a, b, c, ldc, add) }
 
 func axpy8(a float32, x, y *float32, blocks int) { panic("sgemm: no assembly axpy") }
 
 func dot8(x, y *float32, blocks int) float32 { panic("sgemm: no assembly dot") }
+
+func gather16(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly gather") }
+
+func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int) {
+	panic("sgemm: no assembly gather")
+}
+
+func gatherT8x16(dst, src *float32, idx *int32, corner int, n int) {
+	panic("sgemm: no assembly gather")
+}
+
+func gather16s2(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly gather") }

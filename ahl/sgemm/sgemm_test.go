@@ -51,7 +51,7 @@ func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 // plus one add per block) with margin.
 func TestSgemm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	shapes := [][3]int{{1, 1, 1}, {6, 16, 7}, {7, 17, 300}, {97, 33, 257}, {13, 2050, 5}, {0, 3, 4}, {3, 4, 0}}
+	shapes := [][3]int{{1, 1, 1}, {6, 16, 7}, {7, 17, 300}, {97, 33, 257}, {13, 2050, 5}, {0, 3, 4}, {3, 4, 0}, {MCWhole + 7, 35, 300}}
 	for _, useAsm := range []bool{false, true} {
 		if useAsm && !asmKernel {
 			t.Log("no assembly microkernel on this machine; checked the Go kernel only")
@@ -120,6 +120,197 @@ func TestSgemmDeterministic(t *testing.T) {
 		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
 			t.Fatalf("C[%d] differs between calls: %v vs %v", i, c1[i], c2[i])
 		}
+	}
+}
+
+// rowsPanels is op(B) = the k x n row-major matrix b, packed by hand.
+type rowsPanels struct {
+	b    []float32
+	n    int
+	hits *int
+}
+
+func (r rowsPanels) Pack(dst []float32, pc, kc, j0 int) {
+	*r.hits++
+	for q := 0; q < kc; q++ {
+		for j := 0; j < NR; j++ {
+			dst[q*NR+j] = 0
+			if j0+j < r.n {
+				dst[q*NR+j] = r.b[(pc+q)*r.n+j0+j]
+			}
+		}
+	}
+}
+
+// TestSgemmPanels checks that SgemmPanels gives Sgemm's bits for the same op(B), on both
+// loop orders (m up to MCWhole and beyond), and that it asks for every micro-panel.
+func TestSgemmPanels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, sh := range [][3]int{{16, 100, 27}, {64, 37, 600}, {MCWhole + 1, 40, 300}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		a, b := randSlice(rng, m*k), randSlice(rng, k*n)
+		want, got := randSlice(rng, m*n), make([]float32, m*n)
+		copy(got, want)
+		Sgemm(false, false, m, n, k, 1, a, k, b, n, 0.5, want, n)
+		hits := 0
+		SgemmPanels(false, m, n, k, 1, a, k, rowsPanels{b: b, n: n, hits: &hits}, 0.5, got, n)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%dx%dx%d: C[%d] = %v from panels, %v from Sgemm", m, n, k, i, got[i], want[i])
+			}
+		}
+		blocks := ((n + NR - 1) / NR) * ((k + KC - 1) / KC)
+		if hits != blocks {
+			t.Errorf("%dx%dx%d: %d micro-panels packed, want %d (each once)", m, n, k, hits, blocks)
+		}
+	}
+}
+
+// TestGather16 checks Gather16 against copies, on both paths, and its range checks.
+func TestGather16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	src := randSlice(rng, 100)
+	offs := []int{0, 84, 3, 50, 17}
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		dst := make([]float32, 16*len(offs)+1)
+		dst[len(dst)-1] = 7
+		Gather16(dst, src, offs)
+		asmKernel = saved
+		for q, o := range offs {
+			for i := 0; i < 16; i++ {
+				if dst[16*q+i] != src[o+i] {
+					t.Fatalf("asm=%v: dst[%d] = %v, want src[%d] = %v", useAsm, 16*q+i, dst[16*q+i], o+i, src[o+i])
+				}
+			}
+		}
+		if dst[len(dst)-1] != 7 {
+			t.Fatalf("asm=%v: wrote past 16*len(offs)", useAsm)
+		}
+	}
+	for _, bad := range [][]int{{85}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for offsets %v into 100 values", bad)
+				}
+			}()
+			Gather16(make([]float32, 16), src, bad)
+		}()
+	}
+}
+
+// TestGatherIdx16 checks GatherIdx16 against plain indexing, on both paths, and its range
+// checks.
+func TestGatherIdx16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	src := randSlice(rng, 300)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	corners := []int{0, 107, 5, 33, 60}
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		dst := make([]float32, 16*len(corners)+1)
+		dst[len(dst)-1] = 7
+		GatherIdx16(dst, src, &idx, corners)
+		asmKernel = saved
+		for q, c := range corners {
+			for j, v := range idx {
+				if dst[16*q+j] != src[c+int(v)] {
+					t.Fatalf("asm=%v: dst[%d] = %v, want src[%d] = %v", useAsm, 16*q+j, dst[16*q+j], c+int(v), src[c+int(v)])
+				}
+			}
+		}
+		if dst[len(dst)-1] != 7 {
+			t.Fatalf("asm=%v: wrote past 16*len(corners)", useAsm)
+		}
+	}
+	for _, bad := range [][]int{{108}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corners %v into 300 values", bad)
+				}
+			}()
+			GatherIdx16(make([]float32, 16), src, &idx, bad)
+		}()
+	}
+}
+
+// TestGatherRun16 checks GatherRun16 against plain indexing, on both paths, for runs with
+// and without a remainder past the 8-pixel blocks, and its range checks.
+func TestGatherRun16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	src := randSlice(rng, 400)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	for _, rows := range []int{1, 7, 8, 9, 16, 21} {
+		for _, useAsm := range []bool{false, asmKernel} {
+			saved := asmKernel
+			asmKernel = useAsm
+			dst := make([]float32, 16*rows+1)
+			dst[len(dst)-1] = 7
+			GatherRun16(dst, src, &idx, 11, rows)
+			asmKernel = saved
+			for p := 0; p < rows; p++ {
+				for c, v := range idx {
+					if want := src[11+p+int(v)]; dst[16*p+c] != want {
+						t.Fatalf("asm=%v rows=%d: dst[%d] = %v, want %v", useAsm, rows, 16*p+c, dst[16*p+c], want)
+					}
+				}
+			}
+			if dst[len(dst)-1] != 7 {
+				t.Fatalf("asm=%v rows=%d: wrote past 16*rows", useAsm, rows)
+			}
+		}
+	}
+	for _, bad := range [][2]int{{-1, 1}, {200, 16}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corner %d, %d rows into 400 values", bad[0], bad[1])
+				}
+			}()
+			GatherRun16(make([]float32, 16*bad[1]), src, &idx, bad[0], bad[1])
+		}()
+	}
+}
+
+// TestGather16Stride2 checks Gather16Stride2 against strided indexing, on both paths
+// (including an offset whose 32-value read would pass the end, which takes the Go path), and
+// its range checks.
+func TestGather16Stride2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	src := randSlice(rng, 100)
+	for _, offs := range [][]int{{0, 68, 3, 50, 17}, {0, 69}} {
+		for _, useAsm := range []bool{false, asmKernel} {
+			saved := asmKernel
+			asmKernel = useAsm
+			dst := make([]float32, 16*len(offs)+1)
+			dst[len(dst)-1] = 7
+			Gather16Stride2(dst, src, offs)
+			asmKernel = saved
+			for q, o := range offs {
+				for i := 0; i < 16; i++ {
+					if dst[16*q+i] != src[o+2*i] {
+						t.Fatalf("asm=%v offs=%v: dst[%d] = %v, want src[%d] = %v", useAsm, offs, 16*q+i, dst[16*q+i], o+2*i, src[o+2*i])
+					}
+				}
+			}
+			if dst[len(dst)-1] != 7 {
+				t.Fatalf("asm=%v: wrote past 16*len(offs)", useAsm)
+			}
+		}
+	}
+	for _, bad := range [][]int{{70}, {-1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for offsets %v into 100 values", bad)
+				}
+			}()
+			Gather16Stride2(make([]float32, 16), src, bad)
+		}()
 	}
 }
 
