@@ -46,6 +46,8 @@ integration: modules
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ahl/imgs/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIPC$$' -fuzztime $(FUZZTIME) ./artifacts/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzTableReader$$' -fuzztime $(FUZZTIME) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePyTorch$$' -fuzztime $(FUZZTIME) ./ahl/backbone/
 
 # The demo: the AHL DAG on the embedded Fashion-MNIST subset, then its results table. The
 # store is .pipe/store; run `make demo` again to see every stage cached.
