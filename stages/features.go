@@ -148,12 +148,22 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	}
 	defer images.Close()
 	ids, split, label := images.IDs, images.Split, images.Label
-	decode := func(i int) (imgs.Image, error) {
+	// decode returns image i at full size, or resized to each of sizes while it is decoded
+	// (bit for bit Resize(Decode(b)), without the full-size float image of a large photo).
+	decode := func(i int, sizes ...imgs.Size) (imgs.Image, error) {
 		b, err := images.Bytes(ctx, i)
 		if err != nil {
 			return imgs.Image{}, err
 		}
-		im, err := imgs.Decode(b)
+		var im imgs.Image
+		if len(sizes) == 0 {
+			im, err = imgs.Decode(b)
+		} else {
+			var ims []imgs.Image
+			if ims, err = imgs.DecodeResized(b, sizes...); err == nil {
+				im = ims[0]
+			}
+		}
 		if err != nil {
 			return imgs.Image{}, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
 		}
@@ -182,11 +192,10 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			if split[i] != "train" {
 				continue
 			}
-			im, err := decode(i)
+			im, err := decode(i, imgs.Size{H: p.Size, W: p.Size})
 			if err != nil {
 				return err
 			}
-			im = imgs.Resize(im, p.Size, p.Size)
 			if label[i] == 0 {
 				normals = append(normals, im)
 			} else {
