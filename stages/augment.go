@@ -184,9 +184,9 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%s: %d pseudo anomalies (%s) of %d training normals at %dx%d\n",
-			env.Stage, total, strings.Join(p.Generators, ", "), nTrain, s, s)
+			env.Stage, nTrain*len(p.Generators), strings.Join(p.Generators, ", "), nTrain, s, s)
 		if nTrain < len(normals) {
-			fmt.Fprintf(env.Log, "%s: of them, %d of %d validation normals (split val; train does not train on them)\n",
+			fmt.Fprintf(env.Log, "%s: and %d of the %d validation normals (split val; no stage trains on them)\n",
 				env.Stage, (len(normals)-nTrain)*len(p.Generators), len(normals)-nTrain)
 		}
 	}
