@@ -118,12 +118,12 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		return err
 	}
 	s := bb.Size()
-	ids, normals, err := trainingNormals(ctx, env, s)
+	ids, normals, nTrain, err := trainingNormals(ctx, env, s)
 	if err != nil {
 		return err
 	}
-	if len(normals) < 2 && slices.Contains(p.Generators, "cutmix") {
-		return fmt.Errorf("cutmix needs at least two training normals, have %d", len(normals))
+	if nTrain < 2 && slices.Contains(p.Generators, "cutmix") {
+		return fmt.Errorf("cutmix needs at least two training normals, have %d", nTrain)
 	}
 	aug := augment.Augmenter{}
 	if p.Source != "" {
@@ -139,7 +139,7 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 
 	total := len(normals) * len(p.Generators)
 	rows := tables.MapWriter{Images: total} // the value buffer is allocated once, at its final size
-	others := make([]imgs.Image, 0, len(normals))
+	others := make([]imgs.Image, 0, nTrain)
 	for lo := 0; lo < len(normals); lo += augmentChunk {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -148,7 +148,13 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		var batch []imgs.Image
 		var batchID, batchSrc, batchGen []string
 		for i := lo; i < hi; i++ {
-			others = append(append(others[:0], normals[:i]...), normals[i+1:]...)
+			// cutmix pastes from the other training normals only, so that no training pseudo
+			// anomaly holds part of a validation normal.
+			if i < nTrain {
+				others = append(append(others[:0], normals[:i]...), normals[i+1:nTrain]...)
+			} else {
+				others = append(others[:0], normals[:nTrain]...)
+			}
 			for _, g := range p.Generators {
 				rng := rand.New(rand.NewPCG(env.Seed, augmentStream(i, g)))
 				out, err := aug.Apply(g, normals[i], others, rng)
@@ -178,7 +184,11 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 	}
 	if env.Log != nil {
 		fmt.Fprintf(env.Log, "%d pseudo anomalies (%s) of %d training normals at %dx%d\n",
-			total, strings.Join(p.Generators, ", "), len(normals), s, s)
+			nTrain*len(p.Generators), strings.Join(p.Generators, ", "), nTrain, s, s)
+		if nTrain < len(normals) {
+			fmt.Fprintf(env.Log, "and %d of the %d validation normals (split val; no stage trains on them)\n",
+				(len(normals)-nTrain)*len(p.Generators), len(normals)-nTrain)
+		}
 	}
 	return rows.Write(env, "pseudo")
 }
@@ -200,34 +210,39 @@ func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, error)
 }
 
 // trainingNormals decodes the training normals (split train, label 0) of the images input,
-// in table order, resized to s x s.
-func trainingNormals(ctx context.Context, env *kind.Env, s int) ([]string, []imgs.Image, error) {
+// then the validation normals (split val, label 0), each in table order, resized to s x s;
+// nTrain is how many of them are training normals. Validation normals get pseudo anomalies
+// too, so that train can validate on them.
+func trainingNormals(ctx context.Context, env *kind.Env, s int) (ids []string, out []imgs.Image, nTrain int, err error) {
 	images, err := tables.OpenImages(ctx, env)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer images.Close()
-	var outIDs []string
-	var out []imgs.Image
-	for i, id := range images.IDs {
-		if images.Split[i] != "train" || images.Label[i] != 0 {
-			continue
+	for _, split := range []string{"train", "val"} {
+		for i, id := range images.IDs {
+			if images.Split[i] != split || images.Label[i] != 0 {
+				continue
+			}
+			b, err := images.Bytes(ctx, i)
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			ims, err := imgs.DecodeResized(b, imgs.Size{H: s, W: s})
+			if err != nil {
+				return nil, nil, 0, fmt.Errorf("%s: id %q: %w", images.Input, id, err)
+			}
+			ids = append(ids, id)
+			out = append(out, ims[0])
 		}
-		b, err := images.Bytes(ctx, i)
-		if err != nil {
-			return nil, nil, err
+		if split == "train" {
+			nTrain = len(out)
 		}
-		img, err := imgs.Decode(b)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: id %q: %w", images.Input, id, err)
-		}
-		outIDs = append(outIDs, id)
-		out = append(out, imgs.Resize(img, s, s))
 	}
-	if len(out) == 0 {
-		return nil, nil, fmt.Errorf("%s has no training normals (split train, label 0)", images.Input)
+	if nTrain == 0 {
+		return nil, nil, 0, fmt.Errorf("%s has no training normals (split train, label 0)", images.Input)
 	}
-	return outIDs, out, nil
+	return ids, out, nTrain, nil
 }
 
 // sourceFiles lists the image files under dir (recursively, as DTD nests them by class),

@@ -44,6 +44,12 @@ type IngestParams struct {
 	// NormalClass is the embedded set's normal class; "" means dataset.DefaultFashionNormal
 	// (trouser). The other nine classes are the anomaly classes.
 	NormalClass string `json:"normal_class"`
+	// Validation is the fraction of the training split held out as split val (0: none):
+	// that share of the training normals and of the M labelled anomalies (at least one stays
+	// in training), drawn with the seed (dataset.CarveValidation). No stage trains on val;
+	// train scores it to give each model a validation AUROC, so that choices can be made
+	// without the test labels.
+	Validation float64 `json:"validation,omitempty"`
 }
 
 func init() {
@@ -101,6 +107,9 @@ func (p *IngestParams) Validate() error {
 	if p.Anomalies < 1 {
 		return fmt.Errorf("anomalies: %d, want at least 1 (the paper uses 1 or 10)", p.Anomalies)
 	}
+	if p.Validation < 0 || p.Validation >= 1 {
+		return fmt.Errorf("validation: %g, want a fraction in [0, 1) of the training split (0: no validation split)", p.Validation)
+	}
 	if p.NormalTestFraction <= 0 || p.NormalTestFraction >= 1 {
 		return fmt.Errorf("normal_test_fraction: %g, want a value in (0, 1)", p.NormalTestFraction)
 	}
@@ -149,6 +158,9 @@ func runIngest(ctx context.Context, env *kind.Env) error {
 	}.Assign(pool, env.Seed)
 	if err != nil {
 		return err
+	}
+	if items, err = dataset.CarveValidation(items, p.Validation, env.Seed); err != nil {
+		return fmt.Errorf("%s: %w", pool.Name, err)
 	}
 	data, err := readImages(ctx, env, pool, items)
 	if err != nil {
@@ -228,7 +240,10 @@ func summarize(items []dataset.Item) string {
 		counts[it.Split][it.Class]++
 	}
 	var parts []string
-	for _, split := range []string{"train", "test"} {
+	for _, split := range []string{"train", dataset.Validation, "test"} {
+		if split == dataset.Validation && counts[split] == nil {
+			continue
+		}
 		var cs []string
 		for c := range counts[split] {
 			cs = append(cs, c)

@@ -215,6 +215,8 @@ func TestIngestValidate(t *testing.T) {
 		{func(p *IngestParams) { p.Format, p.Root, p.NormalClass = "mvtec", "x", "bag" }, "normal_class"},
 		{func(p *IngestParams) { p.Anomalies = 0 }, "anomalies"},
 		{func(p *IngestParams) { p.NormalTestFraction = 1 }, "normal_test_fraction"},
+		{func(p *IngestParams) { p.Validation = 1 }, "validation: 1"},
+		{func(p *IngestParams) { p.Validation = -0.1 }, "validation: -0.1"},
 	}
 	for i, c := range cases {
 		err := ingestParams(c.p).Validate()

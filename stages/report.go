@@ -16,8 +16,9 @@ import (
 )
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
-// results table changes meaning. 2: the results hold the mean-over-seen-classes rows.
-const reportVersion = 2
+// results table changes meaning. 2: the results hold the mean-over-seen-classes rows. 3: the
+// results hold the train instances' validation AUROC (metric val_auroc).
+const reportVersion = 3
 
 // ReportParams configures the report stage, which gathers every evaluate instance (and, when
 // the DAG lists it in needs, every train instance) of a DAG into one table.
@@ -57,7 +58,7 @@ func init() {
 		Params: func() any {
 			return &ReportParams{Replicates: []string{"seed"}, MethodKey: "method"}
 		},
-		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log"}, Each: true},
+		Inputs:  kind.Inputs{Required: []string{"metrics"}, Optional: []string{"roc", "log", "validation"}, Each: true},
 		Outputs: []string{"results", "roc", "log"},
 		Run:     runReport,
 	})
@@ -147,6 +148,16 @@ func runReport(ctx context.Context, env *kind.Env) error {
 			for _, r := range rows {
 				logs = append(logs, tables.ReportLog{Setting: setting, Method: method, Replicate: rep, LogRow: r})
 			}
+			if in.Has("validation") {
+				val, _, err := tables.ReadValidation(ctx, in)
+				if err != nil {
+					return err
+				}
+				for _, r := range val {
+					k := key{setting, method, r.Class, ValidationPrefix + r.Metric}
+					values[k] = append(values[k], r.Value)
+				}
+			}
 		default:
 			return fmt.Errorf("input %s has neither a metrics nor a log output (outputs %v); needs evaluate (and optionally train) stages", in.ID(), in.Outputs)
 		}
@@ -188,6 +199,41 @@ func runReport(ctx context.Context, env *kind.Env) error {
 		return err
 	}
 	return tables.WriteReportLog(env, logs)
+}
+
+// ValidationPrefix starts the metric of the results rows that hold a train instance's metric
+// on the validation split (val_auroc), not on the test set.
+const ValidationPrefix = "val_"
+
+// ValidationWarnings returns one line per setting and supervised method whose mean
+// validation AUROC (class all) is below 0.6 or below knn's in the same setting: a sign that
+// the method does worse than the features alone, found without the test labels.
+func ValidationWarnings(rows []ReportResult) []string {
+	const floor = 0.6
+	knn := map[string]float64{}
+	for _, r := range rows {
+		if r.Metric == ValidationPrefix+"auroc" && r.Class == "all" && r.Method == MethodKNN {
+			knn[r.Setting] = r.Mean
+		}
+	}
+	var out []string
+	for _, r := range rows {
+		if r.Metric != ValidationPrefix+"auroc" || r.Class != "all" || r.Method == MethodKNN {
+			continue
+		}
+		var why []string
+		if r.Mean < floor {
+			why = append(why, fmt.Sprintf("below %.1f", floor))
+		}
+		if k, ok := knn[r.Setting]; ok && r.Mean < k {
+			why = append(why, fmt.Sprintf("below knn's %.3f", k))
+		}
+		if len(why) > 0 {
+			out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f is %s; the supervised head does worse than the features alone",
+				r.Setting, r.Method, r.Mean, strings.Join(why, " and ")))
+		}
+	}
+	return out
 }
 
 // SettingMean ends the setting of the rows that average over seen classes.

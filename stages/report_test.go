@@ -204,3 +204,24 @@ func TestReportErrors(t *testing.T) {
 		t.Error("replicates containing method_key should not validate")
 	}
 }
+
+func TestValidationWarnings(t *testing.T) {
+	v := func(setting, method string, mean float64) ReportResult {
+		return ReportResult{Setting: setting, Method: method, Class: "all", Metric: ValidationPrefix + "auroc", Mean: mean, N: 3}
+	}
+	rows := []ReportResult{
+		v("a", "knn", 0.80), v("a", "ahl", 0.85), v("a", "devnet", 0.70),
+		v("b", "ahl", 0.55), v("b", "devnet", 0.65),
+		{Setting: "a", Method: "devnet", Class: "all", Metric: "auroc", Mean: 0.1, N: 3}, // test, not validation
+	}
+	got := ValidationWarnings(rows)
+	if len(got) != 2 {
+		t.Fatalf("got %d warnings %q, want 2 (a devnet below knn, b ahl below 0.6)", len(got), got)
+	}
+	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") {
+		t.Errorf("warning %q, want setting a devnet below knn only", got[0])
+	}
+	if !strings.Contains(got[1], "b, method ahl") || !strings.Contains(got[1], "below 0.6") {
+		t.Errorf("warning %q, want setting b ahl below 0.6", got[1])
+	}
+}

@@ -20,8 +20,9 @@ import (
 )
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
-// log's wall-clock seconds column, which made the log's bytes differ from run to run.
-const trainVersion = 2
+// log's wall-clock seconds column, which made the log's bytes differ from run to run; 3 adds
+// the validation table.
+const trainVersion = 3
 
 // Training methods (docs/algorithm.md, "CDL" and "Baselines").
 const (
@@ -144,7 +145,7 @@ func init() {
 		Version: trainVersion,
 		Params:  func() any { return defaultTrainParams() },
 		Inputs:  kind.Inputs{Required: []string{"images", "features"}, Optional: []string{"tasks", "pseudo"}},
-		Outputs: []string{"model", "log"},
+		Outputs: []string{"model", "log", "validation"},
 		Run:     runTrain,
 	})
 }
@@ -213,7 +214,12 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 	// process nor set the collector's heap goal while the model trains (well under a second).
 	srcs := []tables.MapSource{{Table: "features", Keep: d.Train}}
 	if meth.pseudo && env.Has("pseudo") {
-		srcs = append(srcs, tables.MapSource{Table: "pseudo"})
+		src := tables.MapSource{Table: "pseudo"}
+		if len(imgs.ValNormals()) > 0 {
+			// The validation normals' pseudo anomalies are for validate only.
+			src.Keep = pseudoOf(d.Normals)
+		}
+		srcs = append(srcs, src)
 	}
 	if d.Pool, err = tables.ReadMaps(ctx, env, srcs...); err != nil {
 		return err
@@ -243,6 +249,13 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 		return err
 	}
 	if err := tables.WriteModel(env, tm); err != nil {
+		return err
+	}
+	val, err := validate(ctx, env, m, d, imgs.ValNormals(), imgs.ValAnomalies())
+	if err != nil {
+		return err
+	}
+	if err := tables.WriteValidation(env, val, tm.Meta); err != nil {
 		return err
 	}
 	// The log holds no wall-clock times: they differ from run to run, and the log must be

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
 // spotSet is a small synthetic anomaly detection problem on 4-channel maps of 6 x 6 (scale 0)
@@ -19,14 +20,24 @@ type spotSet struct {
 	images, features, pseudo arrow.RecordBatch
 }
 
-func newSpotSet(t *testing.T) spotSet {
+func newSpotSet(t *testing.T) spotSet { return newSpotSetVal(t, 0) }
+
+// newSpotSetVal is newSpotSet with the last val of the 24 training normals and (when val > 0)
+// the last labelled anomaly in the validation split, as ingest's validation makes them.
+func newSpotSetVal(t *testing.T, val int) spotSet {
 	t.Helper()
 	var imgs []testImage
+	split := func(i, n, held int) string {
+		if i >= n-held {
+			return "val"
+		}
+		return "train"
+	}
 	for i := 0; i < 24; i++ {
-		imgs = append(imgs, testImage{fmt.Sprintf("train/good/n%02d.png", i), "train", 0, "good"})
+		imgs = append(imgs, testImage{fmt.Sprintf("train/good/n%02d.png", i), split(i, 24, val), 0, "good"})
 	}
 	for i := 0; i < 4; i++ {
-		imgs = append(imgs, testImage{fmt.Sprintf("train/cut/c%d.png", i), "train", 1, "cut"})
+		imgs = append(imgs, testImage{fmt.Sprintf("train/cut/c%d.png", i), split(i, 4, min(val, 1)), 1, "cut"})
 	}
 	for i := 0; i < 10; i++ {
 		imgs = append(imgs, testImage{fmt.Sprintf("test/good/t%02d.png", i), "test", 0, "good"})
@@ -38,7 +49,7 @@ func newSpotSet(t *testing.T) spotSet {
 	var ids, pids []string
 	for _, im := range imgs {
 		ids = append(ids, im.id)
-		if im.split == "train" && im.label == 0 {
+		if im.split != "test" && im.label == 0 {
 			for _, g := range testGenerators {
 				pids = append(pids, im.id+"#"+g)
 			}
@@ -197,5 +208,34 @@ func TestTrainErrors(t *testing.T) {
 	bare, _ := artifacts.TensorTable([]artifacts.Tensor{{Name: "w", Shape: []int64{1}, Values: []float32{1}}})
 	if _, err := tryKind("score", nil, 1, memInput("train", "", nil, map[string]arrow.RecordBatch{"model": bare}), feat, ingest); err == nil || !strings.Contains(err.Error(), "metadata") {
 		t.Errorf("bare model: err = %v", err)
+	}
+}
+
+// TestTrainValidation: with a validation split, train scores the held-out normals, the
+// held-out labelled anomaly and the held-out normals' pseudo anomalies and writes their
+// AUROC; the planted spot is learnt, so the supervised head's validation AUROC is high. The
+// held-out images change nothing else: they are not training data.
+func TestTrainValidation(t *testing.T) {
+	s := newSpotSetVal(t, 6)
+	train, _, eval := s.chain(t, quick("devnet", "devnet", 10), 1)
+	t.Logf("test auroc %.3f", metricOf(t, eval["metrics"], "auroc", "all"))
+	rows, err := tables.DecodeMetrics(train["validation"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range rows {
+		got[r.Class] = r.Value
+	}
+	if len(rows) != 3 || got["all"] < 0.9 || got["seen"] < 0.9 || got["pseudo"] < 0.9 {
+		t.Errorf("validation rows %v, want classes all, seen and pseudo, each AUROC >= 0.9", rows)
+	}
+	knn, _, _ := s.chain(t, quick("knn", "devnet", 0), 3)
+	if rows, err := tables.DecodeMetrics(knn["validation"]); err != nil || len(rows) != 3 {
+		t.Errorf("knn validation rows %v (%v), want 3", rows, err)
+	}
+	none, _, _ := newSpotSet(t).chain(t, quick("devnet", "devnet", 1), 3)
+	if rows, err := tables.DecodeMetrics(none["validation"]); err != nil || len(rows) != 0 {
+		t.Errorf("without a validation split: rows %v (%v), want none", rows, err)
 	}
 }

@@ -44,7 +44,7 @@ func (p Pool) Classes() []string {
 // Item is an image with the split and label a protocol gave it.
 type Item struct {
 	Entry
-	Split string // "train" or "test"
+	Split string // "train", "test", or Validation ("val") after CarveValidation
 	Label int    // 0 normal, 1 anomaly
 }
 
@@ -167,4 +167,60 @@ func shuffled(es []Entry, seed, stream uint64) []Entry {
 	rng := rand.New(rand.NewPCG(seed, stream))
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
+}
+
+// Validation is the split of the training images held out for validation.
+const Validation = "val"
+
+// streamValidation is the random stream of CarveValidation's draws.
+const streamValidation = 3
+
+// CarveValidation moves a fraction of the training images of items (as Assign returns them)
+// to the split Validation, with the run seed: round(fraction x n) of the n training normals
+// and floor(fraction x M) of the M labelled anomalies, each drawn from its own sorted and
+// shuffled list. At least one training anomaly and two training normals stay in training, so
+// M = 1 holds out no anomaly. Fraction 0 returns items unchanged. No test image moves: a
+// validation split is made of training data only, so choices made on it never see the test
+// labels. The result keeps Assign's order (training, validation, test; each by ID).
+func CarveValidation(items []Item, fraction float64, seed uint64) ([]Item, error) {
+	if fraction < 0 || fraction >= 1 {
+		return nil, fmt.Errorf("validation: %g, want a fraction in [0, 1)", fraction)
+	}
+	if fraction == 0 {
+		return items, nil
+	}
+	var normals, anomalies []Entry
+	for _, it := range items {
+		if it.Split == "train" && it.Label == 0 {
+			normals = append(normals, it.Entry)
+		} else if it.Split == "train" {
+			anomalies = append(anomalies, it.Entry)
+		}
+	}
+	kn := int(math.Round(fraction * float64(len(normals))))
+	if kn < 1 || len(normals)-kn < 2 {
+		return nil, fmt.Errorf("validation: %g of %d training normals holds out %d, want between 1 and %d",
+			fraction, len(normals), kn, len(normals)-2)
+	}
+	ka := min(int(fraction*float64(len(anomalies))), len(anomalies)-1)
+	held := map[string]bool{}
+	for _, e := range shuffled(normals, seed, streamValidation)[:kn] {
+		held[e.ID] = true
+	}
+	for _, e := range shuffled(anomalies, seed, streamValidation)[:max(ka, 0)] {
+		held[e.ID] = true
+	}
+	var train, val, test []Item
+	for _, it := range items {
+		switch {
+		case it.Split == "train" && held[it.ID]:
+			it.Split = Validation
+			val = append(val, it)
+		case it.Split == "train":
+			train = append(train, it)
+		default:
+			test = append(test, it)
+		}
+	}
+	return append(append(train, val...), test...), nil
 }

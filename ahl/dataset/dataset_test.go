@@ -379,6 +379,61 @@ func TestSymlinkedClass(t *testing.T) {
 	}
 }
 
+func TestCarveValidation(t *testing.T) {
+	p, err := OpenMVTec(writeTree(t, tree))
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := Protocol{Name: Hard, SeenClass: "crack", Anomalies: 10}.Assign(p, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := CarveValidation(items, 0, 42)
+	if err != nil || len(same) != len(items) || tally(same)["val/good/0"] != 0 {
+		t.Fatalf("fraction 0: %v, %v; want items unchanged", tally(same), err)
+	}
+	got, err := CarveValidation(items, 0.25, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 12 normals: round(3) held out; 10 crack: floor(2.5) = 2; the test split is untouched.
+	equalCounts(t, "validation 0.25", tally(got), map[string]int{"train/good/0": 9, "val/good/0": 3,
+		"train/crack/1": 8, "val/crack/1": 2, "test/good/0": 4, "test/hole/1": 6, "test/scratch/1": 5})
+	for i, it := range got {
+		if i > 0 && got[i-1].Split == "test" && it.Split != "test" {
+			t.Fatalf("item %d (%s) is %s after a test item; want training, validation, test", i, it.ID, it.Split)
+		}
+	}
+	again, _ := CarveValidation(items, 0.25, 42)
+	other, _ := CarveValidation(items, 0.25, 7)
+	valIDs := func(s []Item) (ids []string) {
+		for _, it := range s {
+			if it.Split == Validation {
+				ids = append(ids, it.ID)
+			}
+		}
+		return ids
+	}
+	if strings.Join(valIDs(again), " ") != strings.Join(valIDs(got), " ") {
+		t.Errorf("same seed, different validation split: %v vs %v", valIDs(again), valIDs(got))
+	}
+	if strings.Join(valIDs(other), " ") == strings.Join(valIDs(got), " ") {
+		t.Errorf("seeds 42 and 7 hold out the same images %v", valIDs(got))
+	}
+
+	// M = 1 keeps its one anomaly in training.
+	one, _ := Protocol{Name: Hard, SeenClass: "crack", Anomalies: 1}.Assign(p, 42)
+	got, err = CarveValidation(one, 0.5, 42)
+	if err != nil || tally(got)["train/crack/1"] != 1 || tally(got)["val/good/0"] != 6 {
+		t.Errorf("M = 1, fraction 0.5: %v, %v; want the anomaly in training and 6 validation normals", tally(got), err)
+	}
+	for _, f := range []float64{-0.1, 1, 0.96} {
+		if _, err := CarveValidation(items, f, 42); err == nil || !strings.Contains(err.Error(), "validation") {
+			t.Errorf("fraction %g: err %v, want a validation error", f, err)
+		}
+	}
+}
+
 // must fails the test at once when a fixture step fails.
 func must(t *testing.T, err error) {
 	t.Helper()

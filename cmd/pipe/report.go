@@ -127,6 +127,9 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 	if err != nil {
 		return err
 	}
+	for _, w := range stages.ValidationWarnings(rep.Results) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	if o.Plots != "" {
 		files, err := writeReportPlots(o.Plots, rep)
 		if err != nil {

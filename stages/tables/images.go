@@ -12,7 +12,7 @@ import (
 // Image is one row of the images table (ingest).
 type Image struct {
 	ID    string // path relative to the dataset root
-	Split string // train or test
+	Split string // train, val (held-out training images) or test
 	Label int64  // 0 normal, 1 anomaly
 	Class string // good or the anomaly class
 	Bytes []byte // the encoded image
@@ -65,6 +65,13 @@ func (x *ImageIndex) TrainNormals() []string { return x.Select("train", 0) }
 
 // TrainAnomalies returns the ids of the labelled (seen) training anomalies, in ingest order.
 func (x *ImageIndex) TrainAnomalies() []string { return x.Select("train", 1) }
+
+// ValNormals returns the ids of the validation normals (split val, label 0), in ingest order.
+func (x *ImageIndex) ValNormals() []string { return x.Select("val", 0) }
+
+// ValAnomalies returns the ids of the held-out labelled anomalies (split val, label 1), in
+// ingest order.
+func (x *ImageIndex) ValAnomalies() []string { return x.Select("val", 1) }
 
 // ReadImageIndex reads the image index of the one input of env that has an images table,
 // checking that ids are unique, splits train or test and labels 0 or 1. No image bytes are
@@ -132,8 +139,8 @@ func newImageReader(ctx context.Context, t *artifacts.TableReader) (*ImageReader
 		if _, dup := x.byID[id]; dup {
 			return nil, fmt.Errorf("duplicate id %q", id)
 		}
-		if x.Split[i] != "train" && x.Split[i] != "test" {
-			return nil, fmt.Errorf("id %q has split %q, want train or test", id, x.Split[i])
+		if x.Split[i] != "train" && x.Split[i] != "test" && x.Split[i] != "val" {
+			return nil, fmt.Errorf("id %q has split %q, want train, val or test", id, x.Split[i])
 		}
 		if x.Label[i] != 0 && x.Label[i] != 1 {
 			return nil, fmt.Errorf("id %q has label %d, want 0 or 1", id, x.Label[i])

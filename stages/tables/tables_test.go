@@ -127,9 +127,9 @@ func TestImagesRejectsBadRows(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `input ingest images: duplicate id "a"`) {
 		t.Fatalf("got %v, want a duplicate id error naming the input", err)
 	}
-	rows[1] = Image{ID: "b", Split: "val", Class: "good"}
+	rows[1] = Image{ID: "b", Split: "dev", Class: "good"}
 	out = written(t, func(env *kind.Env) error { return WriteImages(env, rows) })
-	if _, err := ReadImageIndex(context.Background(), reading(t, "ingest", out)); err == nil || !strings.Contains(err.Error(), `split "val"`) {
+	if _, err := ReadImageIndex(context.Background(), reading(t, "ingest", out)); err == nil || !strings.Contains(err.Error(), `split "dev"`) {
 		t.Fatalf("got %v, want a split error", err)
 	}
 }

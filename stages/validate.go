@@ -1,0 +1,134 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/pipe-ahl/pipe/ahl/augment"
+	"github.com/pipe-ahl/pipe/ahl/batch"
+	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/metrics"
+	"github.com/pipe-ahl/pipe/kind"
+	"github.com/pipe-ahl/pipe/stages/tables"
+)
+
+// pseudoOf returns the ids of the pseudo anomalies of the given normals under every
+// generator (`<normal id>#<generator>`, stages/TABLES.md), for a MapSource's Keep.
+func pseudoOf(normals []string) map[string]bool {
+	keep := make(map[string]bool, len(normals)*len(augment.Generators))
+	for _, id := range normals {
+		for _, g := range augment.Generators {
+			keep[id+"#"+g] = true
+		}
+	}
+	return keep
+}
+
+// scoreRows scores the given rows of set with m: knn by its distances, a head model by the
+// mean of its members' scores, against ref (the training normals' reference maps).
+func (m *model) scoreRows(set fmap.Set, rows []int, ref []fmap.Maps, batchSize int) ([]float64, error) {
+	if m.Method == MethodKNN {
+		return m.KNN.Scores(set.Gather(rows).Scales)
+	}
+	head, err := m.newHead()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(rows))
+	for _, theta := range m.Thetas {
+		for i, v := range batch.Scores(head, theta, set, rows, ref, batchSize) {
+			out[i] += float64(v) / float64(len(m.Thetas))
+		}
+	}
+	return out, nil
+}
+
+// validate scores the validation split (ingest's `validation`: held-out training normals
+// and labelled anomalies, and the held-out normals' pseudo anomalies) with the trained model
+// m and returns its AUROC rows: class all (normals against both kinds of anomaly), seen
+// (against the held-out labelled anomalies) and pseudo (against the pseudo anomalies), each
+// when it has anomalies. No stage trains on these images: the features' convnet, the
+// clusters, the tasks and the heads see split train only, so these figures say how m does
+// on images it has not seen, without the test labels. It also logs the mean score of the
+// training normals beside the validation normals': a gap there is the sign of features or
+// a head fitted to the training normals (knn's training normals include themselves among
+// their neighbours, so its gap is expected). No validation split gives no rows.
+func validate(ctx context.Context, env *kind.Env, m *model, d *trainData, valNormals, valAnomalies []string) ([]tables.Metric, error) {
+	if len(valNormals) == 0 {
+		return nil, nil
+	}
+	srcs := []tables.MapSource{{Table: "features", Keep: setOf(append(append([]string(nil), valNormals...), valAnomalies...))}}
+	if env.Has("pseudo") {
+		srcs = append(srcs, tables.MapSource{Table: "pseudo", Keep: pseudoOf(valNormals)})
+	}
+	set, err := tables.ReadMaps(ctx, env, srcs...)
+	if err != nil {
+		return nil, fmt.Errorf("validation split: %w", err)
+	}
+	isNormal, isSeen := setOf(valNormals), setOf(valAnomalies)
+	rows := batch.AllRows(set.Len())
+	pos := map[string]int{}
+	for i, id := range d.Pool.IDs {
+		pos[id] = i
+	}
+	trainRows := make([]int, len(d.Normals))
+	for i, id := range d.Normals {
+		trainRows[i] = pos[id]
+	}
+	var ref []fmap.Maps
+	if m.Method != MethodKNN {
+		if ref, err = batch.Ref(d.Pool, trainRows); err != nil {
+			return nil, err
+		}
+	}
+	scores, err := m.scoreRows(set, rows, ref, 64)
+	if err != nil {
+		return nil, err
+	}
+	trainScores, err := m.scoreRows(d.Pool, trainRows, ref, 64)
+	if err != nil {
+		return nil, err
+	}
+	var out []tables.Metric
+	var normalMean float64
+	for _, class := range []string{"all", "seen", "pseudo"} {
+		var s []float64
+		var positive []bool
+		for i, id := range set.IDs {
+			anomaly := !isNormal[id] && (class == "all" || (class == "seen") == isSeen[id])
+			if isNormal[id] || anomaly {
+				s, positive = append(s, scores[i]), append(positive, anomaly)
+			}
+		}
+		nPos := 0
+		for _, p := range positive {
+			if p {
+				nPos++
+			}
+		}
+		if nPos == 0 || nPos == len(positive) {
+			continue
+		}
+		auc, err := metrics.AUROC(s, positive)
+		if err != nil {
+			return nil, fmt.Errorf("validation AUROC, class %s: %w", class, err)
+		}
+		out = append(out, tables.Metric{Metric: "auroc", Class: class, Value: auc})
+		fmt.Fprintf(env.Log, "%s: validation AUROC %s %.3f (%d normals, %d anomalies)\n", env.Stage, class, auc, len(positive)-nPos, nPos)
+	}
+	for i, id := range set.IDs {
+		if isNormal[id] {
+			normalMean += scores[i] / float64(len(valNormals))
+		}
+	}
+	fmt.Fprintf(env.Log, "%s: mean score: training normals %.4g, validation normals %.4g\n", env.Stage, mean(trainScores), normalMean)
+	return out, nil
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(max(len(v), 1))
+}
