@@ -149,7 +149,7 @@ func (h *humanOutput) summary(rep *pipeline.Report) {
 	for _, k := range h.errOrder {
 		if n := h.errs[k]; n > 1 {
 			stage, _, _ := strings.Cut(k, "\x00")
-			fmt.Fprintf(h.w, "%-8s the error above also in %d more %s instances (%d in all)\n", pipeline.Failed, n-1, stage, n)
+			fmt.Fprintf(h.w, "%-8s the same error in %d more %s instances (%d in all)\n", pipeline.Failed, n-1, stage, n)
 		}
 	}
 	for _, up := range h.skipOrder {
