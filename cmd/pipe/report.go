@@ -167,10 +167,7 @@ func loadReportByKey(ctx context.Context, st artifacts.Store, dagPath, dag, stag
 	if err != nil {
 		return nil, err
 	}
-	runCmd := "pipe run " + dagPath
-	for _, s := range sets {
-		runCmd += " --set " + s
-	}
+	runCmd := withSets("pipe run "+dagPath, sets)
 	var firstErr string
 	for _, s := range sts {
 		if s.State == pipeline.Errored && firstErr == "" {
