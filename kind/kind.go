@@ -84,6 +84,25 @@ type Fingerprinter interface {
 	Fingerprint(ctx context.Context) (string, error)
 }
 
+// ExternalPath is one file or folder outside the store that a stage instance reads.
+type ExternalPath struct {
+	// Param is the params field (its `json` name) that holds the path, e.g. "root".
+	Param string
+	// Path is the path as the params hold it (relative paths are relative to the working
+	// directory).
+	Path string
+	// Dir says that the path must be a folder; otherwise it must be a regular file.
+	Dir bool
+}
+
+// Externals is implemented by the params struct of a stage that reads the outside world.
+// ExternalPaths lists the files and folders the instance will read with these params (none
+// when, say, ingest reads the embedded set). The pipeline checks every listed path before
+// anything runs (`pipe run`, `pipe status`) and reports all missing ones in one error.
+type Externals interface {
+	ExternalPaths() []ExternalPath
+}
+
 // Env is what one stage instance sees while it runs.
 type Env struct {
 	DAG      string

@@ -45,6 +45,7 @@ type Instance struct {
 	Deps []*Instance
 
 	index int
+	spec  *StageSpec // the stage as written (lines, raw params), for preflight's messages
 }
 
 // ID names the instance in logs and input names: "stage" or "stage[label]".
@@ -289,7 +290,7 @@ func (c *compiler) expandStage(s *StageSpec) {
 		}
 	}
 	for _, assign := range product(dims) {
-		in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}}
+		in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}, spec: s}
 		var labels []string
 		for _, m := range dims {
 			v := fmt.Sprint(assign[m.Name])

@@ -94,7 +94,8 @@ func (e *Error) Error() string {
 // IsInvalid reports whether err contains a DAG validation error (exit code 2).
 func IsInvalid(err error) bool {
 	var e *Error
-	return errors.As(err, &e)
+	var pe *PreflightError
+	return errors.As(err, &e) || errors.As(err, &pe)
 }
 
 // ReadFile reads and parses a DAG file.

@@ -309,3 +309,11 @@ func writePreview(dir, id, generator string, img imgs.Image) error {
 	}
 	return nil
 }
+
+// ExternalPaths implements kind.Externals: draem reads the source folder when one is given.
+func (p *AugmentParams) ExternalPaths() []kind.ExternalPath {
+	if p.Source == "" {
+		return nil
+	}
+	return []kind.ExternalPath{{Param: "source", Path: p.Source, Dir: true}}
+}

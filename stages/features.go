@@ -254,3 +254,11 @@ const extractionImages = 32
 
 // extractionChunks splits n images into chunks of at most extractionImages.
 func extractionChunks(n int) int { return (n + extractionImages - 1) / extractionImages }
+
+// ExternalPaths implements kind.Externals: resnet18 reads its weights file.
+func (p *FeaturesParams) ExternalPaths() []kind.ExternalPath {
+	if p.Backbone != backbone.ResNet18Name || p.Weights == "" {
+		return nil
+	}
+	return []kind.ExternalPath{{Param: "weights", Path: p.Weights}}
+}

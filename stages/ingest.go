@@ -257,3 +257,11 @@ func summarize(items []dataset.Item) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// ExternalPaths implements kind.Externals: an mvtec ingest reads its dataset folder.
+func (p *IngestParams) ExternalPaths() []kind.ExternalPath {
+	if p.Format != FormatMVTec || p.Root == "" {
+		return nil
+	}
+	return []kind.ExternalPath{{Param: "root", Path: p.Root, Dir: true}}
+}

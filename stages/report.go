@@ -33,6 +33,11 @@ type ReportParams struct {
 	// Setting is a label put in front of every instance's setting, for what the matrix does
 	// not say (e.g. "general M=${M}" when the protocol and M are DAG vars).
 	Setting string `json:"setting"`
+	// Sweep names matrix keys swept to show their effect (the paper's sensitivity figure:
+	// ["T", "C"]). For each, the results get, per value, method and metric (class all), the
+	// mean over every other swept key's values, under the setting "<rest> sweep=T T=5 C=mean"; std
+	// is over those settings' means and n their number. Omitted from the key when empty.
+	Sweep []string `json:"sweep,omitempty"`
 }
 
 // Validate checks the report params.
@@ -46,6 +51,11 @@ func (p *ReportParams) Validate() error {
 		}
 		if r == p.MethodKey {
 			return fmt.Errorf("replicates: %q is also method_key", r)
+		}
+	}
+	for _, k := range p.Sweep {
+		if k == "" || k == p.MethodKey || slices.Contains(p.Replicates, k) {
+			return fmt.Errorf("sweep: %q must be a matrix key other than the method and the replicates", k)
 		}
 	}
 	return nil
@@ -192,7 +202,7 @@ func runReport(ctx context.Context, env *kind.Env) error {
 		}
 		rows[i] = ReportResult{Setting: k.setting, Method: k.method, Class: k.class, Metric: k.metric, Mean: sum.Mean, Std: sum.Std, N: int64(sum.N)}
 	}
-	if err := tables.WriteResults(env, SeenClassMeans(rows)); err != nil {
+	if err := tables.WriteResults(env, SweepMeans(SeenClassMeans(rows), p.Sweep)); err != nil {
 		return err
 	}
 	if err := tables.WriteReportROC(env, roc); err != nil {
@@ -289,6 +299,81 @@ func SeenClassMeans(rows []ReportResult) []ReportResult {
 	return out
 }
 
+// SettingSweep starts the word that marks a sweep row's setting ("sweep=T").
+const SettingSweep = "sweep="
+
+// SweepMeans returns rows followed by, for each swept key in sweep (in order) and each of its
+// values, one row per method and metric of class all with the mean over the settings that
+// have that value (every other swept key's values; the replicates are already averaged).
+// The new row's setting is the settings' other words, then "sweep=K K=V", then "X=mean" for each
+// other swept key X. Its std is the sample standard deviation of the settings' means (0 for
+// one) and n their number. Rows of seen-class means are not swept.
+func SweepMeans(rows []ReportResult, sweep []string) []ReportResult {
+	out := append([]ReportResult(nil), rows...)
+	for _, v := range sweep {
+		type key struct{ rest, val, method, metric string }
+		groups := map[key][]float64{}
+		var order []key
+		for _, r := range rows {
+			if r.Class != "all" || strings.Contains(r.Setting, SettingMean) {
+				continue
+			}
+			var rest []string
+			val, has := "", false
+			for _, w := range strings.Fields(r.Setting) {
+				name, x, ok := strings.Cut(w, "=")
+				switch {
+				case ok && name == v:
+					val, has = x, true
+				case ok && slices.Contains(sweep, name):
+				default:
+					rest = append(rest, w)
+				}
+			}
+			if !has {
+				continue
+			}
+			k := key{strings.Join(rest, " "), val, r.Method, r.Metric}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], r.Mean)
+		}
+		for _, k := range order {
+			set := []string{}
+			if k.rest != "" {
+				set = append(set, k.rest)
+			}
+			set = append(set, SettingSweep+v, v+"="+k.val)
+			for _, o := range sweep {
+				if o != v {
+					set = append(set, o+"=mean")
+				}
+			}
+			m, sd := meanStd(groups[k])
+			out = append(out, ReportResult{Setting: strings.Join(set, " "), Method: k.method, Class: "all", Metric: k.metric,
+				Mean: m, Std: sd, N: int64(len(groups[k]))})
+		}
+	}
+	return out
+}
+
+// meanStd returns the mean and sample standard deviation (0 for one value) of v.
+func meanStd(v []float64) (mean, std float64) {
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	if len(v) < 2 {
+		return mean, 0
+	}
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(ss / float64(len(v)-1))
+}
+
 // classLess orders classes with "all" first, then by name.
 func classLess(a, b string) bool {
 	if (a == "all") != (b == "all") {
@@ -322,6 +407,13 @@ func LoadReport(ctx context.Context, s artifacts.Store, dag, stage string) (*Rep
 	if err != nil {
 		return nil, fmt.Errorf("DAG %s stage %s: manifest %s: %w", dag, stage, h.Key, err)
 	}
+	return LoadReportManifest(ctx, s, dag, stage, m)
+}
+
+// LoadReportManifest reads the outputs of the report stage instance whose manifest is m
+// (found by its cache key); dag and stage name it in errors.
+func LoadReportManifest(ctx context.Context, s artifacts.Store, dag, stage string, m artifacts.Manifest) (*ReportTables, error) {
+	var err error
 	out := &ReportTables{Manifest: m}
 	res, ok := m.Outputs["results"]
 	if !ok {

@@ -225,3 +225,32 @@ func TestValidationWarnings(t *testing.T) {
 		t.Errorf("warning %q, want setting b ahl below 0.6", got[1])
 	}
 }
+
+func TestSweepMeans(t *testing.T) {
+	r := func(set, method, class string, mean float64) ReportResult {
+		return ReportResult{Setting: set, Method: method, Class: class, Metric: "auroc", Mean: mean, Std: 0.1, N: 3}
+	}
+	rows := []ReportResult{
+		r("g C=1 T=1", "ahl", "all", 0.6), r("g C=2 T=1", "ahl", "all", 0.8),
+		r("g C=1 T=3", "ahl", "all", 0.7), r("g C=2 T=3", "ahl", "all", 0.9),
+		r("g C=1 T=1", "ahl", "mono", 0.1), // not class all: not swept
+	}
+	got := SweepMeans(rows, []string{"T", "C"})
+	if len(got) != len(rows)+4 {
+		t.Fatalf("got %d rows, want %d: %+v", len(got), len(rows)+4, got)
+	}
+	// Mean and sample std over the two settings' means.
+	want := map[string][2]float64{
+		"g sweep=T T=1 C=mean": {0.7, math.Sqrt(0.02)}, "g sweep=T T=3 C=mean": {0.8, math.Sqrt(0.02)},
+		"g sweep=C C=1 T=mean": {0.65, math.Sqrt(0.005)}, "g sweep=C C=2 T=mean": {0.85, math.Sqrt(0.005)},
+	}
+	for _, g := range got[len(rows):] {
+		w, ok := want[g.Setting]
+		if !ok || math.Abs(g.Mean-w[0]) > 1e-12 || math.Abs(g.Std-w[1]) > 1e-12 || g.N != 2 || g.Class != "all" || g.Method != "ahl" {
+			t.Errorf("sweep row %+v, want one of %v (mean, std) over n=2", g, want)
+		}
+	}
+	if got := SweepMeans(rows, nil); len(got) != len(rows) {
+		t.Errorf("no sweep: %d rows, want %d", len(got), len(rows))
+	}
+}

@@ -42,12 +42,20 @@ matrix instance is named in brackets: demo:train[seed=1]/model.`,
 type ArtifactsLsOptions struct {
 	DAG  string
 	JSON bool
+	Sets []string
 }
 
 // AddFlags adds the ls flags to cmd.
 func (o *ArtifactsLsOptions) AddFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.DAG, "dag", "", "only artifacts of this DAG (a name or a DAG file)")
+	cmd.Flags().StringVar(&o.DAG, "dag", "", "only artifacts of this DAG: a name (its latest results) or a DAG file (the results of its setting, by key)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print a JSON list on stdout")
+	addSetFlag(cmd, &o.Sets)
+}
+
+// addSetFlag adds --set to a read command: it selects the setting whose results a DAG file
+// names, as `pipe run --set` runs it.
+func addSetFlag(cmd *cobra.Command, sets *[]string) {
+	cmd.Flags().StringArrayVar(sets, "set", nil, "with a DAG file: the results of this setting, as `pipe run --set` makes them (NAME=V, STAGE.PARAM=V, matrix.x=[a,b]); repeatable")
 }
 
 func newArtifactsLsCommand(g *GlobalOptions) *cobra.Command {
@@ -77,6 +85,12 @@ type artifactJSON struct {
 
 func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptions) error {
 	dag := ""
+	if len(opts.Sets) > 0 && !isDAGFile(opts.DAG) {
+		return usagef("artifacts ls: --set needs --dag with a DAG file, got --dag %q", opts.DAG)
+	}
+	if isDAGFile(opts.DAG) {
+		return runArtifactsLsByKey(ctx, g, opts)
+	}
 	if opts.DAG != "" {
 		var err error
 		if dag, err = dagName(opts.DAG); err != nil {
@@ -108,6 +122,45 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 			out = append(out, artifactJSON{string(o.Digest), h.DAG, h.Stage, h.Instance, name, o.Rows, o.Bytes, m.Created})
 		}
 	}
+	return printArtifacts(g, opts, out)
+}
+
+// runArtifactsLsByKey lists the outputs of every instance of a DAG file's plan (with
+// --set) that has a stored result for that setting, found by key; the others are counted
+// on stderr.
+func runArtifactsLsByKey(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptions) error {
+	store, err := g.openStoreRead()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
+	plan, sts, err := planStatus(ctx, store, opts.DAG, opts.Sets)
+	if err != nil {
+		return err
+	}
+	out := []artifactJSON{}
+	notRun := 0
+	for _, st := range sts {
+		if st.State != pipeline.Fresh {
+			notRun++
+			continue
+		}
+		m, err := store.Manifest(ctx, st.Key)
+		if err != nil {
+			return err
+		}
+		for name, o := range m.Outputs {
+			out = append(out, artifactJSON{string(o.Digest), plan.DAG, st.Instance.Stage, st.Instance.Label, name, o.Rows, o.Bytes, m.Created})
+		}
+	}
+	if notRun > 0 {
+		fmt.Fprintf(g.Stderr, "pipe: %d of %d instances not run for this setting (`%s` lists them)\n", notRun, len(sts), withSets("pipe status "+opts.DAG, opts.Sets))
+	}
+	return printArtifacts(g, opts, out)
+}
+
+// printArtifacts prints ls's rows, sorted, as a table or JSON.
+func printArtifacts(g *GlobalOptions, opts ArtifactsLsOptions, out []artifactJSON) error {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.DAG != b.DAG {
@@ -140,6 +193,7 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 // ArtifactsShowOptions holds the flags of `pipe artifacts show`.
 type ArtifactsShowOptions struct {
 	Rows int
+	Sets []string
 }
 
 func newArtifactsShowCommand(g *GlobalOptions) *cobra.Command {
@@ -153,6 +207,7 @@ func newArtifactsShowCommand(g *GlobalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&opts.Rows, "rows", 10, "print the first `N` rows")
+	addSetFlag(cmd, &opts.Sets)
 	return cmd
 }
 
@@ -162,7 +217,7 @@ func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowO
 		return err
 	}
 	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
-	m, names, heads, err := resolveRef(ctx, store, ref)
+	m, names, heads, err := resolveRef(ctx, store, ref, opts.Sets)
 	if err != nil {
 		return err
 	}
@@ -241,6 +296,7 @@ func printRows(w io.Writer, rec arrow.RecordBatch, n int) error {
 // ArtifactsExportOptions holds the flags of `pipe artifacts export`.
 type ArtifactsExportOptions struct {
 	Output string
+	Sets   []string
 }
 
 func newArtifactsExportCommand(g *GlobalOptions) *cobra.Command {
@@ -254,6 +310,7 @@ func newArtifactsExportCommand(g *GlobalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "the `FILE` to write: .arrow (Arrow IPC file) or .csv")
+	addSetFlag(cmd, &opts.Sets)
 	return cmd
 }
 
@@ -267,7 +324,7 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 		return err
 	}
 	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
-	m, names, _, err := resolveRef(ctx, store, ref)
+	m, names, _, err := resolveRef(ctx, store, ref, opts.Sets)
 	if err != nil {
 		return err
 	}
@@ -384,8 +441,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // dagName turns a DAG argument (a name, or a DAG file) into the DAG's name.
 func dagName(arg string) (string, error) {
-	ext := filepath.Ext(arg)
-	if ext == ".yaml" || ext == ".yml" || strings.ContainsRune(arg, filepath.Separator) {
+	if isDAGFile(arg) {
 		f, err := pipeline.ReadFile(arg)
 		if err != nil {
 			return "", err
@@ -397,16 +453,23 @@ func dagName(arg string) (string, error) {
 
 // resolveRef finds the manifest a REF names, the output names it selects and the heads that
 // name that manifest (the REF's own head first, for a DAG:stage REF).
-func resolveRef(ctx context.Context, store artifacts.Store, ref string) (artifacts.Manifest, []string, []artifacts.Head, error) {
+//
+// A DAG:stage REF whose DAG is a DAG file names the result of the file's setting (with the
+// overrides sets), found by cache key as `pipe status` finds it; one whose DAG is a name
+// names that DAG's latest result (its head).
+func resolveRef(ctx context.Context, store artifacts.Store, ref string, sets []string) (artifacts.Manifest, []string, []artifacts.Head, error) {
 	var m artifacts.Manifest
 	var names []string
 	var first *artifacts.Head
 	var err error
 	if i := strings.Index(ref, ":"); i > 0 { // DAG names hold no colon; matrix values may
 		var h artifacts.Head
-		m, names, h, err = resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:])
+		m, names, h, err = resolveStageRef(ctx, store, ref, ref[:i], ref[i+1:], sets)
 		first = &h
 	} else {
+		if len(sets) > 0 {
+			return m, nil, nil, usagef("REF %q: --set needs a DAG:stage REF whose DAG is a DAG file", ref)
+		}
 		m, names, err = resolveDigestRef(ctx, store, ref)
 	}
 	if err != nil {
@@ -464,7 +527,10 @@ func resolveDigestRef(ctx context.Context, store artifacts.Store, ref string) (a
 	return found[best], names[best : best+1], nil
 }
 
-func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, rest string) (artifacts.Manifest, []string, artifacts.Head, error) {
+func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, rest string, sets []string) (artifacts.Manifest, []string, artifacts.Head, error) {
+	if len(sets) > 0 && !isDAGFile(dagArg) {
+		return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: --set needs a DAG file before the colon, got %q", ref, dagArg)
+	}
 	dag, err := dagName(dagArg)
 	if err != nil {
 		return artifacts.Manifest{}, nil, artifacts.Head{}, err
@@ -481,7 +547,12 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 		return artifacts.Manifest{}, nil, artifacts.Head{}, usagef("REF %q: want DAG:stage[/output]", ref)
 	}
 	var head artifacts.Head
-	if hasInstance {
+	if isDAGFile(dagArg) {
+		head, err = headByKey(ctx, store, ref, dagArg, stage, instance, hasInstance, sets)
+		if err != nil {
+			return artifacts.Manifest{}, nil, artifacts.Head{}, err
+		}
+	} else if hasInstance {
 		head, err = store.Head(ctx, dag, stage, instance)
 	} else {
 		heads, herr := store.Heads(ctx, dag)
@@ -526,6 +597,63 @@ func resolveStageRef(ctx context.Context, store artifacts.Store, ref, dagArg, re
 		names = []string{output}
 	}
 	return m, names, head, nil
+}
+
+// isDAGFile reports whether a DAG argument names a DAG file rather than a DAG's name.
+func isDAGFile(arg string) bool {
+	ext := filepath.Ext(arg)
+	return ext == ".yaml" || ext == ".yml" || strings.ContainsRune(arg, filepath.Separator)
+}
+
+// planStatus compiles a DAG file with the overrides sets and walks it as `pipe status`
+// does, giving each instance's key for that setting and whether a result is stored.
+func planStatus(ctx context.Context, store artifacts.Store, dagPath string, sets []string) (*pipeline.Plan, []pipeline.InstanceStatus, error) {
+	plan, err := loadPlan(dagPath, sets)
+	if err != nil {
+		return nil, nil, err
+	}
+	sts, err := pipeline.Status(ctx, plan, pipeline.Options{Store: store})
+	if err != nil {
+		return nil, nil, err
+	}
+	return plan, sts, nil
+}
+
+// headByKey finds the stored result of one instance of a DAG file's plan (with sets) by its
+// key, as a Head naming it; an instance without a result for this setting is an error
+// (exit 1) that names the run that makes it.
+func headByKey(ctx context.Context, store artifacts.Store, ref, dagPath, stage, instance string, hasInstance bool, sets []string) (artifacts.Head, error) {
+	plan, sts, err := planStatus(ctx, store, dagPath, sets)
+	if err != nil {
+		return artifacts.Head{}, err
+	}
+	var matches []pipeline.InstanceStatus
+	var labels []string
+	for _, st := range sts {
+		if st.Instance.Stage == stage && (!hasInstance || st.Instance.Label == instance) {
+			matches = append(matches, st)
+			labels = append(labels, st.Instance.ID())
+		}
+	}
+	switch {
+	case len(matches) == 0:
+		return artifacts.Head{}, usagef("REF %q: the plan of %s has no instance %s", ref, dagPath, stage+bracket(instance))
+	case len(matches) > 1:
+		return artifacts.Head{}, usagef("REF %q: stage %s has %d instances; name one: %s", ref, stage, len(matches), strings.Join(labels, ", "))
+	}
+	st := matches[0]
+	if st.State != pipeline.Fresh {
+		return artifacts.Head{}, exitCodeError{exitFailed, fmt.Errorf("REF %q: %s not run for this setting (%s %s): run `%s`", ref, st.Instance.ID(), st.State, st.Reason, withSets("pipe run "+dagPath, sets))}
+	}
+	return artifacts.Head{DAG: plan.DAG, Stage: stage, Instance: st.Instance.Label, Key: st.Key}, nil
+}
+
+// withSets appends the --set flags to a command line for a message.
+func withSets(cmd string, sets []string) string {
+	for _, s := range sets {
+		cmd += " --set " + s
+	}
+	return cmd
 }
 
 // bracket returns "[s]", or "" for an empty s (a stage without matrix instances).

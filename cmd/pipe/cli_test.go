@@ -78,7 +78,7 @@ func TestResolveRef(t *testing.T) {
 		{ref: "ffffffffffff", err: "no stored artifact"},
 	}
 	for _, c := range cases {
-		m, names, _, err := resolveRef(ctx, s, c.ref)
+		m, names, _, err := resolveRef(ctx, s, c.ref, nil)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) || exitCode(err) != exitUsage {
 				t.Errorf("%s: err %v (exit %d), want %q (exit 2)", c.ref, err, exitCode(err), c.err)
@@ -90,7 +90,7 @@ func TestResolveRef(t *testing.T) {
 		}
 	}
 	// b2's bytes are both a/aux and b[x=2]/out: a prefix names the bytes, the latest producer.
-	if _, names, _, err := resolveRef(ctx, s, string(b2.Digest[:6])); err != nil || len(names) != 1 {
+	if _, names, _, err := resolveRef(ctx, s, string(b2.Digest[:6]), nil); err != nil || len(names) != 1 {
 		t.Errorf("shared digest: %v %v", names, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,10 +27,20 @@ type humanOutput struct {
 	width    int // of the instance column
 	mu       sync.Mutex
 	bars     map[*pipeline.Instance]*progressbar.ProgressBar
+	// errs counts the failed instances by stage and error text: an error that several
+	// instances of a stage share is printed once, with the count at the end.
+	errs     map[string]int
+	errOrder []string
+	// skipped counts the instances skipped because an upstream failed, by the failed
+	// upstream's stage; they get one summary line, not a line each.
+	skipped     map[string]int
+	skipOrder   []string
+	failedStage map[string]int
 }
 
 func newHumanOutput(w io.Writer, plan *pipeline.Plan) *humanOutput {
-	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}, width: 12}
+	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}, width: 12,
+		errs: map[string]int{}, skipped: map[string]int{}, failedStage: map[string]int{}}
 	if plan != nil {
 		for _, in := range plan.Instances {
 			h.width = max(h.width, len(in.ID()))
@@ -57,6 +68,24 @@ func (h *humanOutput) result(r *pipeline.Result) {
 	why := r.Reason
 	if r.Err != nil {
 		why = r.Err.Error()
+	}
+	switch {
+	case r.Status == pipeline.Failed:
+		h.failedStage[r.Instance.Stage]++
+		k := r.Instance.Stage + "\x00" + why
+		h.errs[k]++
+		if h.errs[k] > 1 {
+			return // printed once; counted in the summary
+		}
+		h.errOrder = append(h.errOrder, k)
+	case r.Status == pipeline.Skipped && strings.HasPrefix(r.Reason, "upstream ") && strings.HasSuffix(r.Reason, " failed"):
+		up := strings.TrimSuffix(strings.TrimPrefix(r.Reason, "upstream "), " failed")
+		up, _, _ = strings.Cut(up, "[")
+		if h.skipped[up] == 0 {
+			h.skipOrder = append(h.skipOrder, up)
+		}
+		h.skipped[up]++
+		return
 	}
 	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", r.Status, h.width, r.Instance.ID(), secs, why)
 }
@@ -113,8 +142,22 @@ func (h *humanOutput) progress(in *pipeline.Instance) func(done, total int) {
 	}
 }
 
-// summary prints the closing line of a run.
+// summary prints the closing line of a run, after one line per error that several
+// instances shared and one per failed upstream stage whose dependents were skipped.
 func (h *humanOutput) summary(rep *pipeline.Report) {
+	h.mu.Lock()
+	for _, k := range h.errOrder {
+		if n := h.errs[k]; n > 1 {
+			stage, _, _ := strings.Cut(k, "\x00")
+			fmt.Fprintf(h.w, "%-8s the same error in %d more %s instances (%d in all)\n", pipeline.Failed, n-1, stage, n)
+		}
+	}
+	for _, up := range h.skipOrder {
+		n, f := h.skipped[up], h.failedStage[up]
+		fmt.Fprintf(h.w, "%-8s %d %s: upstream %s failed in %d %s\n", pipeline.Skipped, n, plural(n, "instance", "instances"),
+			up, f, plural(f, "instance", "instances"))
+	}
+	h.mu.Unlock()
 	counts := map[string]int{}
 	for _, r := range rep.Results {
 		counts[r.Status]++
@@ -130,4 +173,12 @@ func (h *humanOutput) summary(rep *pipeline.Report) {
 		return
 	}
 	fmt.Fprintf(h.w, " (run %s, %s)\n", rep.RunID, time.Since(rep.Started).Round(time.Millisecond))
+}
+
+// plural returns one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

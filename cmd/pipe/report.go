@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ type ReportOptions struct {
 	Plots  string // folder for PNG plots; "" for none
 	Stage  string // the report stage's name; "" for the DAG's only stage of kind report
 	Store  string // store folder (tests); "" for the root command's --store, PIPE_STORE or .pipe/store
+	Sets   []string
 }
 
 // AddFlags registers the options' flags.
@@ -39,6 +41,7 @@ func (o *ReportOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.Format, "format", "table", "output format: table, csv or json")
 	f.StringVar(&o.Plots, "plots", "", "write PNG plots (ROC curves per method, CDL weights and query loss per epoch) into this folder")
 	f.StringVar(&o.Stage, "stage", "", "name of the report stage (default: the DAG's only stage of kind report)")
+	f.StringArrayVar(&o.Sets, "set", nil, "report the results of this setting, as `pipe run --set` runs it (NAME=V, STAGE.PARAM=V, matrix.x=[a,b]); repeatable")
 }
 
 // newReportCommand returns `pipe report DAG`: the results of the DAG's report stage as a
@@ -48,8 +51,9 @@ func newReportCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report DAG",
 		Short: "Print the results of a DAG's report stage (AUROC and AUPRC, mean ± std over seeds)",
-		Long: `Report reads the latest results of the DAG's report stage from the store (run the DAG
-first) and prints them: --format table (rows setting x class, one column per method,
+		Long: `Report reads the results of the DAG's report stage for the DAG file's setting (or the one
+--set gives, as run takes it) from the store, found by cache key, and prints them; a setting
+that has not run is an error (exit 1) saying which run makes it. Formats: --format table (rows setting x class, one column per method,
 mean ± std over the seeds), csv, or json (a list of {setting, method, class, metric,
 mean, std, n}). --plots DIR also writes PNG plots: ROC curves per setting with one colour
 per method, and for AHL the per-epoch importance weights w_i and query losses of its tasks.`,
@@ -111,14 +115,24 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 		return err
 	}
 	defer func() { _ = st.Close() }() // opened read-only: nothing to flush
-	rep, err := stages.LoadReport(ctx, st, f.Name, stage)
+	rep, err := loadReportByKey(ctx, st, dagPath, f.Name, stage, o.Sets)
 	if err != nil {
 		return err
 	}
+	return printReport(o, f.Name, stage, rep, stdout, stderr)
+}
+
+// printReport prints the report tables in o.Format and writes o.Plots.
+func printReport(o ReportOptions, dag, stage string, rep *stages.ReportTables, stdout, stderr io.Writer) error {
+	var err error
 	switch o.Format {
 	case "table":
-		fmt.Fprintf(stdout, "%s: results of stage %s (made %s)\n", f.Name, stage, rep.Manifest.Created.UTC().Format("2006-01-02 15:04 UTC"))
-		err = writeResultsTable(stdout, rep.Results)
+		fmt.Fprintf(stdout, "%s: results of stage %s (made %s)\n", dag, stage, rep.Manifest.Created.UTC().Format("2006-01-02 15:04 UTC"))
+		main, sweeps := splitSweepRows(rep.Results)
+		err = writeResultsTable(stdout, main)
+		if err == nil {
+			err = writeSweepTables(stdout, sweeps)
+		}
 	case "csv":
 		err = writeResultsCSV(stdout, rep.Results)
 	case "json":
@@ -140,6 +154,173 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 		}
 	}
 	return nil
+}
+
+// loadReportByKey finds the report stage's results for the DAG file's setting with the
+// overrides sets: it compiles the plan as `pipe run` would, walks it as `pipe status` does
+// (stored manifests give each instance's output digests, hence the next one's key), and
+// reads the report instance's manifest by key. Heads are not used: they name the latest
+// run, which may have had other settings.
+func loadReportByKey(ctx context.Context, st artifacts.Store, dagPath, dag, stage string, sets []string) (*stages.ReportTables, error) {
+	plan, err := loadPlan(dagPath, sets)
+	if err != nil {
+		return nil, err
+	}
+	sts, err := pipeline.Status(ctx, plan, pipeline.Options{Store: st})
+	if err != nil {
+		return nil, err
+	}
+	runCmd := withSets("pipe run "+dagPath, sets)
+	var firstErr string
+	for _, s := range sts {
+		if s.State == pipeline.Errored && firstErr == "" {
+			firstErr = s.Instance.ID() + ": " + s.Reason
+		}
+		if s.Instance.Stage != stage {
+			continue
+		}
+		if s.State != pipeline.Fresh {
+			why := s.Reason
+			if firstErr != "" {
+				why = firstErr
+			}
+			return nil, exitCodeError{exitFailed, fmt.Errorf("%s: stage %s not run for this setting (%s %s): run `%s`", dag, stage, s.State, why, runCmd)}
+		}
+		m, err := st.Manifest(ctx, s.Key)
+		if err != nil {
+			return nil, fmt.Errorf("DAG %s stage %s: manifest %s: %w", dag, stage, s.Key, err)
+		}
+		return stages.LoadReportManifest(ctx, st, dag, stage, m)
+	}
+	return nil, fmt.Errorf("%s: no instance of stage %s in the plan", dagPath, stage)
+}
+
+// splitSweepRows separates the report's sweep rows (setting "... sweep=T T=5 C=mean") from
+// the others, grouping them by swept key in order of appearance.
+func splitSweepRows(rows []stages.ReportResult) (main []stages.ReportResult, sweeps map[string][]stages.ReportResult) {
+	sweeps = map[string][]stages.ReportResult{}
+	for _, r := range rows {
+		v := sweepKey(r.Setting)
+		if v == "" {
+			main = append(main, r)
+			continue
+		}
+		sweeps[v] = append(sweeps[v], r)
+	}
+	return main, sweeps
+}
+
+// sweepKey returns the swept key of a sweep row's setting ("T" for "sweep=T T=5 C=mean"),
+// or "".
+func sweepKey(setting string) string {
+	for _, w := range strings.Fields(setting) {
+		if v, ok := strings.CutPrefix(w, stages.SettingSweep); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// sweepValue returns the value of key in a sweep row's setting and the setting's other
+// words (without the sweep marker and the "X=mean" words), which name the rest of the setting.
+func sweepValue(setting, key string) (value, rest string) {
+	var others []string
+	for _, w := range strings.Fields(setting) {
+		name, x, ok := strings.Cut(w, "=")
+		switch {
+		case strings.HasPrefix(w, stages.SettingSweep):
+		case ok && name == key:
+			value = x
+		case ok && x == "mean":
+		default:
+			others = append(others, w)
+		}
+	}
+	return value, strings.Join(others, " ")
+}
+
+// lessValue orders matrix values numerically when both are numbers, else as strings.
+func lessValue(a, b string) bool {
+	x, errA := strconv.ParseFloat(a, 64)
+	y, errB := strconv.ParseFloat(b, 64)
+	if errA == nil && errB == nil {
+		return x < y
+	}
+	return a < b
+}
+
+// writeSweepTables prints, per swept key and metric, a table of its values (rows) by method
+// (columns), each cell the mean ± std over the other swept keys' values (seeds averaged
+// first): the paper's sensitivity figure as numbers.
+func writeSweepTables(w io.Writer, sweeps map[string][]stages.ReportResult) error {
+	for _, key := range reportSortedSet(boolSet(sweeps)) {
+		rows := sweeps[key]
+		metrics, methods := map[string]bool{}, map[string]bool{}
+		others := map[string]bool{}
+		for _, r := range rows {
+			metrics[r.Metric], methods[r.Method] = true, true
+			for _, wd := range strings.Fields(r.Setting) {
+				if name, x, ok := strings.Cut(wd, "="); ok && x == "mean" {
+					others[name] = true
+				}
+			}
+		}
+		meths := reportSortedSet(methods)
+		over := append(reportSortedSet(others), "seeds")
+		for _, met := range reportSortedSet(metrics) {
+			type rk struct{ rest, value string }
+			cells := map[rk]map[string]stages.ReportResult{}
+			var keys []rk
+			for _, r := range rows {
+				if r.Metric != met {
+					continue
+				}
+				v, rest := sweepValue(r.Setting, key)
+				k := rk{rest, v}
+				if cells[k] == nil {
+					cells[k] = map[string]stages.ReportResult{}
+					keys = append(keys, k)
+				}
+				cells[k][r.Method] = r
+			}
+			sort.SliceStable(keys, func(i, j int) bool {
+				if keys[i].rest != keys[j].rest {
+					return keys[i].rest < keys[j].rest
+				}
+				return lessValue(keys[i].value, keys[j].value)
+			})
+			fmt.Fprintf(w, "\n%s by %s (mean ± std over %s)\n", strings.ToUpper(met), key, strings.Join(over, ", "))
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "setting\t%s\t%s\n", key, strings.Join(meths, "\t"))
+			for _, k := range keys {
+				var cols []string
+				for _, m := range meths {
+					if r, ok := cells[k][m]; ok {
+						cols = append(cols, fmt.Sprintf("%.3f ± %.3f", r.Mean, r.Std))
+					} else {
+						cols = append(cols, "-")
+					}
+				}
+				rest := k.rest
+				if rest == "" {
+					rest = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", rest, k.value, strings.Join(cols, "\t"))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func boolSet[V any](m map[string]V) map[string]bool {
+	out := map[string]bool{}
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 // settingMean is the pseudo setting of the report stage's mean-over-seen-classes rows.
@@ -298,8 +479,96 @@ func writeReportPlots(dir string, rep *stages.ReportTables) ([]string, error) {
 		}
 		files = append(files, fs...)
 	}
+	if _, sweeps := splitSweepRows(rep.Results); len(sweeps) > 0 {
+		fs, err := writeSweepPlots(dir, sweeps)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, fs...)
+	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("--plots: the report holds no ROC points or training logs to plot")
+	}
+	return files, nil
+}
+
+// writeSweepPlots writes, per swept key and setting rest, the AUROC (mean over the other
+// swept keys) against the key's values, one line per method: the paper's sensitivity
+// figure. Non-numeric values are placed at 0, 1, 2, ... in order.
+func writeSweepPlots(dir string, sweeps map[string][]stages.ReportResult) ([]string, error) {
+	var files []string
+	for _, key := range reportSortedSet(boolSet(sweeps)) {
+		type line struct{ rest, method string }
+		pts := map[line][][2]string{}
+		var lines []line
+		values := map[string]bool{}
+		for _, r := range sweeps[key] {
+			if r.Metric != "auroc" {
+				continue
+			}
+			v, rest := sweepValue(r.Setting, key)
+			l := line{rest, r.Method}
+			if _, ok := pts[l]; !ok {
+				lines = append(lines, l)
+			}
+			pts[l] = append(pts[l], [2]string{v, strconv.FormatFloat(r.Mean, 'g', -1, 64)})
+			values[v] = true
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		vals := reportSortedSet(values)
+		sort.SliceStable(vals, func(i, j int) bool { return lessValue(vals[i], vals[j]) })
+		numeric := true
+		for _, v := range vals {
+			if _, err := strconv.ParseFloat(v, 64); err != nil {
+				numeric = false
+			}
+		}
+		x := func(v string) float64 {
+			if numeric {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+			return float64(slices.Index(vals, v))
+		}
+		sort.SliceStable(lines, func(i, j int) bool {
+			if lines[i].rest != lines[j].rest {
+				return lines[i].rest < lines[j].rest
+			}
+			return lines[i].method < lines[j].method
+		})
+		p := plot.New()
+		p.Title.Text = "AUROC by " + key
+		p.X.Label.Text = key
+		p.Y.Label.Text = "AUROC (mean over the other swept values and seeds)"
+		p.Legend.Top = false
+		p.Legend.Left = false
+		for i, l := range lines {
+			var xy plotter.XYs
+			for _, pt := range pts[l] {
+				y, _ := strconv.ParseFloat(pt[1], 64)
+				xy = append(xy, plotter.XY{X: x(pt[0]), Y: y})
+			}
+			sort.Slice(xy, func(a, b int) bool { return xy[a].X < xy[b].X })
+			lp, sc, err := plotter.NewLinePoints(xy)
+			if err != nil {
+				return nil, err
+			}
+			lp.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+			lp.Width = vg.Points(1.2)
+			p.Add(lp, sc)
+			label := l.method
+			if l.rest != "" {
+				label = l.rest + " " + l.method
+			}
+			p.Legend.Add(label, lp, sc)
+		}
+		name := filepath.Join(dir, reportPlotName("sweep", key))
+		if err := p.Save(5*vg.Inch, 4*vg.Inch, name); err != nil {
+			return nil, err
+		}
+		files = append(files, name)
 	}
 	return files, nil
 }

@@ -81,6 +81,9 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if err != nil {
 		return err
 	}
+	if err := pipeline.Preflight(plan); err != nil {
+		return err
+	}
 	stageNames := map[string]bool{}
 	for _, in := range plan.Instances {
 		stageNames[in.Stage] = true

@@ -51,6 +51,9 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	if err != nil {
 		return err
 	}
+	if err := pipeline.Preflight(plan); err != nil {
+		return err
+	}
 	store, err := g.openStoreRead()
 	if err != nil {
 		return err

@@ -31,6 +31,17 @@ type Params struct {
 	SleepMS int `json:"sleep_ms"`
 	// Fail makes the stage fail.
 	Fail bool `json:"fail"`
+	// Input names a file the stage reads (an outside input, checked by preflight); its size
+	// is added to the output values. Omitted from the key when empty.
+	Input string `json:"input,omitempty"`
+}
+
+// ExternalPaths implements kind.Externals.
+func (p *Params) ExternalPaths() []kind.ExternalPath {
+	if p.Input == "" {
+		return nil
+	}
+	return []kind.ExternalPath{{Param: "input", Path: p.Input}}
 }
 
 // Validate checks the params.
@@ -85,13 +96,21 @@ func run(ctx context.Context, env *kind.Env) error {
 	if p.Fail {
 		return errors.New("failing as asked (fail: true)")
 	}
+	offset := p.Offset
+	if p.Input != "" {
+		st, err := os.Stat(p.Input)
+		if err != nil {
+			return err
+		}
+		offset += float64(st.Size())
+	}
 	var values []float64
 	if len(env.Inputs) == 0 {
 		for i := 0; i < p.N; i++ {
-			values = append(values, float64(i)+p.Offset)
+			values = append(values, float64(i)+offset)
 		}
 	} else {
-		total := p.Offset
+		total := offset
 		for _, in := range env.Inputs {
 			rec, err := in.Open(ctx, "out")
 			if err != nil {
