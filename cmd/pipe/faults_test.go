@@ -66,13 +66,26 @@ func newFaultStore(t *testing.T, store string) *faultStore {
 }
 
 // pipe runs pipe on the store and returns its stdout and stderr together, and its exit code.
+// commandLimit bounds one pipe command of a fault test; each takes well under a second, and
+// the longest wait in the store is its 30 s lock wait.
+const commandLimit = 2 * time.Minute
+
 func (f *faultStore) pipe(args ...string) (string, int) {
 	f.t.Helper()
 	cmd := exec.Command(f.bin, append([]string{"--store", f.store}, args...)...)
 	cmd.Dir = f.dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	// A command that hangs is a bug to diagnose, not a test to wait out: after commandLimit,
+	// SIGQUIT makes the Go runtime print every goroutine's stack into out and exit 2.
+	hung := time.AfterFunc(commandLimit, func() { _ = cmd.Process.Signal(syscall.SIGQUIT) })
+	err := cmd.Wait()
+	if !hung.Stop() {
+		f.t.Fatalf("pipe %s hung for %v; its goroutines:\n%s", strings.Join(args, " "), commandLimit, out.String())
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		return out.String(), ee.ExitCode()
 	} else if err != nil {
