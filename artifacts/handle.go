@@ -80,7 +80,12 @@ func (s *Badger) acquire(ctx context.Context, write bool) (*badger.DB, func(), e
 	defer s.mu.Unlock()
 	if write {
 		s.writersWaiting++
-		defer func() { s.writersWaiting-- }()
+		// Readers of this process wait while a writer waits (see below); wake them when this
+		// writer stops waiting, also when its open fails, or they would wait forever.
+		defer func() {
+			s.writersWaiting--
+			s.cond.Broadcast()
+		}()
 	}
 	for {
 		if s.closed {
