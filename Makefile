@@ -40,14 +40,17 @@ test: modules
 # It also runs each fuzz target for FUZZTIME (what reads outside bytes: DAG YAML, images,
 # stored Arrow IPC blobs, manifest JSON).
 FUZZTIME ?= 20s
+# Minimising a new interesting input may take 60 s by default and stalls the run meanwhile
+# (0 execs/s): within a 20 s budget it would take the whole run, so keep it short.
+FUZZMINIMIZE ?= 2s
 integration: modules
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
-	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./pipeline/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ahl/imgs/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIPC$$' -fuzztime $(FUZZTIME) ./artifacts/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) ./artifacts/
-	$(GO) test -run '^$$' -fuzz '^FuzzTableReader$$' -fuzztime $(FUZZTIME) ./artifacts/
-	$(GO) test -run '^$$' -fuzz '^FuzzParsePyTorch$$' -fuzztime $(FUZZTIME) ./ahl/backbone/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./pipeline/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ahl/imgs/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIPC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzTableReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./artifacts/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePyTorch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ahl/backbone/
 
 # The demo: the AHL DAG on the embedded Fashion-MNIST subset, then its results table. The
 # store is .pipe/store; run `make demo` again to see every stage cached.
