@@ -253,3 +253,21 @@ func ReadTensors(rec arrow.RecordBatch) ([]Tensor, error) {
 	}
 	return out, nil
 }
+
+// WithMetadata returns rec with the schema metadata kv added (replacing equal keys); it takes
+// ownership of rec and shares its columns.
+func WithMetadata(rec arrow.RecordBatch, kv map[string]string) arrow.RecordBatch {
+	old := rec.Schema().Metadata()
+	merged := map[string]string{}
+	for i, k := range old.Keys() {
+		merged[k] = old.Values()[i]
+	}
+	for k, v := range kv {
+		merged[k] = v
+	}
+	md := arrow.MetadataFrom(merged)
+	schema := arrow.NewSchema(rec.Schema().Fields(), &md)
+	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
+	rec.Release()
+	return out
+}

@@ -4,9 +4,9 @@ import (
 	"context"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/pipe-ahl/pipe/ahl/hadg"
+	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
@@ -46,22 +46,9 @@ func schemaMeta(rec arrow.RecordBatch, key string) string {
 	return ""
 }
 
-// withMeta returns rec with the schema metadata kv added (replacing equal keys); it takes
-// ownership of rec.
+// withMeta returns rec with the schema metadata kv added; it takes ownership of rec.
 func withMeta(rec arrow.RecordBatch, kv map[string]string) arrow.RecordBatch {
-	old := rec.Schema().Metadata()
-	merged := map[string]string{}
-	for i, k := range old.Keys() {
-		merged[k] = old.Values()[i]
-	}
-	for k, v := range kv {
-		merged[k] = v
-	}
-	md := arrow.MetadataFrom(merged)
-	schema := arrow.NewSchema(rec.Schema().Fields(), &md)
-	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
-	rec.Release()
-	return out
+	return artifacts.WithMetadata(rec, kv)
 }
 
 // methodLabel names the method of a table from the metadata the train stage attached to its

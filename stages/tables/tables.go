@@ -20,7 +20,6 @@ import (
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
@@ -136,22 +135,9 @@ func metaOf(rec arrow.RecordBatch) Meta {
 	return out
 }
 
-// withMeta returns rec with the schema metadata kv added (replacing equal keys); it takes
-// ownership of rec.
+// withMeta returns rec with the schema metadata kv added; it takes ownership of rec.
 func withMeta(rec arrow.RecordBatch, kv Meta) arrow.RecordBatch {
-	old := rec.Schema().Metadata()
-	merged := map[string]string{}
-	for i, k := range old.Keys() {
-		merged[k] = old.Values()[i]
-	}
-	for k, v := range kv {
-		merged[k] = v
-	}
-	md := arrow.MetadataFrom(merged)
-	schema := arrow.NewSchema(rec.Schema().Fields(), &md)
-	out := array.NewRecordBatch(schema, rec.Columns(), rec.NumRows())
-	rec.Release()
-	return out
+	return artifacts.WithMetadata(rec, kv)
 }
 
 // output builds a table from cols, adds meta and hands it to env under name.
