@@ -16,22 +16,11 @@ import (
 // checksum before decoding, so only bytes pipe wrote itself reach DecodeIPC, and stages run
 // under a recover.
 func FuzzDecodeIPC(f *testing.F) {
-	for _, cols := range [][]Col{
+	addTableSeeds(f, [][]Col{
 		{Float64s("value", []float64{1, 2, 3})},
 		{Strings("id", []string{"a", "bb"}), Int64s("n", []int64{7, 8})},
 		{Float32Lists("features", [][]float32{{1, 2}, {3}})},
-	} {
-		rec, err := NewTable(cols...)
-		if err != nil {
-			f.Fatal(err)
-		}
-		b, err := EncodeIPC(rec)
-		rec.Release()
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := DecodeIPC(b)
 		if err != nil {
@@ -77,22 +66,11 @@ func FuzzDecodeManifest(f *testing.F) {
 // FuzzTableReader checks that no bytes make NewTableReader or its column reads panic or
 // allocate beyond the stream's size: every read is bounded by the blob.
 func FuzzTableReader(f *testing.F) {
-	for _, cols := range [][]Col{
+	addTableSeeds(f, [][]Col{
 		{Float64s("value", []float64{1, 2, 3})},
 		{Strings("id", []string{"a", "bb"}), Int64s("n", []int64{7, 8}), Binaries("b", [][]byte{{1}, {2, 3}})},
 		{Float32Lists("features", [][]float32{{1, 2}, {3}}), Int64Lists("shape", [][]int64{{1}, {2, 3}})},
-	} {
-		rec, err := NewTable(cols...)
-		if err != nil {
-			f.Fatal(err)
-		}
-		b, err := EncodeIPC(rec)
-		rec.Release()
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ctx := context.Background()
 		tr, err := NewTableReader(ctx, BytesBlob(b))
@@ -121,4 +99,21 @@ func FuzzTableReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// addTableSeeds adds the Arrow IPC bytes of one table per entry of tables to f's corpus.
+func addTableSeeds(f *testing.F, tables [][]Col) {
+	f.Helper()
+	for _, cols := range tables {
+		rec, err := NewTable(cols...)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := EncodeIPC(rec)
+		rec.Release()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }
