@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
@@ -48,6 +49,7 @@ type Remote struct {
 	url    string // the URL as given, without any user info, for messages
 
 	blobsUp, blobsDown, bytesUp, bytesDown, manifestsUp, manifestsDown atomic.Int64
+	pushNanos, pullNanos                                               atomic.Int64
 }
 
 // Stats counts what a Remote moved since it was opened.
@@ -58,6 +60,9 @@ type Stats struct {
 	BlobsPushed, BlobsPulled int64
 	// BytesPushed and BytesPulled count the blobs' bytes moved.
 	BytesPushed, BytesPulled int64
+	// PushSeconds and PullSeconds sum the time spent in Push and Pull (calls that overlap
+	// each count in full).
+	PushSeconds, PullSeconds float64
 }
 
 // Error is a failure to reach or use the remote (as opposed to an object being absent or
@@ -169,7 +174,14 @@ func (r *Remote) Close() error {
 func (r *Remote) Stats() Stats {
 	return Stats{ManifestsPushed: r.manifestsUp.Load(), ManifestsPulled: r.manifestsDown.Load(),
 		BlobsPushed: r.blobsUp.Load(), BlobsPulled: r.blobsDown.Load(),
-		BytesPushed: r.bytesUp.Load(), BytesPulled: r.bytesDown.Load()}
+		BytesPushed: r.bytesUp.Load(), BytesPulled: r.bytesDown.Load(),
+		PushSeconds: float64(r.pushNanos.Load()) / 1e9, PullSeconds: float64(r.pullNanos.Load()) / 1e9}
+}
+
+// timed adds the time until the returned func is called to n.
+func (r *Remote) timed(n *atomic.Int64) func() {
+	start := time.Now()
+	return func() { n.Add(int64(time.Since(start))) }
 }
 
 func (r *Remote) fail(op string, err error) error {
@@ -235,6 +247,7 @@ func (r *Remote) HasManifest(ctx context.Context, key string) (bool, error) {
 // absent is an error wrapping artifacts.ErrNotFound; one whose bytes do not match its digest
 // wraps artifacts.ErrCorrupt, and nothing of m is stored locally.
 func (r *Remote) Pull(ctx context.Context, local artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
+	defer r.timed(&r.pullNanos)()
 	for _, name := range sortedKeys(m.Outputs) {
 		o := m.Outputs[name]
 		err := local.VerifyBlob(ctx, o.Digest)
@@ -292,6 +305,7 @@ func (r *Remote) readBlob(ctx context.Context, o artifacts.Output) ([]byte, erro
 // streamed (one chunk in memory at a time) and checked against their digest on the way; a
 // blob already present with the right size is not written again.
 func (r *Remote) Push(ctx context.Context, local artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
+	defer r.timed(&r.pushNanos)()
 	if err := validKey(m.Key); err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -118,7 +117,6 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if rem != nil {
 		defer func() { _ = rem.Close() }() // a bucket handle: every write was closed already
 	}
-	start, before := time.Now(), remote.Stats{}
 
 	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
@@ -130,7 +128,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 	h.summary(rep)
 	if rem != nil && !opts.DryRun {
-		transferLine(g.Stderr, rem, before, start)
+		transferLine(g.Stderr, rem, remote.Stats{})
 	}
 	if opts.JSON {
 		out := runJSON{RunID: rep.RunID, DAG: rep.DAG, Status: rep.Status, Metrics: metrics(context.WithoutCancel(ctx), store, rep)}
