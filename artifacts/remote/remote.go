@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,9 @@ type Remote struct {
 
 	blobsUp, blobsDown, bytesUp, bytesDown, manifestsUp, manifestsDown atomic.Int64
 	pushNanos, pullNanos                                               atomic.Int64
+
+	pullMu  sync.Mutex
+	pulling map[artifacts.Digest]chan struct{} // closed when the pull of that blob ends
 }
 
 // Stats counts what a Remote moved since it was opened.
@@ -249,28 +253,61 @@ func (r *Remote) HasManifest(ctx context.Context, key string) (bool, error) {
 func (r *Remote) Pull(ctx context.Context, local artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
 	defer r.timed(&r.pullNanos)()
 	for _, name := range sortedKeys(m.Outputs) {
-		o := m.Outputs[name]
-		err := local.VerifyBlob(ctx, o.Digest)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, artifacts.ErrNotFound) && !errors.Is(err, artifacts.ErrCorrupt) {
-			return err
-		}
-		data, err := r.readBlob(ctx, o)
-		if err != nil {
+		if err := r.pullBlob(ctx, local, m.Outputs[name]); err != nil {
 			return fmt.Errorf("pull output %q of %s: %w", name, m.Key, err)
 		}
-		if _, err := local.PutBlob(ctx, data); err != nil {
-			return fmt.Errorf("pull output %q of %s: %w", name, m.Key, err)
-		}
-		r.blobsDown.Add(1)
-		r.bytesDown.Add(int64(len(data)))
 	}
 	if err := local.PutManifest(ctx, m, heads...); err != nil {
 		return err
 	}
 	r.manifestsDown.Add(1)
+	return nil
+}
+
+// pullBlob copies one blob into local unless local holds it intact. Concurrent pulls of one
+// digest (instances that share an output) wait for the first instead of reading it again.
+func (r *Remote) pullBlob(ctx context.Context, local artifacts.Store, o artifacts.Output) error {
+	for {
+		r.pullMu.Lock()
+		wait, busy := r.pulling[o.Digest]
+		if !busy {
+			if r.pulling == nil {
+				r.pulling = map[artifacts.Digest]chan struct{}{}
+			}
+			r.pulling[o.Digest] = make(chan struct{})
+		}
+		r.pullMu.Unlock()
+		if !busy {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() {
+		r.pullMu.Lock()
+		close(r.pulling[o.Digest])
+		delete(r.pulling, o.Digest)
+		r.pullMu.Unlock()
+	}()
+	err := local.VerifyBlob(ctx, o.Digest)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, artifacts.ErrNotFound) && !errors.Is(err, artifacts.ErrCorrupt) {
+		return err
+	}
+	data, err := r.readBlob(ctx, o)
+	if err != nil {
+		return err
+	}
+	if _, err := local.PutBlob(ctx, data); err != nil {
+		return err
+	}
+	r.blobsDown.Add(1)
+	r.bytesDown.Add(int64(len(data)))
 	return nil
 }
 
