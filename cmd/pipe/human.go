@@ -28,8 +28,8 @@ type humanOutput struct {
 	// statusWidth is the width of the status column: wider with a remote, whose pulled
 	// instances are "cached (remote)".
 	statusWidth int
-	mu       sync.Mutex
-	bars     map[*pipeline.Instance]*progressbar.ProgressBar
+	mu          sync.Mutex
+	bars        map[*pipeline.Instance]*progressbar.ProgressBar
 	// errs counts the failed instances by stage and error text: an error that several
 	// instances of a stage share is printed once, with the count at the end.
 	errs     map[string]int
