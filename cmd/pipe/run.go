@@ -100,10 +100,18 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	defer closeStore(store, &err) // the run wrote its outputs
 
 	h := newHumanOutput(g.Stderr, plan)
-	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
+	popts := pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
 		Log: h, OnResult: h.result, Progress: h.progress,
-	})
+	}
+	finishProfile, err := profileStages(&popts) // $PIPE_STAGE_MEM, for benchmarks
+	if err != nil {
+		return err
+	}
+	rep, runErr := pipeline.Run(ctx, plan, popts)
+	if err := finishProfile(); err != nil {
+		return err
+	}
 	if rep == nil {
 		return runErr
 	}
