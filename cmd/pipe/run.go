@@ -99,6 +99,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 	defer closeStore(store, &err) // the run wrote its outputs
 
+	limitMemory()
 	h := newHumanOutput(g.Stderr, plan)
 	popts := pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
