@@ -64,7 +64,7 @@ demo: build
 # with each stage instance's wall and CPU time and peak private and total RSS as a table on
 # stdout (minutes; skipped with a message without ../shared/data/elpv). Its build tag keeps
 # it out of `make test`. PIPE_BENCH_DAG=dags/elpv_hard.yaml PIPE_BENCH_SEEDS=[0,1,2] choose
-# another DAG and seeds.
+# another DAG and seeds. scripts/bench-torch compares resnet18 with Debian's PyTorch.
 BENCH   ?= .
 bench: modules
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count 5 -timeout 60m $(PKGS)
