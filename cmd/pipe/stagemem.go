@@ -42,6 +42,7 @@ type stageMem struct {
 	anon    int64 // peaks of the current period, KiB
 	rss     int64
 	outside stageMemRow
+	pending map[string]stageMemRow // ended periods of instances whose result is not yet in
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -72,7 +73,7 @@ func startStageMem(jobs int) (*stageMem, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("%s: %w", stageMemEnv, err)
 	}
-	p := &stageMem{out: f, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &stageMem{out: f, pending: map[string]stageMemRow{}, stop: make(chan struct{}), done: make(chan struct{})}
 	p.begin("")
 	go p.sample()
 	return p, nil
@@ -141,19 +142,32 @@ func (p *stageMem) end() stageMemRow {
 }
 
 // onStart is pipeline.Options.OnStart: the period outside stages ends, the instance's begins.
+// The runner frees its slot before it reports the result, so the next instance may start
+// before the previous one's onResult: that one's period ends here and its line waits for
+// its status in pending.
 func (p *stageMem) onStart(in *pipeline.Instance) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.addOutside(p.end())
+	if p.cur != "" {
+		p.pending[p.cur] = p.end()
+	} else {
+		p.addOutside(p.end())
+	}
 	p.begin(in.ID())
 }
 
-// onResult closes the instance's period when the result is that of the running instance
-// (cached and skipped instances never started).
+// onResult closes the instance's period when the result is that of the running instance, or
+// writes its line when its period already ended (cached and skipped instances never started).
 func (p *stageMem) onResult(r *pipeline.Result) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cur == "" || r.Instance.ID() != p.cur {
+	id := r.Instance.ID()
+	if row, ok := p.pending[id]; ok {
+		delete(p.pending, id)
+		p.write(id, r.Status, row)
+		return
+	}
+	if p.cur == "" || id != p.cur {
 		return
 	}
 	p.write(p.cur, r.Status, p.end())
