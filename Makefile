@@ -77,6 +77,7 @@ bench-dag: modules
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags benchdag ./cmd/pipe
 	$(GOLANGCI) run $(PKGS)
 
 clean:

@@ -102,7 +102,7 @@ func readStageMem(path string) ([]stageMemLine, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	var rows []stageMemLine
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
