@@ -315,7 +315,7 @@ func (s *Badger) PutBlob(ctx context.Context, data []byte) (Digest, error) {
 		return "", err
 	}
 	defer release()
-	err = db.View(func(txn *badger.Txn) error { return verifyBlob(ctx, txn, d) })
+	err = db.View(func(txn *badger.Txn) error { return verifyBlob(ctx, txn, d, s.mem == nil) })
 	switch {
 	case err == nil:
 		return d, nil
@@ -418,7 +418,7 @@ func (s *Badger) Blob(ctx context.Context, d Digest) ([]byte, error) {
 			}
 			lo := i * m.ChunkSize
 			hi := min(lo+m.ChunkSize, len(out))
-			if err := readChunk(txn, d, m, i, func(v []byte) { copy(out[lo:hi], v) }); err != nil {
+			if err := readChunk(txn, d, m, i, s.mem == nil, func(v []byte) { copy(out[lo:hi], v) }); err != nil {
 				return err
 			}
 		}
@@ -434,8 +434,11 @@ func (s *Badger) Blob(ctx context.Context, d Digest) ([]byte, error) {
 }
 
 // readChunk checks chunk i of blob d (size, and CRC-32C when the meta has one) and hands
-// its bytes to use, which must not keep them.
-func readChunk(txn *badger.Txn, d Digest, m blobMeta, i int, use func(v []byte)) error {
+// its bytes to use, which must not keep them. With mapped (a store on disk, not in memory),
+// a chunk of at least valueThreshold bytes lies in Badger's memory-mapped value log, and
+// its pages are advised away after use (dropPages), so that reading a blob leaves only
+// what the caller copied resident.
+func readChunk(txn *badger.Txn, d Digest, m blobMeta, i int, mapped bool, use func(v []byte)) error {
 	item, err := txn.Get(chunkKey(d, i))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return corruptf(d, "chunk %d of %d is missing", i, m.Chunks)
@@ -455,6 +458,9 @@ func readChunk(txn *badger.Txn, d Digest, m blobMeta, i int, use func(v []byte))
 			return corruptf(d, "chunk %d of %d fails its checksum", i, m.Chunks)
 		}
 		use(v)
+		if mapped && len(v) >= valueThreshold {
+			dropPages(v)
+		}
 		return nil
 	})
 }
@@ -465,10 +471,11 @@ func (s *Badger) VerifyBlob(ctx context.Context, d Digest) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	return s.view(ctx, func(txn *badger.Txn) error { return verifyBlob(ctx, txn, d) })
+	return s.view(ctx, func(txn *badger.Txn) error { return verifyBlob(ctx, txn, d, s.mem == nil) })
 }
 
-func verifyBlob(ctx context.Context, txn *badger.Txn, d Digest) error {
+// verifyBlob checks blob d in txn; mapped is readChunk's.
+func verifyBlob(ctx context.Context, txn *badger.Txn, d Digest, mapped bool) error {
 	m, err := getMeta(txn, d)
 	if err != nil {
 		return err
@@ -481,7 +488,7 @@ func verifyBlob(ctx context.Context, txn *badger.Txn, d Digest) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := readChunk(txn, d, m, i, func(v []byte) {
+		if err := readChunk(txn, d, m, i, mapped, func(v []byte) {
 			if h != nil {
 				h.Write(v)
 			}

@@ -135,7 +135,7 @@ func (r *BlobReader) ReadAt(ctx context.Context, p []byte, off int64) error {
 				lo, hi := int64(j)*cs, min(int64(j+1)*cs, r.meta.Size)
 				whole := off <= lo && off+n >= hi
 				r.fetched++
-				err := readChunk(txn, r.d, r.meta, j, func(v []byte) {
+				err := readChunk(txn, r.d, r.meta, j, r.s.mem == nil, func(v []byte) {
 					if whole {
 						r.copyOut(p, off, j, v)
 						return

@@ -399,6 +399,10 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 	start := time.Now()
 	outs, err := r.exec(ctx, in)
 	res.Seconds = time.Since(start).Seconds()
+	// Give the instance's garbage back to the OS now (a GC, tens of milliseconds), so that
+	// a long run's resident memory is its largest instance, not that plus the garbage of
+	// the one before.
+	debug.FreeOSMemory()
 	if ctx.Err() != nil {
 		res.Status, res.Reason = Skipped, "interrupted"
 		return res

@@ -287,11 +287,11 @@ func loadSource(dir string, s int) ([]imgs.Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("source: %w", err)
 		}
-		img, err := imgs.Decode(data)
+		ims, err := imgs.DecodeResized(data, imgs.Size{H: s, W: s}) // = Resize(Decode(data))
 		if err != nil {
 			return nil, fmt.Errorf("source image %s: %w", filepath.Join(dir, f), err)
 		}
-		out[i] = imgs.Resize(img, s, s)
+		out[i] = ims[0]
 	}
 	return out, nil
 }

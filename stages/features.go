@@ -148,26 +148,18 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	}
 	defer images.Close()
 	ids, split, label := images.IDs, images.Split, images.Label
-	// decode returns image i at full size, or resized to each of sizes while it is decoded
-	// (bit for bit Resize(Decode(b)), without the full-size float image of a large photo).
-	decode := func(i int, sizes ...imgs.Size) (imgs.Image, error) {
+	// decode returns image i resized to each of sizes while it is decoded (bit for bit
+	// Resize(Decode(b)), without the full-size float image of a large photo).
+	decode := func(i int, sizes ...imgs.Size) ([]imgs.Image, error) {
 		b, err := images.Bytes(ctx, i)
 		if err != nil {
-			return imgs.Image{}, err
+			return nil, err
 		}
-		var im imgs.Image
-		if len(sizes) == 0 {
-			im, err = imgs.Decode(b)
-		} else {
-			var ims []imgs.Image
-			if ims, err = imgs.DecodeResized(b, sizes...); err == nil {
-				im = ims[0]
-			}
-		}
+		ims, err := imgs.DecodeResized(b, sizes...)
 		if err != nil {
-			return imgs.Image{}, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
+			return nil, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
 		}
-		return im, nil
+		return ims, nil
 	}
 
 	var trainSteps int
@@ -192,10 +184,11 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			if split[i] != "train" {
 				continue
 			}
-			im, err := decode(i, imgs.Size{H: p.Size, W: p.Size})
+			ims, err := decode(i, imgs.Size{H: p.Size, W: p.Size})
 			if err != nil {
 				return err
 			}
+			im := ims[0]
 			if label[i] == 0 {
 				normals = append(normals, im)
 			} else {
@@ -225,15 +218,17 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	rows := tables.MapWriter{Images: len(ids)}
 	for c := 0; c < chunks; c++ {
 		lo, hi := c*len(ids)/chunks, (c+1)*len(ids)/chunks
-		batch := make([]imgs.Image, 0, hi-lo)
+		// Each image is resized to both scales while it is decoded (the same values as the
+		// backbone resampling the full-size image, without holding it).
+		scale0, scale1 := make([]imgs.Image, 0, hi-lo), make([]imgs.Image, 0, hi-lo)
 		for i := lo; i < hi; i++ {
-			im, err := decode(i)
+			ims, err := decode(i, imgs.Size{H: p.Size, W: p.Size}, imgs.Size{H: p.Size / 2, W: p.Size / 2})
 			if err != nil {
 				return err
 			}
-			batch = append(batch, im)
+			scale0, scale1 = append(scale0, ims[0]), append(scale1, ims[1])
 		}
-		ms, err := bb.Extract(ctx, batch)
+		ms, err := backbone.ExtractSized(ctx, bb, scale0, scale1)
 		if err != nil {
 			return err
 		}
@@ -249,7 +244,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 }
 
 // extractionImages is how many images are decoded and extracted at once: enough to fill the
-// backbone's batches, few enough that decoded full-size images (MVTec: 12 MB each) stay small.
+// backbone's batches, few enough that their images, decoded at both scales, stay small.
 const extractionImages = 32
 
 // extractionChunks splits n images into chunks of at most extractionImages.

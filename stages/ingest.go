@@ -177,7 +177,8 @@ func runIngest(ctx context.Context, env *kind.Env) error {
 }
 
 // readImages reads the bytes of every item and decodes them once, in parallel, to catch
-// corrupt files here rather than in a later stage.
+// corrupt and oversized files here rather than in a later stage (imgs.Check: without the
+// float image, so a huge photo costs only its decoder's 8-bit image).
 func readImages(ctx context.Context, env *kind.Env, pool dataset.Pool, items []dataset.Item) ([][]byte, error) {
 	data := make([][]byte, len(items))
 	errs := make([]error, len(items))
@@ -192,7 +193,7 @@ func readImages(ctx context.Context, env *kind.Env, pool dataset.Pool, items []d
 			for i := range next {
 				b, err := pool.Read(items[i].ID)
 				if err == nil {
-					_, err = imgs.Decode(b)
+					err = imgs.Check(b)
 				}
 				if err != nil {
 					errs[i] = fmt.Errorf("image %s in %s: %w", items[i].ID, pool.Name, err)

@@ -3,6 +3,8 @@ package stages
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
@@ -152,6 +154,22 @@ func TestIngestDeterministic(t *testing.T) {
 	}
 }
 
+// hugeHeaderPNG returns an 8 x 8 grey PNG whose header is patched to say w x h pixels.
+func hugeHeaderPNG(t *testing.T, w, h uint32) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewGray(image.Rect(0, 0, 8, 8))); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	// IHDR: length (4), "IHDR" (4), width (4), height (4), ..., CRC over type and data.
+	const ihdr = 8
+	binary.BigEndian.PutUint32(data[ihdr+8:], w)
+	binary.BigEndian.PutUint32(data[ihdr+12:], h)
+	binary.BigEndian.PutUint32(data[ihdr+8+13:], crc32.ChecksumIEEE(data[ihdr+4:ihdr+8+13]))
+	return data
+}
+
 func TestIngestErrors(t *testing.T) {
 	root := writeMVTecTree(t, ingestTree)
 	emptyClass := writeMVTecTree(t, map[string]int{"train/good": 3, "test/crack": 2})
@@ -160,6 +178,11 @@ func TestIngestErrors(t *testing.T) {
 	}
 	corrupt := writeMVTecTree(t, ingestTree)
 	if err := os.WriteFile(filepath.Join(corrupt, "test", "hole", "a2.png"), []byte("\x89PNG\r\n\x1a\nbroken"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A PNG whose header says 9000 x 8000 (72 M pixels, over the 8192 x 8192 limit).
+	huge := writeMVTecTree(t, ingestTree)
+	if err := os.WriteFile(filepath.Join(huge, "train", "good", "a3.png"), hugeHeaderPNG(t, 9000, 8000), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(t.TempDir(), "carpet")
@@ -173,6 +196,7 @@ func TestIngestErrors(t *testing.T) {
 		{"M larger than the class", func(p *IngestParams) { p.Protocol, p.SeenClass, p.Anomalies = "hard", "hole", 7 }, []string{"M = 7", "hole", "6 images"}},
 		{"M larger than the pool", func(p *IngestParams) { p.Anomalies = 40 }, []string{"M = 40", "23 anomaly images"}},
 		{"corrupt image", func(p *IngestParams) { p.Root, p.Anomalies = corrupt, 1 }, []string{"test/hole/a2.png", corrupt}},
+		{"image over the pixel limit", func(p *IngestParams) { p.Root = huge }, []string{"train/good/a3.png", "9000x8000", "8192 x 8192"}},
 		{"unknown seen class", func(p *IngestParams) { p.Protocol, p.SeenClass = "hard", "dent" }, []string{`"dent"`, "crack, hole, scratch"}},
 	}
 	for _, c := range cases {

@@ -27,6 +27,26 @@ type Backbone interface {
 	Weights() []Tensor
 }
 
+// ExtractSized is Extract for images the caller has already brought to both scales:
+// scale0[i] is image i at S x S and scale1[i] the same image at S/2 x S/2 (for example
+// imgs.DecodeResized to both sizes, which gives the values Extract's own resampling of the
+// full-size image would, without holding it). An image not at its scale's size is
+// resampled as Extract does. A backbone of another package gets scale0 through Extract.
+func ExtractSized(ctx context.Context, bb Backbone, scale0, scale1 []imgs.Image) ([]fmap.Maps, error) {
+	if len(scale0) != len(scale1) {
+		return nil, fmt.Errorf("backbone: %d images at scale 0 but %d at scale 1", len(scale0), len(scale1))
+	}
+	if se, ok := bb.(sizedExtractor); ok {
+		return se.extractSized(ctx, [2][]imgs.Image{scale0, scale1})
+	}
+	return bb.Extract(ctx, scale0)
+}
+
+// sizedExtractor is implemented by the backbones of this package.
+type sizedExtractor interface {
+	extractSized(ctx context.Context, scales [2][]imgs.Image) ([]fmap.Maps, error)
+}
+
 // Tensor is one named float32 tensor, row-major.
 type Tensor struct {
 	Name   string

@@ -168,7 +168,12 @@ func convNetFromTensors(size int, ts []Tensor) (*ConvNet, error) {
 
 // Extract implements Backbone.
 func (n *ConvNet) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Maps, error) {
-	return extractScales(ctx, images, n.size, n.features)
+	return extractScales(ctx, [2][]imgs.Image{images, images}, n.size, n.features)
+}
+
+// extractSized implements sizedExtractor.
+func (n *ConvNet) extractSized(ctx context.Context, scales [2][]imgs.Image) ([]fmap.Maps, error) {
+	return extractScales(ctx, scales, n.size, n.features)
 }
 
 // features runs the convolutions (not the head) on a prepared batch, handing each

@@ -290,3 +290,58 @@ func TestConvNetBadConfig(t *testing.T) {
 		t.Errorf("no normals: error %v", err)
 	}
 }
+
+// TestExtractSized: extracting images that imgs.DecodeResized brought to both scales gives
+// bit for bit the maps Extract computes from the full-size images (which it resamples
+// itself), for images larger than S, between S/2 and S, and at S.
+func TestExtractSized(t *testing.T) {
+	ctx := context.Background()
+	n, err := newConvNet(16, []int{4, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range n.convs {
+		for j := range n.convs[i].W {
+			n.convs[i].W[j] = float32(rng.NormFloat64() * 0.3)
+		}
+	}
+	var full, s0, s1 []imgs.Image
+	for _, sz := range [][2]int{{37, 50}, {12, 11}, {16, 16}} {
+		im := imgs.NewImage(sz[0], sz[1])
+		for j := range im.Pix {
+			im.Pix[j] = float32(rng.IntN(256)) / 255
+		}
+		png, err := imgs.EncodePNG(im)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := imgs.Decode(png)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := imgs.DecodeResized(png, imgs.Size{H: 16, W: 16}, imgs.Size{H: 8, W: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, s0, s1 = append(full, dec), append(s0, rs[0]), append(s1, rs[1])
+	}
+	want, err := n.Extract(ctx, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ExtractSized(ctx, n, s0, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for scale := range want {
+		for j := range want[scale].Data {
+			if got[scale].Data[j] != want[scale].Data[j] {
+				t.Fatalf("scale %d value %d: ExtractSized %g, Extract %g", scale, j, got[scale].Data[j], want[scale].Data[j])
+			}
+		}
+	}
+	if _, err := ExtractSized(ctx, n, s0, s1[:1]); err == nil {
+		t.Error("ExtractSized with 3 images at scale 0 and 1 at scale 1: no error")
+	}
+}

@@ -167,7 +167,12 @@ func (r *ResNet18) Weights() []Tensor { return r.raw }
 
 // Extract implements Backbone.
 func (r *ResNet18) Extract(ctx context.Context, images []imgs.Image) ([]fmap.Maps, error) {
-	return extractScales(ctx, images, r.size, r.forward)
+	return extractScales(ctx, [2][]imgs.Image{images, images}, r.size, r.forward)
+}
+
+// extractSized implements sizedExtractor.
+func (r *ResNet18) extractSized(ctx context.Context, scales [2][]imgs.Image) ([]fmap.Maps, error) {
+	return extractScales(ctx, scales, r.size, r.forward)
 }
 
 // forward runs the network on a prepared batch.
@@ -196,11 +201,13 @@ func (b *basicBlock) forward(x act) act {
 // with them.
 const chunkPixels = 1 << 19
 
-// extractScales runs forward on the images at S x S and at S/2 x S/2, in chunks, and returns
-// the maps of both scales.
-func extractScales(ctx context.Context, images []imgs.Image, size int, forward func(act) act) ([]fmap.Maps, error) {
+// extractScales runs forward on the images of each scale (scales[0] brought to S x S,
+// scales[1] to S/2 x S/2; Extract passes the same images for both), in chunks, and returns the
+// maps of both scales.
+func extractScales(ctx context.Context, scales [2][]imgs.Image, size int, forward func(act) act) ([]fmap.Maps, error) {
 	out := make([]fmap.Maps, 2)
 	for scale, s := range []int{size, size / 2} {
+		images := scales[scale]
 		chunk := max(1, min(64, chunkPixels/(s*s)))
 		var parts []fmap.Maps
 		if len(images) == 0 { // an empty batch still gets its maps' shape

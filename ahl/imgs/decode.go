@@ -11,7 +11,9 @@ import (
 
 // maxPixels bounds width x height (8192 x 8192), so that a corrupt or hostile header cannot
 // make Decode allocate without limit; the datasets' largest images (MVTec AD) are 1024 x
-// 1024. Memory while decoding an image of P pixels: the decoder's own 8-bit (or 16-bit)
+// 1024. A larger image is refused from its header (ingest names the file), before any
+// pixel is decoded; docs/design.md documents the limit
+// beside the stage table. Memory while decoding an image of P pixels: the decoder's own 8-bit (or 16-bit)
 // image, 1 byte per pixel for grey, 4 for RGB(A) and YCbCr, 8 for 16-bit colour; then
 // Decode's result, 12 bytes per pixel (three float32 planes): about 1 GB for an 8000 x 8000
 // RGB PNG. DecodeResized never holds the full-size float image: an 8000 x 8000 RGB PNG
@@ -36,6 +38,14 @@ func Decode(data []byte) (Image, error) {
 		rows(y, r[y*w:(y+1)*w], g[y*w:(y+1)*w], bl[y*w:(y+1)*w])
 	}
 	return out, nil
+}
+
+// Check decodes data as Decode would and returns Decode's error, without making the float
+// image: its memory is the decoder's own 8-bit image only (for an 8000 x 8000 RGB PNG,
+// 256 MB instead of Decode's 1 GB more). Ingest checks every file with it.
+func Check(data []byte) error {
+	_, err := decode8(data)
+	return err
 }
 
 // Size is an image size, H rows by W columns.

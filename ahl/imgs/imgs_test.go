@@ -361,3 +361,49 @@ func BenchmarkDecodeHuge(b *testing.B) {
 		})
 	}
 }
+
+// TestDecodeHugeBounded: an 8000 x 8000 grey PNG (made here, 64 M pixels, under the limit)
+// is checked and decoded to the features stage's two scales with the decoder's own 8-bit
+// image (64 MB) and the resampling's planes (source height x output width) allocated, where
+// Decode would add a 768 MB float image (three planes) on top.
+func TestDecodeHugeBounded(t *testing.T) {
+	const side = 8000
+	m := image.NewGray(image.Rect(0, 0, side, side))
+	for i := range m.Pix {
+		m.Pix[i] = 200 - uint8(i>>20)
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, m); err != nil {
+		t.Fatal(err)
+	}
+	m = nil
+	data := buf.Bytes()
+	allocated := func(f func() error) uint64 {
+		t.Helper()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	const mb = 1 << 20
+	if a := allocated(func() error { return Check(data) }); a > 100*mb {
+		t.Errorf("Check of an 8000 x 8000 PNG allocated %d MB, want at most 100", a/mb)
+	}
+	var ims []Image
+	a := allocated(func() (err error) {
+		ims, err = DecodeResized(data, Size{448, 448}, Size{224, 224})
+		return err
+	})
+	if a > 200*mb {
+		t.Errorf("DecodeResized of an 8000 x 8000 PNG to 448 and 224 allocated %d MB, want at most 200", a/mb)
+	}
+	if ims[0].H != 448 || ims[1].W != 224 {
+		t.Fatalf("DecodeResized sizes %dx%d and %dx%d", ims[0].W, ims[0].H, ims[1].W, ims[1].H)
+	}
+	if r := ims[1].Plane(0)[0]; !near(r, 200.0/255, 1e-5) {
+		t.Errorf("red at (0, 0) after resizing: %g, want %g", r, 200.0/255)
+	}
+}

@@ -120,14 +120,23 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		defer func() { _ = rem.Close() }() // a bucket handle: every write was closed already
 	}
 
+	limitMemory()
 	h := newHumanOutput(g.Stderr, plan)
 	if rem != nil {
 		h.statusWidth = len(remoteCached)
 	}
-	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
+	popts := pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
 		Log: h, OnResult: h.result, Progress: h.progress, Remote: pipelineRemote(rem),
-	})
+	}
+	finishProfile, err := profileStages(&popts) // $PIPE_STAGE_MEM, for benchmarks
+	if err != nil {
+		return err
+	}
+	rep, runErr := pipeline.Run(ctx, plan, popts)
+	if err := finishProfile(); err != nil {
+		return err
+	}
 	if rep == nil {
 		return runErr
 	}
