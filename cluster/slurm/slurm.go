@@ -128,7 +128,7 @@ func Script(job cluster.Job, jobStore string) string {
 	return b.String()
 }
 
-// Quote quotes s for a POSIX shell: single quotes, each ' written as '\''.
+// Quote quotes s for a POSIX shell: single quotes, each ' written as '\”.
 func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
