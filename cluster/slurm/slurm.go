@@ -128,7 +128,8 @@ func Script(job cluster.Job, jobStore string) string {
 	return b.String()
 }
 
-// Quote quotes s for a POSIX shell: single quotes, each ' written as '\”.
+// Quote wraps s in single quotes for a POSIX shell; a single quote inside becomes a closing
+// quote, a backslash-escaped quote and an opening quote.
 func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
