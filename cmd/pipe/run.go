@@ -22,6 +22,8 @@ type RunOptions struct {
 	Force  []string
 	Jobs   int
 	Pin    bool
+	// Cluster holds the --executor flags (cluster.go).
+	Cluster ClusterOptions
 }
 
 // AddFlags adds the run flags to cmd.
@@ -33,6 +35,7 @@ func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")
 	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
 	f.BoolVar(&o.Pin, "pin", false, "pin this run: gc keeps its artifacts even after heads move on")
+	o.Cluster.AddFlags(cmd)
 }
 
 func newRunCommand(g *GlobalOptions) *cobra.Command {
@@ -42,9 +45,13 @@ func newRunCommand(g *GlobalOptions) *cobra.Command {
 		Short: "Run a DAG: every stage instance whose cache key is stored is reused, the rest run",
 		Example: `  pipe run dags/demo.yaml
   pipe run dags/mvtec_hard.yaml --set T=5 --jobs 2
-  pipe run dags/demo.yaml --set train.epochs=10 --json`,
+  pipe run dags/demo.yaml --set train.epochs=10 --json
+  pipe run dags/demo.yaml --executor slurm --remote file:///shared/pipe-cache`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkClusterFlags(cmd, opts, remoteURL()); err != nil {
+				return err
+			}
 			return runRun(cmd.Context(), g, opts, args[0])
 		},
 	}
@@ -92,6 +99,13 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		if !stageNames[f] {
 			return usagef("--force %s: no stage named %q in %s", f, f, dag)
 		}
+	}
+	if opts.Cluster.Executor != "" {
+		rep, err := clusterDryRun(ctx, g, plan)
+		if err != nil {
+			return err
+		}
+		return runCluster(ctx, g, opts, plan, rep, remoteURL())
 	}
 	store, err := g.openStore()
 	if err != nil {
