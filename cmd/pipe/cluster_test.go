@@ -94,7 +94,9 @@ func (f *fakeExecutor) Cancel(_ context.Context, ids []string) error {
 	return nil
 }
 
-func (f *fakeExecutor) CancelCommand(ids []string) string { return "fakecancel " + strings.Join(ids, " ") }
+func (f *fakeExecutor) CancelCommand(ids []string) string {
+	return "fakecancel " + strings.Join(ids, " ")
+}
 
 const clusterDAG = `name: ct
 stages:
