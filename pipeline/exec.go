@@ -50,6 +50,11 @@ type Options struct {
 	OnResult func(r *Result)
 	// Progress, when set, returns the progress callback of a running instance.
 	Progress func(in *Instance) func(done, total int)
+	// Remote, when set, is a shared cache behind Store: an instance whose key Store lacks
+	// but Remote holds is pulled into Store and reported Cached with Result.Remote set (in a
+	// dry run it is reported so without pulling); every instance that ran, or was cached
+	// locally, is pushed to Remote (its blobs, manifest and head).
+	Remote Remote
 }
 
 // Result is the outcome of one stage instance.
@@ -63,6 +68,9 @@ type Result struct {
 	Seconds float64
 	Outputs map[string]artifacts.Output
 	Err     error
+	// Remote is set on a Cached result that came from Options.Remote: pulled into the local
+	// store (in a dry run: found there, not pulled). Printed as "cached (remote)".
+	Remote bool
 }
 
 // Report is the outcome of one Run.
@@ -171,6 +179,9 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 		return rep, fmt.Errorf("run interrupted (finished stages are stored and will be cached): %w", ctx.Err())
 	}
 	if firstFail != nil {
+		if err := notCachedError(rep); err != nil {
+			return rep, err
+		}
 		n := 0
 		for _, res := range rep.Results {
 			if res.Status == Failed {
@@ -318,7 +329,7 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 	store := r.opts.Store
 
 	reason := ""
-	if r.force[in.Stage] {
+	if r.force[in.Stage] && !in.inputOnly {
 		reason = "forced"
 	} else {
 		m, err := store.Manifest(ctx, res.Key)
@@ -334,6 +345,11 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 				res.Reason = fmt.Sprintf("unchanged since %s (took %s)", m.Created.Local().Format("2006-01-02 15:04"), fmtSeconds(m.Seconds))
 				if err := r.pointHead(ctx, in, m); err != nil {
 					res.Status, res.Reason, res.Err = Failed, "store error", err
+					return res
+				}
+				if err := r.push(ctx, in, m); err != nil {
+					res.Status, res.Reason, res.Err = Failed, "push failed",
+						fmt.Errorf("cached locally, but the push to the remote failed: %w", err)
 				}
 				return res
 			}
@@ -342,6 +358,19 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 			reason = "cached manifest corrupt, treated as a miss"
 		case !errors.Is(err, artifacts.ErrNotFound):
 			res.Status, res.Reason, res.Err = Failed, "store error", err
+			return res
+		}
+		if r.opts.Remote != nil {
+			done, why := r.pull(ctx, in, res)
+			if done {
+				return res
+			}
+			if why != "" {
+				reason = why
+			}
+		}
+		if in.inputOnly {
+			res.Status, res.Reason, res.Err = Failed, "not cached", r.notCached(reason)
 			return res
 		}
 		if reason == "" {
@@ -387,6 +416,11 @@ func (r *runner) instance(ctx context.Context, in *Instance) *Result {
 	}
 	if err := store.PutManifest(ctx, m, r.head(in, m.Key)); err != nil {
 		res.Status, res.Err = Failed, err
+		return res
+	}
+	if err := r.push(ctx, in, m); err != nil {
+		res.Status, res.Reason = Failed, "push failed"
+		res.Err = fmt.Errorf("the stage ran and its results are stored locally, but the push to the remote failed: %w", err)
 		return res
 	}
 	res.Status = Ran

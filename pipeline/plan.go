@@ -49,6 +49,8 @@ type Instance struct {
 
 	index int
 	spec  *StageSpec // the stage as written (lines, raw params), for preflight's messages
+	// inputOnly marks an instance of an Only plan that is there as an input only.
+	inputOnly bool
 }
 
 // ID names the instance in logs and input names: "stage" or "stage[label]".

@@ -97,7 +97,8 @@ func (e *Error) Error() string {
 func IsInvalid(err error) bool {
 	var e *Error
 	var pe *PreflightError
-	return errors.As(err, &e) || errors.As(err, &pe)
+	var ue *UnknownInstanceError
+	return errors.As(err, &e) || errors.As(err, &pe) || errors.As(err, &ue)
 }
 
 // ReadFile reads and parses a DAG file.

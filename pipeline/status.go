@@ -21,6 +21,9 @@ type InstanceStatus struct {
 	State    string
 	Reason   string
 	Key      string // "" when an upstream instance is not fresh, so the key is unknown
+	// Remote is set on a fresh instance whose key only the remote holds (it finished on
+	// another machine); Reason then says so.
+	Remote bool
 }
 
 // Status reports, per instance, whether it is fresh, stale (and why) or missing, without
@@ -38,6 +41,9 @@ func Status(ctx context.Context, p *Plan, opts Options) ([]InstanceStatus, error
 		switch r.Status {
 		case Cached:
 			s.State, s.Reason = Fresh, ""
+			if r.Remote {
+				s.Remote, s.Reason = true, r.Reason
+			}
 		case WouldRun:
 			s.State = Stale
 			if r.Reason == "never ran" {
