@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/artifacts/remote"
 	"github.com/pipe-ahl/pipe/cluster"
 	"github.com/pipe-ahl/pipe/cluster/slurm"
 	"github.com/pipe-ahl/pipe/pipeline"
@@ -434,20 +436,39 @@ func (c *clusterRun) interrupted(ctx context.Context) error {
 
 // clusterDryRun plans the run: a dry run against the local store and the remote, which says
 // what is cached (locally or in the remote), what would run, and what is unknown (downstream
-// of what would run). The store is closed again before the jobs are followed, so that other
-// pipe commands can use it meanwhile.
-func clusterDryRun(ctx context.Context, g *GlobalOptions, plan *pipeline.Plan) (rep *pipeline.Report, err error) {
+// of what would run). What is cached only locally is pushed, as a local run with a remote
+// does: the jobs, on other nodes, read their inputs from the remote. The store is closed
+// again before the jobs are followed, so that other pipe commands can use it meanwhile.
+func clusterDryRun(ctx context.Context, g *GlobalOptions, plan *pipeline.Plan, remoteURL string) (rep *pipeline.Report, err error) {
+	rem, err := remote.Open(ctx, remoteURL)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rem.Close() }() // a dry run wrote nothing to it
 	store, err := g.openStore()
 	if err != nil {
 		return nil, err
 	}
 	defer closeStore(store, &err)
-	rep, err = pipeline.Run(ctx, plan, pipeline.Options{Store: store, DryRun: true})
+	rep, err = pipeline.Run(ctx, plan, pipeline.Options{Store: store, Remote: rem, DryRun: true})
 	if rep == nil {
 		return nil, err
 	}
 	if err != nil && !errors.Is(err, pipeline.ErrStageFailed) {
 		return nil, err
+	}
+	for _, r := range rep.Results {
+		if r.Status != pipeline.Cached || r.Remote {
+			continue
+		}
+		m, err := store.Manifest(ctx, r.Key)
+		if err != nil {
+			return nil, fmt.Errorf("push %s to the remote for the jobs: %w", r.Instance.ID(), err)
+		}
+		h := artifacts.Head{DAG: plan.DAG, Stage: r.Instance.Stage, Instance: r.Instance.Label, Key: r.Key}
+		if err := rem.Push(ctx, store, m, h); err != nil {
+			return nil, fmt.Errorf("push %s to the remote for the jobs: %w", r.Instance.ID(), err)
+		}
 	}
 	return rep, nil
 }

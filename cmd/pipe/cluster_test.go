@@ -221,6 +221,10 @@ func TestClusterRunFailureAndCache(t *testing.T) {
 		t.Fatalf("everything cached: exit %d, %d jobs\n%s", code, len(c.fake.jobs), stderr)
 	}
 	mustMatch(t, "stderr", stderr, `(?m)^cached +a `, `(?m)^ok ct: 0 ran, 4 cached \(run fake, no jobs`)
+	// What is cached only here is pushed: jobs on other nodes read their inputs from the remote.
+	if ms, err := os.ReadDir(filepath.Join(c.dir, "remote", "manifests")); err != nil || len(ms) != 4 {
+		t.Errorf("the remote holds %d manifests (%v), want the 4 cached locally", len(ms), err)
+	}
 
 	c.fake.fail["b"] = true
 	code, _, stderr = c.run("--set", "a.n=4")

@@ -101,7 +101,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		}
 	}
 	if opts.Cluster.Executor != "" {
-		rep, err := clusterDryRun(ctx, g, plan)
+		rep, err := clusterDryRun(ctx, g, plan, remoteURL())
 		if err != nil {
 			return err
 		}
