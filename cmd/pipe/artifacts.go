@@ -97,11 +97,11 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 			return err
 		}
 	}
-	store, err := g.openStoreRead()
+	store, done, err := g.openStoreReadThrough(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
+	defer done()
 	// Heads carry the names; the manifests they point at carry the content. Several heads
 	// (of several DAGs) may share one manifest: each lists it under its own name.
 	heads, err := store.Heads(ctx, dag)
@@ -129,11 +129,11 @@ func runArtifactsLs(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptio
 // --set) that has a stored result for that setting, found by key; the others are counted
 // on stderr.
 func runArtifactsLsByKey(ctx context.Context, g *GlobalOptions, opts ArtifactsLsOptions) error {
-	store, err := g.openStoreRead()
+	store, done, err := g.openStoreReadThrough(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
+	defer done()
 	plan, sts, err := planStatus(ctx, store, opts.DAG, opts.Sets)
 	if err != nil {
 		return err
@@ -212,11 +212,11 @@ func newArtifactsShowCommand(g *GlobalOptions) *cobra.Command {
 }
 
 func runArtifactsShow(ctx context.Context, g *GlobalOptions, opts ArtifactsShowOptions, ref string) error {
-	store, err := g.openStoreRead()
+	store, done, err := g.openStoreReadThrough(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
+	defer done()
 	m, names, heads, err := resolveRef(ctx, store, ref, opts.Sets)
 	if err != nil {
 		return err
@@ -319,11 +319,11 @@ func runArtifactsExport(ctx context.Context, g *GlobalOptions, opts ArtifactsExp
 	if opts.Output == "" || (ext != ".arrow" && ext != ".csv") {
 		return usagef("artifacts export: -o FILE must end in .arrow or .csv, got %q", opts.Output)
 	}
-	store, err := g.openStoreRead()
+	store, done, err := g.openStoreReadThrough(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
+	defer done()
 	m, names, _, err := resolveRef(ctx, store, ref, opts.Sets)
 	if err != nil {
 		return err

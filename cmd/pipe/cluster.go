@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pipe-ahl/pipe/artifacts"
-	"github.com/pipe-ahl/pipe/artifacts/remote"
 	"github.com/pipe-ahl/pipe/cluster"
 	"github.com/pipe-ahl/pipe/cluster/slurm"
 	"github.com/pipe-ahl/pipe/pipeline"
@@ -67,7 +66,7 @@ func checkClusterFlags(cmd *cobra.Command, opts RunOptions, remote string) error
 	if remote == "" {
 		return usagef("--executor %s needs --remote URL (or PIPE_REMOTE): each job runs on its own node with its own store, so jobs hand their results to each other, and back to this command, only through the remote", c.Executor)
 	}
-	for _, name := range []string{"json", "dry-run", "force", "pin", "jobs"} {
+	for _, name := range []string{"json", "dry-run", "force", "pin", "jobs", "only"} {
 		if cmd.Flags().Changed(name) {
 			return usagef("--%s does not work with --executor (yet): run the dry run without --executor", name)
 		}
@@ -439,8 +438,8 @@ func (c *clusterRun) interrupted(ctx context.Context) error {
 // of what would run). What is cached only locally is pushed, as a local run with a remote
 // does: the jobs, on other nodes, read their inputs from the remote. The store is closed
 // again before the jobs are followed, so that other pipe commands can use it meanwhile.
-func clusterDryRun(ctx context.Context, g *GlobalOptions, plan *pipeline.Plan, remoteURL string) (rep *pipeline.Report, err error) {
-	rem, err := remote.Open(ctx, remoteURL)
+func clusterDryRun(ctx context.Context, g *GlobalOptions, plan *pipeline.Plan) (rep *pipeline.Report, err error) {
+	rem, err := g.openRemote(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -472,6 +471,3 @@ func clusterDryRun(ctx context.Context, g *GlobalOptions, plan *pipeline.Plan, r
 	}
 	return rep, nil
 }
-
-// remoteURL is the remote cache's URL. TODO(remote): the remote tier's --remote flag.
-func remoteURL() string { return os.Getenv("PIPE_REMOTE") }

@@ -87,7 +87,11 @@ func (h *humanOutput) result(r *pipeline.Result) {
 		h.skipped[up]++
 		return
 	}
-	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", r.Status, h.width, r.Instance.ID(), secs, why)
+	status := r.Status
+	if r.Remote {
+		status = remoteCached
+	}
+	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", status, h.width, r.Instance.ID(), secs, why)
 }
 
 // Write writes the stages' log lines, clearing any progress bar first so that the line does
@@ -159,10 +163,17 @@ func (h *humanOutput) summary(rep *pipeline.Report) {
 	}
 	h.mu.Unlock()
 	counts := map[string]int{}
+	remote := 0
 	for _, r := range rep.Results {
 		counts[r.Status]++
+		if r.Remote {
+			remote++
+		}
 	}
 	fmt.Fprintf(h.w, "%s %s: %d ran, %d cached", rep.Status, rep.DAG, counts[pipeline.Ran], counts[pipeline.Cached])
+	if remote > 0 {
+		fmt.Fprintf(h.w, " (%d from the remote)", remote)
+	}
 	for _, s := range []string{pipeline.Failed, pipeline.Skipped, pipeline.WouldRun, pipeline.Unknown} {
 		if counts[s] > 0 {
 			fmt.Fprintf(h.w, ", %d %s", counts[s], s)
@@ -174,6 +185,10 @@ func (h *humanOutput) summary(rep *pipeline.Report) {
 	}
 	fmt.Fprintf(h.w, " (run %s, %s)\n", rep.RunID, time.Since(rep.Started).Round(time.Millisecond))
 }
+
+// remoteCached is the status printed for an instance pulled from (or, in a dry run, found
+// in) the remote cache.
+const remoteCached = pipeline.Cached + " (remote)"
 
 // plural returns one when n is 1, else many.
 func plural(n int, one, many string) string {

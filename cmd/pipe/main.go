@@ -33,6 +33,8 @@ const (
 // GlobalOptions are the flags every command shares.
 type GlobalOptions struct {
 	Store string
+	// Remote is the URL of the shared remote cache (--remote, PIPE_REMOTE); "" for none.
+	Remote string
 	// Stdout and Stderr are where data and human messages go.
 	Stdout, Stderr io.Writer
 	// Stdin is where a question's answer is read (run --executor's "cancel the jobs?").
@@ -124,11 +126,13 @@ changed.
 
 Exit codes:
   0    ok
-  1    a stage failed, verify found damage, or status lists an instance in state error
+  1    a stage failed, verify found damage, status lists an instance in state error,
+       run --only found an input instance cached neither locally nor in the remote, or
+       push/pull found instances that the source lacks
   2    bad usage or an invalid DAG
   3    the store stayed locked by another pipe process beyond the lock wait (30 s)
   4    the store is unusable: no space left, unreadable, or missing (read commands
-       never create a store)
+       never create a store), or the --remote cache cannot be opened or reached
   130  interrupted
 
 Set PIPE_DEBUG=1 to see the store's debug log (Badger's own messages) on stderr.`,
@@ -140,6 +144,7 @@ Set PIPE_DEBUG=1 to see the store's debug log (Badger's own messages) on stderr.
 		def = ".pipe/store"
 	}
 	cmd.PersistentFlags().StringVar(&g.Store, "store", def, "store folder (env PIPE_STORE)")
+	cmd.PersistentFlags().StringVar(&g.Remote, "remote", remoteFromEnv(), remoteFlagUsage)
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w\n%s", err, c.UsageString())}
 	})
@@ -156,6 +161,8 @@ func commands(g *GlobalOptions) []*cobra.Command {
 		newStatusCommand(g),
 		newArtifactsCommand(g),
 		newGCCommand(g),
+		newPushCommand(g),
+		newPullCommand(g),
 		newReportCommand(),
 		newVersionCommand(g),
 	}

@@ -84,6 +84,17 @@ func reportStoreDir(cmd *cobra.Command, o ReportOptions) string {
 	return filepath.Join(".pipe", "store")
 }
 
+// reportRemote resolves the remote cache's URL: the root command's --remote, then
+// PIPE_REMOTE; "" for none.
+func reportRemote(cmd *cobra.Command) string {
+	if cmd != nil {
+		if f := cmd.InheritedFlags().Lookup("remote"); f != nil && f.Changed {
+			return f.Value.String()
+		}
+	}
+	return remoteFromEnv()
+}
+
 func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, dagPath string, stdout, stderr io.Writer) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -110,11 +121,11 @@ func runReportCommand(ctx context.Context, cmd *cobra.Command, o ReportOptions, 
 		}
 		stage = found[0]
 	}
-	st, err := artifacts.Open(reportStoreDir(cmd, o), artifacts.ReadOnly())
+	st, done, err := openReadThrough(ctx, reportStoreDir(cmd, o), reportRemote(cmd))
 	if err != nil {
 		return err
 	}
-	defer func() { _ = st.Close() }() // opened read-only: nothing to flush
+	defer done()
 	rep, err := loadReportByKey(ctx, st, dagPath, f.Name, stage, o.Sets)
 	if err != nil {
 		return err

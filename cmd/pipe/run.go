@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pipe-ahl/pipe/artifacts"
+	"github.com/pipe-ahl/pipe/artifacts/remote"
 	"github.com/pipe-ahl/pipe/pipeline"
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
@@ -22,6 +24,7 @@ type RunOptions struct {
 	Force  []string
 	Jobs   int
 	Pin    bool
+	Only   []string
 	// Cluster holds the --executor flags (cluster.go).
 	Cluster ClusterOptions
 }
@@ -35,6 +38,7 @@ func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")
 	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
 	f.BoolVar(&o.Pin, "pin", false, "pin this run: gc keeps its artifacts even after heads move on")
+	f.StringArrayVar(&o.Only, "only", nil, "run only instance `ID` (as pipe status prints it, e.g. 'train[seed=0,method=ahl]', or a stage name for all its instances); its inputs must be cached locally or in the --remote; repeatable")
 	o.Cluster.AddFlags(cmd)
 }
 
@@ -46,10 +50,11 @@ func newRunCommand(g *GlobalOptions) *cobra.Command {
 		Example: `  pipe run dags/demo.yaml
   pipe run dags/mvtec_hard.yaml --set T=5 --jobs 2
   pipe run dags/demo.yaml --set train.epochs=10 --json
+  pipe run dags/demo.yaml --remote file:///shared/pipe-cache --only 'train[seed=1]'
   pipe run dags/demo.yaml --executor slurm --remote file:///shared/pipe-cache`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkClusterFlags(cmd, opts, remoteURL()); err != nil {
+			if err := checkClusterFlags(cmd, opts, g.Remote); err != nil {
 				return err
 			}
 			return runRun(cmd.Context(), g, opts, args[0])
@@ -78,6 +83,9 @@ type stageJSON struct {
 	Seconds  float64           `json:"seconds"`
 	Outputs  map[string]string `json:"outputs"`
 	Error    string            `json:"error,omitempty"`
+	// Remote is set on a cached instance that came from the remote (pulled; in a dry run,
+	// found there). Human output prints its status as "cached (remote)".
+	Remote bool `json:"remote,omitempty"`
 }
 
 func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) (err error) {
@@ -87,6 +95,11 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	plan, err := loadPlan(dag, opts.Sets)
 	if err != nil {
 		return err
+	}
+	if len(opts.Only) > 0 {
+		if plan, err = plan.Only(opts.Only); err != nil {
+			return err
+		}
 	}
 	if err := pipeline.Preflight(plan); err != nil {
 		return err
@@ -101,27 +114,38 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		}
 	}
 	if opts.Cluster.Executor != "" {
-		rep, err := clusterDryRun(ctx, g, plan, remoteURL())
+		rep, err := clusterDryRun(ctx, g, plan)
 		if err != nil {
 			return err
 		}
-		return runCluster(ctx, g, opts, plan, rep, remoteURL())
+		return runCluster(ctx, g, opts, plan, rep, g.Remote)
 	}
 	store, err := g.openStore()
 	if err != nil {
 		return err
 	}
 	defer closeStore(store, &err) // the run wrote its outputs
+	rem, err := g.openRemote(ctx)
+	if err != nil {
+		return err
+	}
+	if rem != nil {
+		defer func() { _ = rem.Close() }() // a bucket handle: every write was closed already
+	}
+	start, before := time.Now(), remote.Stats{}
 
 	h := newHumanOutput(g.Stderr, plan)
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
-		Log: h, OnResult: h.result, Progress: h.progress,
+		Log: h, OnResult: h.result, Progress: h.progress, Remote: pipelineRemote(rem),
 	})
 	if rep == nil {
 		return runErr
 	}
 	h.summary(rep)
+	if rem != nil && !opts.DryRun {
+		transferLine(g.Stderr, rem, before, start)
+	}
 	if opts.JSON {
 		out := runJSON{RunID: rep.RunID, DAG: rep.DAG, Status: rep.Status, Metrics: metrics(context.WithoutCancel(ctx), store, rep)}
 		if opts.DryRun {
@@ -129,7 +153,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		}
 		for _, r := range rep.Results {
 			s := stageJSON{Name: r.Instance.Stage, Instance: r.Instance.Label, Kind: r.Instance.Kind, Status: r.Status,
-				Reason: r.Reason, Key: r.Key, Seconds: r.Seconds, Outputs: map[string]string{}}
+				Reason: r.Reason, Key: r.Key, Seconds: r.Seconds, Outputs: map[string]string{}, Remote: r.Remote}
 			for name, o := range r.Outputs {
 				s.Outputs[name] = string(o.Digest)
 			}

@@ -44,6 +44,8 @@ type statusJSON struct {
 	State    string `json:"state"`
 	Reason   string `json:"reason"`
 	Key      string `json:"key"`
+	// Remote is set on a fresh instance whose result only the remote holds.
+	Remote bool `json:"remote,omitempty"`
 }
 
 func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag string) error {
@@ -54,19 +56,26 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	if err := pipeline.Preflight(plan); err != nil {
 		return err
 	}
-	store, err := g.openStoreRead()
+	store, err := g.openStatusStore()
 	if err != nil {
 		return err
 	}
 	defer func() { _ = store.Close() }() // opened read-only: nothing to flush
-	st, err := pipeline.Status(ctx, plan, pipeline.Options{Store: store})
+	rem, err := g.openRemote(ctx)
+	if err != nil {
+		return err
+	}
+	if rem != nil {
+		defer func() { _ = rem.Close() }() // nothing was written
+	}
+	st, err := pipeline.Status(ctx, plan, pipeline.Options{Store: store, Remote: pipelineRemote(rem)})
 	if err != nil {
 		return err
 	}
 	if opts.JSON {
 		out := []statusJSON{}
 		for _, s := range st {
-			out = append(out, statusJSON{s.Instance.Stage, s.Instance.Label, s.Instance.Kind, s.State, s.Reason, s.Key})
+			out = append(out, statusJSON{s.Instance.Stage, s.Instance.Label, s.Instance.Kind, s.State, s.Reason, s.Key, s.Remote})
 		}
 		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
@@ -78,14 +87,22 @@ func runStatus(ctx context.Context, g *GlobalOptions, opts StatusOptions, dag st
 	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tKIND\tSTATE\tWHY")
 	counts := map[string]int{}
+	remote := 0
 	for _, s := range st {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Instance.ID(), s.Instance.Kind, s.State, s.Reason)
 		counts[s.State]++
+		if s.Remote {
+			remote++
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.Stderr, "%s: %d fresh, %d stale, %d missing", plan.DAG, counts[pipeline.Fresh], counts[pipeline.Stale], counts[pipeline.Missing])
+	fmt.Fprintf(g.Stderr, "%s: %d fresh", plan.DAG, counts[pipeline.Fresh])
+	if remote > 0 {
+		fmt.Fprintf(g.Stderr, " (%d in the remote only)", remote)
+	}
+	fmt.Fprintf(g.Stderr, ", %d stale, %d missing", counts[pipeline.Stale], counts[pipeline.Missing])
 	if n := counts[pipeline.Errored]; n > 0 {
 		fmt.Fprintf(g.Stderr, ", %d error", n)
 	}
