@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -339,7 +340,7 @@ func (c *clusterRun) update(ctx context.Context, states map[string]cluster.State
 			c.report(i, &pipeline.Result{Instance: in, Status: pipeline.Failed,
 				Err: fmt.Errorf("%s job %s: the scheduler no longer knows it (its outcome is unknown; log %s)", c.exec.Name(), s.id, s.job.LogFile(s.id))})
 		case s.state.Phase == cluster.Done:
-			c.report(i, &pipeline.Result{Instance: in, Status: pipeline.Ran, Reason: c.ranReason(i), Seconds: s.state.Elapsed.Seconds()})
+			c.report(i, c.doneResult(i, s))
 		case s.state.Phase.Final():
 			c.report(i, &pipeline.Result{Instance: in, Status: pipeline.Failed, Seconds: s.state.Elapsed.Seconds(), Err: c.jobError(s)})
 		}
@@ -358,6 +359,55 @@ func (c *clusterRun) failedInput(in *pipeline.Instance) *pipeline.Result {
 		}
 	}
 	return nil
+}
+
+// doneResult is the result of instance i, whose job s succeeded. The job's pipe printed
+// its own line into the job's log (ran, how long to the hundredth, why; or cached when
+// another run had pushed it meanwhile): that line is used when found, else Slurm's
+// whole-second run time.
+func (c *clusterRun) doneResult(i int, s *submitted) *pipeline.Result {
+	in := c.plan.Instances[i]
+	r := &pipeline.Result{Instance: in, Status: pipeline.Ran, Reason: c.ranReason(i), Seconds: s.state.Elapsed.Seconds()}
+	b, err := os.ReadFile(s.job.LogFile(s.id))
+	if err != nil {
+		return r
+	}
+	if st, secs, why, ok := jobLine(string(b), in.ID()); ok {
+		r.Status, r.Remote = pipeline.Cached, st == remoteCached
+		if st == pipeline.Ran {
+			r.Status, r.Seconds = pipeline.Ran, secs
+		}
+		r.Reason = fmt.Sprintf("%s (%s job %s)", why, c.exec.Name(), s.id)
+	}
+	return r
+}
+
+// jobLine finds the last line pipe printed for instance id in a job's log: "ran", "cached"
+// or "cached (remote)", the seconds (ran only) and the reason.
+func jobLine(log, id string) (status string, secs float64, why string, ok bool) {
+	lines := strings.Split(log, "\n")
+	for _, line := range slices.Backward(lines) {
+		for _, st := range []string{pipeline.Ran, remoteCached, pipeline.Cached} {
+			rest, found := strings.CutPrefix(line, st+" ")
+			if !found {
+				continue
+			}
+			if rest, found = strings.CutPrefix(strings.TrimLeft(rest, " "), id+" "); !found {
+				continue
+			}
+			rest = strings.TrimLeft(rest, " ")
+			if st == pipeline.Ran {
+				tok, after, _ := strings.Cut(rest, " ")
+				v, err := strconv.ParseFloat(strings.TrimSuffix(tok, "s"), 64)
+				if err != nil {
+					continue
+				}
+				secs, rest = v, strings.TrimLeft(after, " ")
+			}
+			return st, secs, strings.TrimSpace(rest), true
+		}
+	}
+	return "", 0, "", false
 }
 
 // ranReason says why an instance that ran did: the dry run's reason, or for an instance

@@ -300,3 +300,28 @@ func TestClusterRunInterrupt(t *testing.T) {
 		mustMatch(t, "stderr", stderr, `(?m)left them; to cancel them later: fakecancel 1 2 3 4$`)
 	}
 }
+
+func TestJobLine(t *testing.T) {
+	log := "train[seed=0]: epoch 1\n" +
+		"ran      train[seed=0]                26.43s  param T: 7 -> 5\n" +
+		"cached (remote) ingest               unchanged since 2026-11-30 20:00 (took 2.00s)\n" +
+		"cached   features                    unchanged since 2026-11-30 20:01 (took 3.00s)\n" +
+		"ok demo: 1 ran, 2 cached\n"
+	for _, c := range []struct {
+		id, status string
+		secs       float64
+		why        string
+		ok         bool
+	}{
+		{"train[seed=0]", "ran", 26.43, "param T: 7 -> 5", true},
+		{"ingest", "cached (remote)", 0, "unchanged since 2026-11-30 20:00 (took 2.00s)", true},
+		{"features", "cached", 0, "unchanged since 2026-11-30 20:01 (took 3.00s)", true},
+		{"train", "", 0, "", false},
+		{"score", "", 0, "", false},
+	} {
+		st, secs, why, ok := jobLine(log, c.id)
+		if st != c.status || secs != c.secs || why != c.why || ok != c.ok {
+			t.Errorf("%s: %q %v %q %v, want %q %v %q %v", c.id, st, secs, why, ok, c.status, c.secs, c.why, c.ok)
+		}
+	}
+}
