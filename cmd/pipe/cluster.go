@@ -228,7 +228,13 @@ func (c *clusterRun) submit(ctx context.Context) error {
 			}
 		}
 		id, err := c.exec.Submit(ctx, job)
-		if err != nil {
+		if err == nil && ctx.Err() != nil {
+			c.jobs[i] = &submitted{id: id, job: job}
+		}
+		if err != nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("interrupted while submitting: %w", ctx.Err()) // exit 130
+			}
 			if ids := c.ids(func(*submitted) bool { return true }); len(ids) > 0 {
 				if cerr := c.exec.Cancel(context.WithoutCancel(ctx), ids); cerr != nil {
 					return fmt.Errorf("%w; cancelling the %d jobs submitted before it failed too (%w): `%s`", err, len(ids), cerr, c.exec.CancelCommand(ids))

@@ -27,6 +27,7 @@ type fakeExecutor struct {
 	states    []cluster.State
 	fail      map[string]bool // by instance ID: the job fails
 	hold      bool            // no job ever starts
+	refuse    string          // the instance ID whose submission fails
 	cancelled []string
 	onStates  func() // called at each States call
 }
@@ -36,6 +37,9 @@ func (f *fakeExecutor) Name() string { return "fake" }
 func (f *fakeExecutor) Submit(_ context.Context, j cluster.Job) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if j.Name == "pipe:ct:"+f.refuse {
+		return "", fmt.Errorf("submit %s: sbatch: error: invalid partition", j.Name)
+	}
 	f.jobs = append(f.jobs, j)
 	f.states = append(f.states, cluster.State{Phase: cluster.Pending, Raw: "PENDING"})
 	id := fmt.Sprint(len(f.jobs))
@@ -324,4 +328,15 @@ func TestJobLine(t *testing.T) {
 			t.Errorf("%s: %q %v %q %v, want %q %v %q %v", c.id, st, secs, why, ok, c.status, c.secs, c.why, c.ok)
 		}
 	}
+}
+
+// A refused submission cancels the jobs submitted before it, and says so.
+func TestClusterRunRefusedSubmission(t *testing.T) {
+	c := newClusterTest(t)
+	c.fake.refuse = "c"
+	code, _, stderr := c.run()
+	if code != exitFailed || !slices.Equal(c.fake.cancelled, []string{"1", "2"}) {
+		t.Fatalf("exit %d, cancelled %v; want 1 and the 2 jobs before c cancelled\n%s", code, c.fake.cancelled, stderr)
+	}
+	mustMatch(t, "stderr", stderr, `pipe: submit pipe:ct:c: sbatch: error: invalid partition \(the 2 jobs submitted before it were cancelled\)`)
 }
