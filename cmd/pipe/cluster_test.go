@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,8 +67,7 @@ func (f *fakeExecutor) States(_ context.Context, ids []string) (map[string]clust
 		default:
 			ready := true
 			for _, a := range j.After {
-				var n int
-				fmt.Sscan(a, &n)
+				n, _ := strconv.Atoi(a) // the fake's own IDs
 				switch f.states[n-1].Phase {
 				case cluster.Done:
 				case cluster.Failed, cluster.Cancelled:
@@ -84,8 +84,10 @@ func (f *fakeExecutor) States(_ context.Context, ids []string) (map[string]clust
 	}
 	out := map[string]cluster.State{}
 	for _, id := range ids {
-		var n int
-		fmt.Sscan(id, &n)
+		n, err := strconv.Atoi(id)
+		if err != nil || n < 1 || n > len(f.states) {
+			continue // a job this scheduler never had
+		}
 		out[id] = f.states[n-1]
 	}
 	return out, nil
