@@ -232,8 +232,19 @@ func TestSlurmDemo(t *testing.T) {
 		t.Fatalf("slurm run --set T=5: exit %d\n%s", code, stderr)
 	}
 	t.Logf("slurm run --set T=5: %s", time.Since(start).Round(time.Millisecond))
-	if ids := submittedJobs(t, stderr); len(ids) != len(stale) || !slices.Equal(ranLines(stderr), stale) {
-		t.Errorf("--set T=5 submitted %d jobs and ran %v; local status says %d stale: %v\n%s", len(ids), ranLines(stderr), len(stale), stale, stderr)
+	var submitted []string
+	for name := range jobStates(t, submittedJobs(t, stderr)) {
+		submitted = append(submitted, strings.TrimPrefix(name, "pipe:demo:"))
+	}
+	slices.Sort(submitted)
+	if !slices.Equal(submitted, stale) {
+		t.Errorf("--set T=5 submitted %v; local status says %d stale: %v\n%s", submitted, len(stale), stale, stderr)
+	}
+	// A job may find its instance cached after all: an input that reran gave the same bytes
+	// (devnet's train does not read T), so its dependents' keys did not change. Locally the
+	// same happens; each submitted instance is reported ran or cached, none failed.
+	if n := len(ranLines(stderr)) + strings.Count(stderr, "\ncached"); n < len(stale) || strings.Contains(stderr, "\nfailed") {
+		t.Errorf("--set T=5: %d instances reported ran or cached of %d submitted\n%s", n, len(stale), stderr)
 	}
 	if len(stale) == 0 || len(stale) == len(want) {
 		t.Errorf("T=5 makes %d of %d instances stale: the test checks nothing", len(stale), len(want))
