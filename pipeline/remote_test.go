@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"sync"
@@ -283,5 +284,29 @@ func TestOnlyUnknownIDs(t *testing.T) {
 	sub, err := p.Only([]string{"perx", "perx[x=1]"})
 	if err != nil || len(sub.Instances) != 2 {
 		t.Fatalf("Only(perx, perx[x=1]) = %v, %v", sub, err)
+	}
+}
+
+type corruptRemote struct{ *storeRemote }
+
+func (r corruptRemote) Pull(ctx context.Context, into artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
+	return fmt.Errorf("remote x: blob blobs/%s does not match its digest: %w", "ab", artifacts.ErrCorrupt)
+}
+
+func TestDamagedRemoteCopyRunsLocally(t *testing.T) {
+	rem := &storeRemote{s: memStore(t)}
+	if _, err := run(t, memStore(t), compile(t, chainDAG), withRemote(rem)); err != nil {
+		t.Fatal(err)
+	}
+	takeCounts()
+	res, err := run(t, memStore(t), compile(t, chainDAG), withRemote(corruptRemote{rem}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := takeCounts(); len(got) != 3 {
+		t.Fatalf("ran %v, want every instance (the remote copies are damaged)", got)
+	}
+	if r := res["a"]; r.Status != Ran || !strings.HasPrefix(r.Reason, "remote copy unusable (remote x: blob blobs/ab does not match its digest") {
+		t.Fatalf("a: %s (%s)", r.Status, r.Reason)
 	}
 }

@@ -32,7 +32,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
@@ -48,6 +50,10 @@ type Remote struct {
 	url    string // the URL as given, without any user info, for messages
 
 	blobsUp, blobsDown, bytesUp, bytesDown, manifestsUp, manifestsDown atomic.Int64
+	pushNanos, pullNanos                                               atomic.Int64
+
+	pullMu  sync.Mutex
+	pulling map[artifacts.Digest]chan struct{} // closed when the pull of that blob ends
 }
 
 // Stats counts what a Remote moved since it was opened.
@@ -58,6 +64,9 @@ type Stats struct {
 	BlobsPushed, BlobsPulled int64
 	// BytesPushed and BytesPulled count the blobs' bytes moved.
 	BytesPushed, BytesPulled int64
+	// PushSeconds and PullSeconds sum the time spent in Push and Pull (calls that overlap
+	// each count in full).
+	PushSeconds, PullSeconds float64
 }
 
 // Error is a failure to reach or use the remote (as opposed to an object being absent or
@@ -139,8 +148,7 @@ func Open(ctx context.Context, rawURL string) (*Remote, error) {
 		return nil, &Error{URL: shown, Op: "open", Err: err}
 	}
 	r := &Remote{bucket: b, url: shown}
-	it := b.List(&blob.ListOptions{Prefix: "manifests/"})
-	if _, err := it.Next(ctx); err != nil && !errors.Is(err, io.EOF) {
+	if _, _, err := b.ListPage(ctx, blob.FirstPageToken, 1, &blob.ListOptions{Prefix: "manifests/"}); err != nil {
 		_ = b.Close()
 		return nil, r.fail("list manifests/", err)
 	}
@@ -169,7 +177,14 @@ func (r *Remote) Close() error {
 func (r *Remote) Stats() Stats {
 	return Stats{ManifestsPushed: r.manifestsUp.Load(), ManifestsPulled: r.manifestsDown.Load(),
 		BlobsPushed: r.blobsUp.Load(), BlobsPulled: r.blobsDown.Load(),
-		BytesPushed: r.bytesUp.Load(), BytesPulled: r.bytesDown.Load()}
+		BytesPushed: r.bytesUp.Load(), BytesPulled: r.bytesDown.Load(),
+		PushSeconds: float64(r.pushNanos.Load()) / 1e9, PullSeconds: float64(r.pullNanos.Load()) / 1e9}
+}
+
+// timed adds the time until the returned func is called to n.
+func (r *Remote) timed(n *atomic.Int64) func() {
+	start := time.Now()
+	return func() { n.Add(int64(time.Since(start))) }
 }
 
 func (r *Remote) fail(op string, err error) error {
@@ -235,29 +250,63 @@ func (r *Remote) HasManifest(ctx context.Context, key string) (bool, error) {
 // absent is an error wrapping artifacts.ErrNotFound; one whose bytes do not match its digest
 // wraps artifacts.ErrCorrupt, and nothing of m is stored locally.
 func (r *Remote) Pull(ctx context.Context, local artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
+	defer r.timed(&r.pullNanos)()
 	for _, name := range sortedKeys(m.Outputs) {
-		o := m.Outputs[name]
-		err := local.VerifyBlob(ctx, o.Digest)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, artifacts.ErrNotFound) && !errors.Is(err, artifacts.ErrCorrupt) {
-			return err
-		}
-		data, err := r.readBlob(ctx, o)
-		if err != nil {
+		if err := r.pullBlob(ctx, local, m.Outputs[name]); err != nil {
 			return fmt.Errorf("pull output %q of %s: %w", name, m.Key, err)
 		}
-		if _, err := local.PutBlob(ctx, data); err != nil {
-			return fmt.Errorf("pull output %q of %s: %w", name, m.Key, err)
-		}
-		r.blobsDown.Add(1)
-		r.bytesDown.Add(int64(len(data)))
 	}
 	if err := local.PutManifest(ctx, m, heads...); err != nil {
 		return err
 	}
 	r.manifestsDown.Add(1)
+	return nil
+}
+
+// pullBlob copies one blob into local unless local holds it intact. Concurrent pulls of one
+// digest (instances that share an output) wait for the first instead of reading it again.
+func (r *Remote) pullBlob(ctx context.Context, local artifacts.Store, o artifacts.Output) error {
+	for {
+		r.pullMu.Lock()
+		wait, busy := r.pulling[o.Digest]
+		if !busy {
+			if r.pulling == nil {
+				r.pulling = map[artifacts.Digest]chan struct{}{}
+			}
+			r.pulling[o.Digest] = make(chan struct{})
+		}
+		r.pullMu.Unlock()
+		if !busy {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() {
+		r.pullMu.Lock()
+		close(r.pulling[o.Digest])
+		delete(r.pulling, o.Digest)
+		r.pullMu.Unlock()
+	}()
+	err := local.VerifyBlob(ctx, o.Digest)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, artifacts.ErrNotFound) && !errors.Is(err, artifacts.ErrCorrupt) {
+		return err
+	}
+	data, err := r.readBlob(ctx, o)
+	if err != nil {
+		return err
+	}
+	if _, err := local.PutBlob(ctx, data); err != nil {
+		return err
+	}
+	r.blobsDown.Add(1)
+	r.bytesDown.Add(int64(len(data)))
 	return nil
 }
 
@@ -292,6 +341,7 @@ func (r *Remote) readBlob(ctx context.Context, o artifacts.Output) ([]byte, erro
 // streamed (one chunk in memory at a time) and checked against their digest on the way; a
 // blob already present with the right size is not written again.
 func (r *Remote) Push(ctx context.Context, local artifacts.Store, m artifacts.Manifest, heads ...artifacts.Head) error {
+	defer r.timed(&r.pushNanos)()
 	if err := validKey(m.Key); err != nil {
 		return err
 	}

@@ -81,22 +81,29 @@ func (g *GlobalOptions) openStatusStore() (artifacts.Store, error) {
 	return s, nil
 }
 
-// transferLine says what a remote moved, for run, push and pull.
-func transferLine(w io.Writer, r *remote.Remote, before remote.Stats, start time.Time) {
+// transferLine says what a remote moved since before, for run, push and pull:
+//
+//	remote URL: pulled 9 instances (14 blobs, 1.2 MiB, 0.31s), pushed 1 instance (1 blob, 3 KiB, 0.01s)
+//
+// Each part's seconds are the time spent pulling or pushing (summed over instances moved at
+// once); when nothing moved, "nothing moved".
+func transferLine(w io.Writer, r *remote.Remote, before remote.Stats) {
 	s := r.Stats()
 	var parts []string
 	if n := s.ManifestsPulled - before.ManifestsPulled; n > 0 {
-		parts = append(parts, fmt.Sprintf("pulled %d %s (%d %s, %s)", n, plural(int(n), "instance", "instances"),
-			s.BlobsPulled-before.BlobsPulled, plural(int(s.BlobsPulled-before.BlobsPulled), "blob", "blobs"), humanBytes(s.BytesPulled-before.BytesPulled)))
+		b := s.BlobsPulled - before.BlobsPulled
+		parts = append(parts, fmt.Sprintf("pulled %d %s (%d %s, %s, %.2fs)", n, plural(int(n), "instance", "instances"),
+			b, plural(int(b), "blob", "blobs"), humanBytes(s.BytesPulled-before.BytesPulled), s.PullSeconds-before.PullSeconds))
 	}
 	if n := s.ManifestsPushed - before.ManifestsPushed; n > 0 {
-		parts = append(parts, fmt.Sprintf("pushed %d %s (%d %s, %s)", n, plural(int(n), "instance", "instances"),
-			s.BlobsPushed-before.BlobsPushed, plural(int(s.BlobsPushed-before.BlobsPushed), "blob", "blobs"), humanBytes(s.BytesPushed-before.BytesPushed)))
+		b := s.BlobsPushed - before.BlobsPushed
+		parts = append(parts, fmt.Sprintf("pushed %d %s (%d %s, %s, %.2fs)", n, plural(int(n), "instance", "instances"),
+			b, plural(int(b), "blob", "blobs"), humanBytes(s.BytesPushed-before.BytesPushed), s.PushSeconds-before.PushSeconds))
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "nothing moved")
 	}
-	fmt.Fprintf(w, "remote %s: %s in %.2fs\n", r.URL(), strings.Join(parts, ", "), time.Since(start).Seconds())
+	fmt.Fprintf(w, "remote %s: %s\n", r.URL(), strings.Join(parts, ", "))
 }
 
 // TransferOptions holds the flags of `pipe push` and `pipe pull`.
@@ -222,7 +229,8 @@ func runTransfer(ctx context.Context, g *GlobalOptions, opts TransferOptions, da
 			}
 		}
 	}
-	transferLine(g.Stderr, r, before, start)
+	transferLine(g.Stderr, r, before)
+	fmt.Fprintf(g.Stderr, "%s %s: done in %.2fs\n", verb, plan.DAG, time.Since(start).Seconds())
 	if already > 0 {
 		where := "local"
 		if push {

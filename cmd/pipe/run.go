@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -96,14 +95,6 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if err != nil {
 		return err
 	}
-	if len(opts.Only) > 0 {
-		if plan, err = plan.Only(opts.Only); err != nil {
-			return err
-		}
-	}
-	if err := pipeline.Preflight(plan); err != nil {
-		return err
-	}
 	stageNames := map[string]bool{}
 	for _, in := range plan.Instances {
 		stageNames[in.Stage] = true
@@ -112,6 +103,16 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		if !stageNames[f] {
 			return usagef("--force %s: no stage named %q in %s", f, f, dag)
 		}
+	}
+	// --force names stages of the whole DAG; --only then cuts the plan to what it needs.
+	if len(opts.Only) > 0 {
+		if plan, err = plan.Only(opts.Only); err != nil {
+			return err
+		}
+	}
+	// Only the outside inputs of what runs (or must be found cached) are checked.
+	if err := pipeline.Preflight(plan); err != nil {
+		return err
 	}
 	if opts.Cluster.Executor != "" {
 		rep, err := clusterDryRun(ctx, g, plan)
@@ -132,9 +133,11 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if rem != nil {
 		defer func() { _ = rem.Close() }() // a bucket handle: every write was closed already
 	}
-	start, before := time.Now(), remote.Stats{}
 
 	h := newHumanOutput(g.Stderr, plan)
+	if rem != nil {
+		h.statusWidth = len(remoteCached)
+	}
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
 		Log: h, OnResult: h.result, Progress: h.progress, Remote: pipelineRemote(rem),
@@ -144,7 +147,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 	h.summary(rep)
 	if rem != nil && !opts.DryRun {
-		transferLine(g.Stderr, rem, before, start)
+		transferLine(g.Stderr, rem, remote.Stats{})
 	}
 	if opts.JSON {
 		out := runJSON{RunID: rep.RunID, DAG: rep.DAG, Status: rep.Status, Metrics: metrics(context.WithoutCancel(ctx), store, rep)}
