@@ -8,7 +8,7 @@ GO_MIN  := 1.26
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
-.PHONY: all build test integration demo bench bench-dag lint deps modules clean
+.PHONY: all build test integration demo bench bench-dag lint deps modules clean slurm-up slurm-down
 
 all: build
 
@@ -43,7 +43,7 @@ FUZZTIME ?= 20s
 # Minimising a new interesting input may take 60 s by default and stalls the run meanwhile
 # (0 execs/s): within a 20 s budget it would take the whole run, so keep it short.
 FUZZMINIMIZE ?= 2s
-integration: modules
+integration: modules slurm-up
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./pipeline/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ahl/imgs/
@@ -51,6 +51,18 @@ integration: modules
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./artifacts/
 	$(GO) test -run '^$$' -fuzz '^FuzzTableReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./artifacts/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePyTorch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ahl/backbone/
+
+# slurm-up brings up a real single-node Slurm cluster for the Slurm executor's integration
+# tests (scripts/slurm-local; as root, no systemd). It installs Debian's packages when sinfo
+# is missing (bookworm: 22.05.8). PIPE_SKIP_SLURM=1 skips it, and the tests that need it.
+SLURM_PKGS := slurmctld slurmd slurm-client munge
+slurm-up:
+	@if [ "$(PIPE_SKIP_SLURM)" = 1 ]; then echo "make: PIPE_SKIP_SLURM=1: no Slurm cluster"; exit 0; fi; \
+	  if ! command -v sinfo >/dev/null 2>&1 || ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SLURM_PKGS); fi; \
+	  scripts/slurm-local up
+slurm-down:
+	scripts/slurm-local down
 
 # The demo: the AHL DAG on the embedded Fashion-MNIST subset, then its results table. The
 # store is .pipe/store; run `make demo` again to see every stage cached.

@@ -43,6 +43,9 @@ type Instance struct {
 	// Deps lists the upstream instances in `needs` order (every instance of a need for a
 	// gather stage).
 	Deps []*Instance
+	// Resources is the stage's `resources:` block (nil when it has none): what a cluster
+	// executor asks for each instance. It enters no cache key; local runs ignore it.
+	Resources *Resources
 
 	index int
 	spec  *StageSpec // the stage as written (lines, raw params), for preflight's messages
@@ -292,7 +295,7 @@ func (c *compiler) expandStage(s *StageSpec) {
 		}
 	}
 	for _, assign := range product(dims) {
-		in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}, spec: s}
+		in := &Instance{Stage: s.Name, Kind: s.Kind, Def: def, Gather: s.Gather, Matrix: map[string]string{}, Resources: s.Resources, spec: s}
 		var labels []string
 		for _, m := range dims {
 			v := fmt.Sprint(assign[m.Name])

@@ -52,6 +52,8 @@ type StageSpec struct {
 	Seed any
 	// With holds the stage's params as written, before substitution.
 	With map[string]any
+	// Resources is the `resources:` block, or nil when the stage has none.
+	Resources *Resources
 	// Line is the line of the stage's name; fieldLines the lines of its fields and params.
 	Line       int
 	fieldLines map[string]int
@@ -225,7 +227,7 @@ func parseStage(path string, k, v *yaml.Node) (*StageSpec, error) {
 		return nil, errf(k.Line, "", "a stage name is letters, digits, '_' and '-'")
 	}
 	if v.Kind != yaml.MappingNode {
-		return nil, errf(v.Line, "", "want a mapping {kind, needs, with, gather, seed}")
+		return nil, errf(v.Line, "", "want a mapping {kind, needs, with, gather, seed, resources}")
 	}
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		fk, fv := v.Content[i], v.Content[i+1]
@@ -268,8 +270,14 @@ func parseStage(path string, k, v *yaml.Node) (*StageSpec, error) {
 				s.With[pk.Value] = val
 				s.fieldLines["with."+pk.Value] = pk.Line
 			}
+		case "resources":
+			r, err := parseResources(fv, s.fieldLines, errf)
+			if err != nil {
+				return nil, err
+			}
+			s.Resources = r
 		default:
-			return nil, errf(fk.Line, fk.Value, "unknown stage field (want kind, needs, with, gather, seed)")
+			return nil, errf(fk.Line, fk.Value, "unknown stage field (want kind, needs, with, gather, seed, resources)")
 		}
 	}
 	if s.Kind == "" {

@@ -37,6 +37,8 @@ type GlobalOptions struct {
 	Remote string
 	// Stdout and Stderr are where data and human messages go.
 	Stdout, Stderr io.Writer
+	// Stdin is where a question's answer is read (run --executor's "cancel the jobs?").
+	Stdin io.Reader
 }
 
 // usageError marks an error as bad usage (exit 2).
@@ -63,7 +65,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		<-ctx.Done()
 		stop() // a second Ctrl-C kills at once
 	}()
-	g := &GlobalOptions{Stdout: stdout, Stderr: stderr}
+	g := &GlobalOptions{Stdout: stdout, Stderr: stderr, Stdin: os.Stdin}
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)

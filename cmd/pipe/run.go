@@ -24,6 +24,8 @@ type RunOptions struct {
 	Jobs   int
 	Pin    bool
 	Only   []string
+	// Cluster holds the --executor flags (cluster.go).
+	Cluster ClusterOptions
 }
 
 // AddFlags adds the run flags to cmd.
@@ -36,6 +38,7 @@ func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
 	f.BoolVar(&o.Pin, "pin", false, "pin this run: gc keeps its artifacts even after heads move on")
 	f.StringArrayVar(&o.Only, "only", nil, "run only instance `ID` (as pipe status prints it, e.g. 'train[seed=0,method=ahl]', or a stage name for all its instances); its inputs must be cached locally or in the --remote; repeatable")
+	o.Cluster.AddFlags(cmd)
 }
 
 func newRunCommand(g *GlobalOptions) *cobra.Command {
@@ -46,9 +49,13 @@ func newRunCommand(g *GlobalOptions) *cobra.Command {
 		Example: `  pipe run dags/demo.yaml
   pipe run dags/mvtec_hard.yaml --set T=5 --jobs 2
   pipe run dags/demo.yaml --set train.epochs=10 --json
-  pipe run dags/demo.yaml --remote file:///shared/pipe-cache --only 'train[seed=1]'`,
+  pipe run dags/demo.yaml --remote file:///shared/pipe-cache --only 'train[seed=1]'
+  pipe run dags/demo.yaml --executor slurm --remote file:///shared/pipe-cache`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkClusterFlags(cmd, opts, g.Remote); err != nil {
+				return err
+			}
 			return runRun(cmd.Context(), g, opts, args[0])
 		},
 	}
@@ -106,6 +113,13 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	// Only the outside inputs of what runs (or must be found cached) are checked.
 	if err := pipeline.Preflight(plan); err != nil {
 		return err
+	}
+	if opts.Cluster.Executor != "" {
+		rep, err := clusterDryRun(ctx, g, plan)
+		if err != nil {
+			return err
+		}
+		return runCluster(ctx, g, opts, plan, rep, g.Remote)
 	}
 	store, err := g.openStore()
 	if err != nil {
