@@ -206,23 +206,33 @@ func TestReportErrors(t *testing.T) {
 }
 
 func TestValidationWarnings(t *testing.T) {
-	v := func(setting, method string, mean float64) ReportResult {
-		return ReportResult{Setting: setting, Method: method, Class: "all", Metric: ValidationPrefix + "auroc", Mean: mean, N: 3}
+	v := func(setting, method, class string, mean float64) ReportResult {
+		return ReportResult{Setting: setting, Method: method, Class: class, Metric: ValidationPrefix + "auroc", Mean: mean, N: 3}
 	}
 	rows := []ReportResult{
-		v("a", "knn", 0.80), v("a", "ahl", 0.85), v("a", "devnet", 0.70),
-		v("b", "ahl", 0.55), v("b", "devnet", 0.65),
+		// a: pseudo-only validation (no class real): judged on class all.
+		v("a", "knn", "all", 0.80), v("a", "ahl", "all", 0.85), v("a", "devnet", "all", 0.70),
+		v("b", "ahl", "all", 0.55), v("b", "devnet", "all", 0.65),
 		{Setting: "a", Method: "devnet", Class: "all", Metric: "auroc", Mean: 0.1, N: 3}, // test, not validation
+		// c: class real present: judged on it, not on class all (where the heads lead).
+		v("c", "knn", "all", 0.90), v("c", "ahl", "all", 0.95), v("c", "devnet", "all", 0.96),
+		v("c", "knn", ValidationReal, 0.80), v("c", "ahl", ValidationReal, 0.75), v("c", "devnet", ValidationReal, 0.85),
+		v("c", "ahl", ValidationPseudo, 0.99),
 	}
 	got := ValidationWarnings(rows)
-	if len(got) != 2 {
-		t.Fatalf("got %d warnings %q, want 2 (a devnet below knn, b ahl below 0.6)", len(got), got)
+	if len(got) != 3 {
+		t.Fatalf("got %d warnings %q, want 3 (a devnet below knn, b ahl below 0.6, c ahl below knn on real)", len(got), got)
 	}
-	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") {
-		t.Errorf("warning %q, want setting a devnet below knn only", got[0])
+	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") ||
+		!strings.Contains(got[0], "pseudo anomalies only") {
+		t.Errorf("warning %q, want setting a devnet below knn only, on pseudo anomalies only", got[0])
 	}
 	if !strings.Contains(got[1], "b, method ahl") || !strings.Contains(got[1], "below 0.6") {
 		t.Errorf("warning %q, want setting b ahl below 0.6", got[1])
+	}
+	if !strings.Contains(got[2], "c, method ahl") || !strings.Contains(got[2], "0.750") || !strings.Contains(got[2], "below knn's 0.800") ||
+		!strings.Contains(got[2], "class real") {
+		t.Errorf("warning %q, want setting c ahl at 0.750 on class real, below knn's 0.800", got[2])
 	}
 }
 

@@ -227,8 +227,8 @@ func TestTrainValidation(t *testing.T) {
 	for _, r := range rows {
 		got[r.Class] = r.Value
 	}
-	if len(rows) != 3 || got["all"] < 0.9 || got["seen"] < 0.9 || got["pseudo"] < 0.9 {
-		t.Errorf("validation rows %v, want classes all, seen and pseudo, each AUROC >= 0.9", rows)
+	if len(rows) != 3 || got["all"] < 0.9 || got["real"] < 0.9 || got["pseudo"] < 0.9 {
+		t.Errorf("validation rows %v, want classes all, real and pseudo, each AUROC >= 0.9", rows)
 	}
 	knn, _, _ := s.chain(t, quick("knn", "devnet", 0), 3)
 	if rows, err := tables.DecodeMetrics(knn["validation"]); err != nil || len(rows) != 3 {
