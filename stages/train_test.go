@@ -239,3 +239,40 @@ func TestTrainValidation(t *testing.T) {
 		t.Errorf("without a validation split: rows %v (%v), want none", rows, err)
 	}
 }
+
+// TestTrainSchedule: schedule default maps the preset rates onto both trainers' configs,
+// paper (and no schedule) keeps the params' own, and default refuses a rate set beside it.
+func TestTrainSchedule(t *testing.T) {
+	p := defaultTrainParams()
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	paper := p.cdlConfig(0, nil)
+	if paper.MetaLR != 0.005 || paper.InnerLR != 2e-4 || paper.LRDecayEvery != 10 || p.devnetConfig(0, nil).LR != 2e-4 {
+		t.Errorf("no schedule: cdl %+v, want the paper's rates", paper)
+	}
+	p.Schedule = ScheduleDefault
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, c := defaultSchedule(), p.cdlConfig(0, nil)
+	if c.MetaLR != d.MetaLR || c.InnerLR != d.InnerLR || c.LRDecayEvery != d.LRDecayEvery || p.devnetConfig(0, nil).LR != d.LR ||
+		p.devnetConfig(0, nil).LRDecayEvery != d.LRDecayEvery {
+		t.Errorf("schedule default: cdl %+v devnet %+v, want %+v", c, p.devnetConfig(0, nil), d)
+	}
+	if d.MetaLR == paper.MetaLR || d.LRDecayEvery == paper.LRDecayEvery {
+		t.Errorf("default schedule %+v equals the paper's in meta_lr or decay", d)
+	}
+	p.LR = 0.01
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "lr: 0.01 with schedule: default") {
+		t.Errorf("lr beside schedule default: err = %v", err)
+	}
+	p.Schedule = SchedulePaper
+	if err := p.Validate(); err != nil || p.devnetConfig(0, nil).LR != 0.01 {
+		t.Errorf("schedule paper with lr 0.01: err %v, lr %g, want the param's 0.01", err, p.devnetConfig(0, nil).LR)
+	}
+	p.Schedule = "fast"
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), `schedule: "fast"`) {
+		t.Errorf("unknown schedule: err = %v", err)
+	}
+}
