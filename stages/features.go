@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
+	"github.com/pipe-ahl/pipe/ahl/dataset"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/stages/tables"
@@ -49,6 +50,12 @@ type FeaturesParams struct {
 	Flip bool `json:"flip"`
 	// Generators make the pseudo anomalies the convnet trains on, on the fly.
 	Generators []string `json:"generators"`
+	// EarlyStop, when > 0, is the patience of early stopping on ingest's validation split:
+	// after every epoch the convnet scores the validation normals, the held-out labelled
+	// anomalies and a pseudo anomaly of each validation normal; training stops after this
+	// many epochs without a better figure and keeps the best epoch's network (Epochs is then
+	// the maximum). 0 (the default) trains all Epochs. Needs a validation split.
+	EarlyStop int `json:"early_stop,omitempty"`
 }
 
 func init() {
@@ -110,6 +117,8 @@ func (p *FeaturesParams) Validate() error {
 		return fmt.Errorf("lr: %g, want > 0", p.LR)
 	case p.WeightDecay < 0:
 		return fmt.Errorf("weight_decay: %g, want >= 0", p.WeightDecay)
+	case p.EarlyStop < 0:
+		return fmt.Errorf("early_stop: %d, want >= 0 (epochs of patience; 0 trains every epoch)", p.EarlyStop)
 	}
 	for _, g := range p.Generators {
 		if err := augment.Valid(g); err != nil {
@@ -187,28 +196,42 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		bb = r
 	case backbone.ConvNetName:
-		var normals, anomalies []imgs.Image
+		var normals, anomalies, valNormals, valAnomalies []imgs.Image
 		for i := range ids {
-			if split[i] != "train" {
+			if split[i] != "train" && (p.EarlyStop == 0 || split[i] != dataset.Validation) {
 				continue
 			}
 			im, err := decode(i, imgs.Size{H: p.Size, W: p.Size})
 			if err != nil {
 				return err
 			}
-			if label[i] == 0 {
+			switch {
+			case split[i] != "train" && label[i] == 0:
+				valNormals = append(valNormals, im)
+			case split[i] != "train":
+				valAnomalies = append(valAnomalies, im)
+			case label[i] == 0:
 				normals = append(normals, im)
-			} else {
+			default:
 				anomalies = append(anomalies, im)
 			}
 		}
+		if p.EarlyStop > 0 && len(valNormals) == 0 {
+			return fmt.Errorf("early_stop: %d needs ingest's validation split (ingest param validation > 0), but %s has no image of split %s", p.EarlyStop, images.Input, dataset.Validation)
+		}
 		fmt.Fprintf(env.Log, "training convnet %v at %dx%d on %d normals, %d anomalies and pseudo anomalies %v (%d epochs x %d steps)\n",
 			p.Channels, p.Size, p.Size, len(normals), len(anomalies), p.Generators, p.Epochs, p.Steps)
+		var figs []float64 // each epoch's validation figure (early stopping)
 		cfg := backbone.ConvNetConfig{
 			Size: p.Size, Channels: p.Channels, Epochs: p.Epochs, Steps: p.Steps, Batch: p.Batch,
 			LR: p.LR, WeightDecay: p.WeightDecay, Seed: env.Seed, Flip: p.Flip,
 			Generators: p.Generators, Pseudo: augment.Apply,
-			Progress: func(done, _ int) { env.Progress(done, total) },
+			Progress:   func(done, _ int) { env.Progress(done, total) },
+			ValNormals: valNormals, ValAnomalies: valAnomalies, Patience: p.EarlyStop,
+			OnValidation: func(ep int, fig float64) {
+				figs = append(figs, fig)
+				fmt.Fprintf(env.Log, "convnet epoch %d validation AUROC (mean over real and pseudo) %.4f\n", ep, fig)
+			},
 		}
 		net, losses, err := backbone.TrainConvNet(ctx, cfg, normals, anomalies)
 		if err != nil {
@@ -216,6 +239,15 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		for ep, l := range losses {
 			fmt.Fprintf(env.Log, "convnet epoch %d loss %.4f\n", ep, l)
+		}
+		if p.EarlyStop > 0 {
+			best := 0
+			for ep, f := range figs {
+				if f > figs[best] {
+					best = ep
+				}
+			}
+			fmt.Fprintf(env.Log, "convnet early stopping: trained %d of %d epochs, kept epoch %d (validation %.4f)\n", len(losses), p.Epochs, best, figs[best])
 		}
 		bb = net
 	}
