@@ -33,6 +33,11 @@ type FeaturesParams struct {
 	Weights string `json:"weights"`
 	// Size is S: scale 0 sees images at S x S, scale 1 at S/2 x S/2 (paper: 448).
 	Size int `json:"size"`
+	// Resize is how an image of another aspect ratio becomes S x S: squash (the default,
+	// "" in the cache key), crop (torchvision's Resize(S) + CenterCrop(S)) or pad
+	// (letterboxed on the image's mean colour); imgs.Squash, imgs.Crop, imgs.Pad. With crop
+	// or pad, scale 1 is resized from the S x S image, as augment's pseudo anomalies are.
+	Resize string `json:"resize,omitempty"`
 
 	// The convnet's architecture and training (ignored by resnet18).
 
@@ -88,6 +93,9 @@ func (p *FeaturesParams) Validate() error {
 		}
 	default:
 		return fmt.Errorf("backbone: %q, want %s or %s", p.Backbone, backbone.ResNet18Name, backbone.ConvNetName)
+	}
+	if err := imgs.CheckResize(p.Resize); err != nil {
+		return err
 	}
 	if p.Size < 8 {
 		return fmt.Errorf("size: %d, want >= 8 (scale 1 is size/2)", p.Size)
@@ -159,15 +167,20 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	ids, split, label := images.IDs, images.Split, images.Label
 	// decode returns image i at full size, or resized to each of sizes while it is decoded
 	// (bit for bit Resize(Decode(b)), without the full-size float image of a large photo).
+	// With resize crop or pad it returns the S x S image that mode makes, whatever sizes
+	// asks: the convnet trains on it and the backbone extracts both scales from it.
 	decode := func(i int, sizes ...imgs.Size) (imgs.Image, error) {
 		b, err := images.Bytes(ctx, i)
 		if err != nil {
 			return imgs.Image{}, err
 		}
 		var im imgs.Image
-		if len(sizes) == 0 {
+		switch {
+		case p.Resize != "" && p.Resize != imgs.Squash:
+			im, err = imgs.DecodeFit(b, p.Resize, p.Size)
+		case len(sizes) == 0:
 			im, err = imgs.Decode(b)
-		} else {
+		default:
 			var ims []imgs.Image
 			if ims, err = imgs.DecodeResized(b, sizes...); err == nil {
 				im = ims[0]
@@ -274,7 +287,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		env.Progress(trainSteps+c+1, total)
 	}
-	if err := tables.WriteBackbone(env, bb); err != nil {
+	if err := tables.WriteBackbone(env, bb, p.Resize); err != nil {
 		return err
 	}
 	return rows.Write(env, "features")
