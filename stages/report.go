@@ -221,7 +221,8 @@ const ValidationPrefix = "val_"
 // that on the held-out labelled anomalies (class real: real defects) when the setting has
 // it; otherwise (M = 1 holds out no labelled anomaly) that of class all, which then holds
 // pseudo anomalies only, and the warning says so: a head can separate pseudo anomalies well
-// and real defects badly.
+// and real defects badly. Such a setting also gets one line saying that its validation saw
+// pseudo anomalies only, whatever its figures.
 func ValidationWarnings(rows []ReportResult) []string {
 	const floor = 0.6
 	type sm struct{ setting, method string }
@@ -248,6 +249,15 @@ func ValidationWarnings(rows []ReportResult) []string {
 		}
 	}
 	var out []string
+	noted := map[string]bool{}
+	for _, r := range rows {
+		if !judged(r) || real[sm{r.Setting, r.Method}] || noted[r.Setting] {
+			continue
+		}
+		noted[r.Setting] = true
+		out = append(out, fmt.Sprintf("%s: the validation split holds no labelled anomaly (M = 1 keeps its one for training), so its AUROC is on pseudo anomalies only and says little about real defects",
+			r.Setting))
+	}
 	for _, r := range rows {
 		if !judged(r) || r.Method == MethodKNN {
 			continue

@@ -220,9 +220,15 @@ func TestValidationWarnings(t *testing.T) {
 		v("c", "ahl", ValidationPseudo, 0.99),
 	}
 	got := ValidationWarnings(rows)
-	if len(got) != 3 {
-		t.Fatalf("got %d warnings %q, want 3 (a devnet below knn, b ahl below 0.6, c ahl below knn on real)", len(got), got)
+	if len(got) != 5 {
+		t.Fatalf("got %d warnings %q, want 5 (a and b pseudo only, a devnet below knn, b ahl below 0.6, c ahl below knn on real)", len(got), got)
 	}
+	for i, set := range []string{"a", "b"} {
+		if !strings.HasPrefix(got[i], set+": the validation split holds no labelled anomaly") {
+			t.Errorf("line %d %q, want setting %s's pseudo-only note", i, got[i], set)
+		}
+	}
+	got = got[2:]
 	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") ||
 		!strings.Contains(got[0], "pseudo anomalies only") {
 		t.Errorf("warning %q, want setting a devnet below knn only, on pseudo anomalies only", got[0])
