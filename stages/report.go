@@ -17,8 +17,9 @@ import (
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
 // results table changes meaning. 2: the results hold the mean-over-seen-classes rows. 3: the
-// results hold the train instances' validation AUROC (metric val_auroc).
-const reportVersion = 3
+// results hold the train instances' validation AUROC (metric val_auroc). 4: the
+// mean-over-seen-classes rows include val_auroc's classes real and pseudo.
+const reportVersion = 4
 
 // ReportParams configures the report stage, which gathers every evaluate instance (and, when
 // the DAG lists it in needs, every train instance) of a DAG into one table.
@@ -286,9 +287,10 @@ func ValidationWarnings(rows []ReportResult) []string {
 const SettingMean = "seen_class=mean"
 
 // SeenClassMeans returns rows followed by, for every group of settings that differ only in
-// their seen_class (two or more of them), one row per method and metric of class all with
-// the mean over those settings, under the setting "<the rest> seen_class=mean": the hard
-// protocol's headline figure is the mean over seen classes. Its std is the sample standard
+// their seen_class (two or more of them), one row per method and metric of class all (and,
+// for the validation metrics, of classes real and pseudo too, which every seen class has)
+// with the mean over those settings, under the setting "<the rest> seen_class=mean": the
+// hard protocol's headline figure is the mean over seen classes. Its std is the sample standard
 // deviation of the per-setting means and n the number of settings. The new rows follow the
 // order in which their groups first appear in rows.
 func SeenClassMeans(rows []ReportResult) []ReportResult {
@@ -305,7 +307,7 @@ func SeenClassMeans(rows []ReportResult) []ReportResult {
 			}
 			rest = append(rest, kv)
 		}
-		if !has || r.Class != "all" {
+		if !has || (r.Class != "all" && !strings.HasPrefix(r.Metric, ValidationPrefix)) {
 			continue
 		}
 		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}

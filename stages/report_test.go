@@ -242,6 +242,30 @@ func TestValidationWarnings(t *testing.T) {
 	}
 }
 
+// TestSeenClassMeansValidation: the mean over seen classes covers the validation metric's
+// classes real and pseudo (every seen class has them), but of the test metric only class
+// all (the per-class test rows name different classes per seen class).
+func TestSeenClassMeansValidation(t *testing.T) {
+	r := func(set, class, metric string, mean float64) ReportResult {
+		return ReportResult{Setting: set, Method: "ahl", Class: class, Metric: metric, Mean: mean, N: 3}
+	}
+	rows := []ReportResult{
+		r("h seen_class=a", "all", "auroc", 0.6), r("h seen_class=b", "all", "auroc", 0.8),
+		r("h seen_class=a", "b", "auroc", 0.6), r("h seen_class=b", "a", "auroc", 0.8),
+		r("h seen_class=a", ValidationReal, ValidationPrefix+"auroc", 0.7), r("h seen_class=b", ValidationReal, ValidationPrefix+"auroc", 0.9),
+	}
+	got := map[string]float64{}
+	for _, x := range SeenClassMeans(rows)[len(rows):] {
+		got[x.Class+" "+x.Metric] = x.Mean
+	}
+	if len(got) != 2 || math.Abs(got["all auroc"]-0.7) > 1e-12 || math.Abs(got[ValidationReal+" "+ValidationPrefix+"auroc"]-0.8) > 1e-12 {
+		t.Errorf("seen-class means %v, want all auroc 0.7 and real val_auroc 0.8 only", got)
+	}
+	if w := ValidationWarnings(SeenClassMeans(rows)); len(w) != 0 {
+		t.Errorf("warnings %q, want none (real validation rows in every setting, including the mean)", w)
+	}
+}
+
 func TestSweepMeans(t *testing.T) {
 	r := func(set, method, class string, mean float64) ReportResult {
 		return ReportResult{Setting: set, Method: method, Class: class, Metric: "auroc", Mean: mean, Std: 0.1, N: 3}
