@@ -113,12 +113,12 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		return fmt.Errorf("params are %T, want *AugmentParams", env.Params)
 	}
 
-	bb, err := openBackbone(ctx, env)
+	bb, resize, err := openBackbone(ctx, env)
 	if err != nil {
 		return err
 	}
 	s := bb.Size()
-	ids, normals, nTrain, err := trainingNormals(ctx, env, s)
+	ids, normals, nTrain, err := trainingNormals(ctx, env, s, resize)
 	if err != nil {
 		return err
 	}
@@ -200,20 +200,23 @@ func augmentStream(i int, g string) uint64 {
 	return uint64(i)<<8 | uint64(slices.Index(augment.Generators, g))
 }
 
-// openBackbone reads the backbone table of the input that has one.
-func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, error) {
+// openBackbone reads the backbone table of the input that has one: the network, and how
+// the features stage made images S x S (its resize mode).
+func openBackbone(ctx context.Context, env *kind.Env) (backbone.Backbone, string, error) {
 	bt, err := tables.ReadBackboneTensors(ctx, env)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return augmentBackbone(bt)
+	bb, err := augmentBackbone(bt)
+	return bb, bt.Resize, err
 }
 
 // trainingNormals decodes the training normals (split train, label 0) of the images input,
-// then the validation normals (split val, label 0), each in table order, resized to s x s;
+// then the validation normals (split val, label 0), each in table order, made s x s as the
+// features stage's resize mode says (imgs.DecodeFit; squash: DecodeResized);
 // nTrain is how many of them are training normals. Validation normals get pseudo anomalies
 // too, so that train can validate on them.
-func trainingNormals(ctx context.Context, env *kind.Env, s int) (ids []string, out []imgs.Image, nTrain int, err error) {
+func trainingNormals(ctx context.Context, env *kind.Env, s int, resize string) (ids []string, out []imgs.Image, nTrain int, err error) {
 	images, err := tables.OpenImages(ctx, env)
 	if err != nil {
 		return nil, nil, 0, err
@@ -228,12 +231,20 @@ func trainingNormals(ctx context.Context, env *kind.Env, s int) (ids []string, o
 			if err != nil {
 				return nil, nil, 0, err
 			}
-			ims, err := imgs.DecodeResized(b, imgs.Size{H: s, W: s})
+			var im imgs.Image
+			if resize == imgs.Squash {
+				var ims []imgs.Image
+				if ims, err = imgs.DecodeResized(b, imgs.Size{H: s, W: s}); err == nil {
+					im = ims[0]
+				}
+			} else {
+				im, err = imgs.DecodeFit(b, resize, s)
+			}
 			if err != nil {
 				return nil, nil, 0, fmt.Errorf("%s: id %q: %w", images.Input, id, err)
 			}
 			ids = append(ids, id)
-			out = append(out, ims[0])
+			out = append(out, im)
 		}
 		if split == "train" {
 			nTrain = len(out)

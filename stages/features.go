@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
+	"github.com/pipe-ahl/pipe/ahl/dataset"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/stages/tables"
@@ -32,6 +33,11 @@ type FeaturesParams struct {
 	Weights string `json:"weights"`
 	// Size is S: scale 0 sees images at S x S, scale 1 at S/2 x S/2 (paper: 448).
 	Size int `json:"size"`
+	// Resize is how an image of another aspect ratio becomes S x S: squash (the default,
+	// "" in the cache key), crop (torchvision's Resize(S) + CenterCrop(S)) or pad
+	// (letterboxed on the image's mean colour); imgs.Squash, imgs.Crop, imgs.Pad. With crop
+	// or pad, scale 1 is resized from the S x S image, as augment's pseudo anomalies are.
+	Resize string `json:"resize,omitempty"`
 
 	// The convnet's architecture and training (ignored by resnet18).
 
@@ -49,6 +55,12 @@ type FeaturesParams struct {
 	Flip bool `json:"flip"`
 	// Generators make the pseudo anomalies the convnet trains on, on the fly.
 	Generators []string `json:"generators"`
+	// EarlyStop, when > 0, is the patience of early stopping on ingest's validation split:
+	// after every epoch the convnet scores the validation normals, the held-out labelled
+	// anomalies and a pseudo anomaly of each validation normal; training stops after this
+	// many epochs without a better figure and keeps the best epoch's network (Epochs is then
+	// the maximum). 0 (the default) trains all Epochs. Needs a validation split.
+	EarlyStop int `json:"early_stop,omitempty"`
 }
 
 func init() {
@@ -82,6 +94,9 @@ func (p *FeaturesParams) Validate() error {
 	default:
 		return fmt.Errorf("backbone: %q, want %s or %s", p.Backbone, backbone.ResNet18Name, backbone.ConvNetName)
 	}
+	if err := imgs.CheckResize(p.Resize); err != nil {
+		return err
+	}
 	if p.Size < 8 {
 		return fmt.Errorf("size: %d, want >= 8 (scale 1 is size/2)", p.Size)
 	}
@@ -110,6 +125,8 @@ func (p *FeaturesParams) Validate() error {
 		return fmt.Errorf("lr: %g, want > 0", p.LR)
 	case p.WeightDecay < 0:
 		return fmt.Errorf("weight_decay: %g, want >= 0", p.WeightDecay)
+	case p.EarlyStop < 0:
+		return fmt.Errorf("early_stop: %d, want >= 0 (epochs of patience; 0 trains every epoch)", p.EarlyStop)
 	}
 	for _, g := range p.Generators {
 		if err := augment.Valid(g); err != nil {
@@ -149,13 +166,29 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 	defer images.Close()
 	ids, split, label := images.IDs, images.Split, images.Label
 	// decode returns image i resized to each of sizes while it is decoded (bit for bit
-	// Resize(Decode(b)), without the full-size float image of a large photo).
+	// Resize(Decode(b)), without the full-size float image of a large photo). With resize
+	// crop or pad the image is first made S x S by that mode, and each size is resampled
+	// from it, as the backbone resamples an S x S image it is given.
 	decode := func(i int, sizes ...imgs.Size) ([]imgs.Image, error) {
 		b, err := images.Bytes(ctx, i)
 		if err != nil {
 			return nil, err
 		}
-		ims, err := imgs.DecodeResized(b, sizes...)
+		var ims []imgs.Image
+		if p.Resize != "" && p.Resize != imgs.Squash {
+			var fit imgs.Image
+			if fit, err = imgs.DecodeFit(b, p.Resize, p.Size); err == nil {
+				for _, z := range sizes {
+					if z.H == fit.H && z.W == fit.W {
+						ims = append(ims, fit)
+					} else {
+						ims = append(ims, imgs.Resize(fit, z.H, z.W))
+					}
+				}
+			}
+		} else {
+			ims, err = imgs.DecodeResized(b, sizes...)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: id %q: %w", images.Input, ids[i], err)
 		}
@@ -179,9 +212,9 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		bb = r
 	case backbone.ConvNetName:
-		var normals, anomalies []imgs.Image
+		var normals, anomalies, valNormals, valAnomalies []imgs.Image
 		for i := range ids {
-			if split[i] != "train" {
+			if split[i] != "train" && (p.EarlyStop == 0 || split[i] != dataset.Validation) {
 				continue
 			}
 			ims, err := decode(i, imgs.Size{H: p.Size, W: p.Size})
@@ -189,19 +222,33 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 				return err
 			}
 			im := ims[0]
-			if label[i] == 0 {
+			switch {
+			case split[i] != "train" && label[i] == 0:
+				valNormals = append(valNormals, im)
+			case split[i] != "train":
+				valAnomalies = append(valAnomalies, im)
+			case label[i] == 0:
 				normals = append(normals, im)
-			} else {
+			default:
 				anomalies = append(anomalies, im)
 			}
 		}
+		if p.EarlyStop > 0 && len(valNormals) == 0 {
+			return fmt.Errorf("early_stop: %d needs ingest's validation split (ingest param validation > 0), but %s has no image of split %s", p.EarlyStop, images.Input, dataset.Validation)
+		}
 		fmt.Fprintf(env.Log, "training convnet %v at %dx%d on %d normals, %d anomalies and pseudo anomalies %v (%d epochs x %d steps)\n",
 			p.Channels, p.Size, p.Size, len(normals), len(anomalies), p.Generators, p.Epochs, p.Steps)
+		var figs []float64 // each epoch's validation figure (early stopping)
 		cfg := backbone.ConvNetConfig{
 			Size: p.Size, Channels: p.Channels, Epochs: p.Epochs, Steps: p.Steps, Batch: p.Batch,
 			LR: p.LR, WeightDecay: p.WeightDecay, Seed: env.Seed, Flip: p.Flip,
 			Generators: p.Generators, Pseudo: augment.Apply,
-			Progress: func(done, _ int) { env.Progress(done, total) },
+			Progress:   func(done, _ int) { env.Progress(done, total) },
+			ValNormals: valNormals, ValAnomalies: valAnomalies, Patience: p.EarlyStop,
+			OnValidation: func(ep int, fig float64) {
+				figs = append(figs, fig)
+				fmt.Fprintf(env.Log, "convnet epoch %d validation AUROC (mean over real and pseudo) %.4f\n", ep, fig)
+			},
 		}
 		net, losses, err := backbone.TrainConvNet(ctx, cfg, normals, anomalies)
 		if err != nil {
@@ -209,6 +256,15 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		for ep, l := range losses {
 			fmt.Fprintf(env.Log, "convnet epoch %d loss %.4f\n", ep, l)
+		}
+		if p.EarlyStop > 0 {
+			best := 0
+			for ep, f := range figs {
+				if f > figs[best] {
+					best = ep
+				}
+			}
+			fmt.Fprintf(env.Log, "convnet early stopping: trained %d of %d epochs, kept epoch %d (validation %.4f)\n", len(losses), p.Epochs, best, figs[best])
 		}
 		bb = net
 	}
@@ -237,7 +293,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 		}
 		env.Progress(trainSteps+c+1, total)
 	}
-	if err := tables.WriteBackbone(env, bb); err != nil {
+	if err := tables.WriteBackbone(env, bb, p.Resize); err != nil {
 		return err
 	}
 	return rows.Write(env, "features")

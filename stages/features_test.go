@@ -295,3 +295,90 @@ func TestExtractTableExtraColumns(t *testing.T) {
 		t.Error("an extra column with the wrong length should fail")
 	}
 }
+
+// withSplits returns the images table rec with the split of the listed ids replaced.
+func withSplits(t *testing.T, rec arrow.RecordBatch, split map[string]string) arrow.RecordBatch {
+	t.Helper()
+	ids, _ := artifacts.StringCol(rec, "id")
+	sp, _ := artifacts.StringCol(rec, "split")
+	cl, _ := artifacts.StringCol(rec, "class")
+	lab, _ := artifacts.Int64Col(rec, "label")
+	data, err := artifacts.BinaryCol(rec, "bytes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp = append([]string(nil), sp...)
+	for i, id := range ids {
+		if s, ok := split[id]; ok {
+			sp[i] = s
+		}
+	}
+	out, err := artifacts.NewTable(artifacts.Strings("id", ids), artifacts.Strings("split", sp),
+		artifacts.Int64s("label", lab), artifacts.Strings("class", cl), artifacts.Binaries("bytes", data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestFeaturesResize: with resize crop or pad the backbone sees each image made S x S by
+// that mode (the stored features are the stored backbone's on imgs.Fit's images), the
+// backbone table says so, and augment makes its pseudo anomalies from images prepared the
+// same way (they differ from those of the same network told squash). Squash writes no
+// resize metadata, so the default's bytes are those of before the param.
+func TestFeaturesResize(t *testing.T) {
+	images, decoded := pngImagesTable(t, 1)
+	ids, _ := artifacts.StringCol(images, "id")
+	in := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images})
+	if out := runKind(t, "features", smallConvNetParams(), 7, in); schemaMeta(out["backbone"], backboneResizeKey) != "" {
+		t.Error("squash wrote resize metadata")
+	}
+	for _, mode := range []string{imgs.Crop, imgs.Pad} {
+		p := smallConvNetParams()
+		p.Resize = mode
+		out := runKind(t, "features", p, 7, in)
+		if got := schemaMeta(out["backbone"], backboneResizeKey); got != mode {
+			t.Errorf("%s: backbone table resize %q", mode, got)
+		}
+		fitted := make([]imgs.Image, len(decoded))
+		for i, im := range decoded {
+			fitted[i], _ = imgs.Fit(im, mode, p.Size)
+		}
+		checkFeatures(t, out, fitted, ids, [2][3]int64{{8, 4, 4}, {8, 2, 2}})
+
+		feat := memInput("features", "", nil, out)
+		pseudo := runKind(t, "augment", nil, 3, in, feat)["pseudo"]
+		squashed := withMeta(out["backbone"], map[string]string{backboneResizeKey: imgs.Squash})
+		other := runKind(t, "augment", nil, 3, in, memInput("features", "", nil, map[string]arrow.RecordBatch{"backbone": squashed, "features": out["features"]}))["pseudo"]
+		if tablesEqual(pseudo, other) {
+			t.Errorf("%s: augment's pseudo anomalies do not depend on the backbone table's resize mode", mode)
+		}
+	}
+	p := smallConvNetParams()
+	p.Resize = "stretch"
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), `resize: "stretch"`) {
+		t.Errorf("resize stretch: err = %v", err)
+	}
+}
+
+// TestFeaturesEarlyStop: early stopping needs ingest's validation split (a clear error
+// without one) and, with one, trains deterministically.
+func TestFeaturesEarlyStop(t *testing.T) {
+	images, _ := pngImagesTable(t, 1)
+	p := smallConvNetParams()
+	p.Epochs, p.EarlyStop = 4, 1
+	_, err := tryKind("features", p, 7, memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images}))
+	if err == nil || !strings.Contains(err.Error(), "early_stop: 1 needs ingest's validation split") {
+		t.Errorf("early stop without a validation split: err = %v", err)
+	}
+	val := withSplits(t, images, map[string]string{"train/good/00.png": "val", "train/good/01.png": "val", "train/good/02.png": "val", "train/square/01.png": "val"})
+	in := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": val})
+	a, b := runKind(t, "features", p, 7, in), runKind(t, "features", p, 7, in)
+	if !tablesEqual(a["features"], b["features"]) {
+		t.Error("early stopping: two runs with seed 7 differ")
+	}
+	p.EarlyStop = -1
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "early_stop: -1") {
+		t.Errorf("early_stop -1: err = %v", err)
+	}
+}

@@ -14,8 +14,9 @@ import (
 
 // Schema metadata keys of the backbone table (stages/TABLES.md).
 const (
-	backboneNameKey = "backbone"
-	backboneSizeKey = "size"
+	backboneNameKey   = "backbone"
+	backboneSizeKey   = "size"
+	backboneResizeKey = "resize"
 )
 
 // perImage is tables.PerImage.
@@ -33,7 +34,7 @@ func backboneFromTable(rec arrow.RecordBatch) (backbone.Backbone, error) {
 // backboneTable returns the backbone table of b, as the features stage writes it.
 func backboneTable(b backbone.Backbone) (arrow.RecordBatch, error) {
 	env := &kind.Env{}
-	if err := tables.WriteBackbone(env, b); err != nil {
+	if err := tables.WriteBackbone(env, b, ""); err != nil {
 		return nil, err
 	}
 	return env.Outputs()["backbone"], nil

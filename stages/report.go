@@ -17,8 +17,9 @@ import (
 
 // reportVersion is the report stage's code version (part of its cache key). Bump it when the
 // results table changes meaning. 2: the results hold the mean-over-seen-classes rows. 3: the
-// results hold the train instances' validation AUROC (metric val_auroc).
-const reportVersion = 3
+// results hold the train instances' validation AUROC (metric val_auroc). 4: the
+// mean-over-seen-classes rows include val_auroc's classes real and pseudo.
+const reportVersion = 4
 
 // ReportParams configures the report stage, which gathers every evaluate instance (and, when
 // the DAG lists it in needs, every train instance) of a DAG into one table.
@@ -216,32 +217,68 @@ func runReport(ctx context.Context, env *kind.Env) error {
 const ValidationPrefix = "val_"
 
 // ValidationWarnings returns one line per setting and supervised method whose mean
-// validation AUROC (class all) is below 0.6 or below knn's in the same setting: a sign that
-// the method does worse than the features alone, found without the test labels.
+// validation AUROC is below 0.6 or below knn's in the same setting: a sign that the method
+// does worse than the features alone, found without the test labels. The AUROC judged is
+// that on the held-out labelled anomalies (class real: real defects) when the setting has
+// it; otherwise (M = 1 holds out no labelled anomaly) that of class all, which then holds
+// pseudo anomalies only, and the warning says so: a head can separate pseudo anomalies well
+// and real defects badly. Such a setting also gets one line saying that its validation saw
+// pseudo anomalies only, whatever its figures.
 func ValidationWarnings(rows []ReportResult) []string {
 	const floor = 0.6
-	knn := map[string]float64{}
+	type sm struct{ setting, method string }
+	real := map[sm]bool{}
 	for _, r := range rows {
-		if r.Metric == ValidationPrefix+"auroc" && r.Class == "all" && r.Method == MethodKNN {
-			knn[r.Setting] = r.Mean
+		if r.Metric == ValidationPrefix+"auroc" && r.Class == ValidationReal {
+			real[sm{r.Setting, r.Method}] = true
+		}
+	}
+	// judged says whether r is the row that judges its setting and method.
+	judged := func(r ReportResult) bool {
+		if r.Metric != ValidationPrefix+"auroc" {
+			return false
+		}
+		if real[sm{r.Setting, r.Method}] {
+			return r.Class == ValidationReal
+		}
+		return r.Class == "all"
+	}
+	knn := map[string]ReportResult{}
+	for _, r := range rows {
+		if judged(r) && r.Method == MethodKNN {
+			knn[r.Setting] = r
 		}
 	}
 	var out []string
+	noted := map[string]bool{}
 	for _, r := range rows {
-		if r.Metric != ValidationPrefix+"auroc" || r.Class != "all" || r.Method == MethodKNN {
+		if !judged(r) || real[sm{r.Setting, r.Method}] || noted[r.Setting] {
+			continue
+		}
+		noted[r.Setting] = true
+		out = append(out, fmt.Sprintf("%s: the validation split holds no labelled anomaly (M = 1 keeps its one for training), so its AUROC is on pseudo anomalies only and says little about real defects",
+			r.Setting))
+	}
+	for _, r := range rows {
+		if !judged(r) || r.Method == MethodKNN {
 			continue
 		}
 		var why []string
 		if r.Mean < floor {
 			why = append(why, fmt.Sprintf("below %.1f", floor))
 		}
-		if k, ok := knn[r.Setting]; ok && r.Mean < k {
-			why = append(why, fmt.Sprintf("below knn's %.3f", k))
+		if k, ok := knn[r.Setting]; ok && k.Class == r.Class && r.Mean < k.Mean {
+			why = append(why, fmt.Sprintf("below knn's %.3f", k.Mean))
 		}
-		if len(why) > 0 {
-			out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f is %s; the supervised head does worse than the features alone",
-				r.Setting, r.Method, r.Mean, strings.Join(why, " and ")))
+		if len(why) == 0 {
+			continue
 		}
+		on := "on the held-out labelled anomalies (class real)"
+		if r.Class != ValidationReal {
+			on = "on pseudo anomalies only (no labelled anomaly in the validation split)"
+		}
+		out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f %s is %s; the supervised head does worse than the features alone",
+			r.Setting, r.Method, r.Mean, on, strings.Join(why, " and ")))
 	}
 	return out
 }
@@ -250,9 +287,10 @@ func ValidationWarnings(rows []ReportResult) []string {
 const SettingMean = "seen_class=mean"
 
 // SeenClassMeans returns rows followed by, for every group of settings that differ only in
-// their seen_class (two or more of them), one row per method and metric of class all with
-// the mean over those settings, under the setting "<the rest> seen_class=mean": the hard
-// protocol's headline figure is the mean over seen classes. Its std is the sample standard
+// their seen_class (two or more of them), one row per method and metric of class all (and,
+// for the validation metrics, of classes real and pseudo too, which every seen class has)
+// with the mean over those settings, under the setting "<the rest> seen_class=mean": the
+// hard protocol's headline figure is the mean over seen classes. Its std is the sample standard
 // deviation of the per-setting means and n the number of settings. The new rows follow the
 // order in which their groups first appear in rows.
 func SeenClassMeans(rows []ReportResult) []ReportResult {
@@ -269,7 +307,7 @@ func SeenClassMeans(rows []ReportResult) []ReportResult {
 			}
 			rest = append(rest, kv)
 		}
-		if !has || r.Class != "all" {
+		if !has || (r.Class != "all" && !strings.HasPrefix(r.Metric, ValidationPrefix)) {
 			continue
 		}
 		k := key{strings.Join(rest, " "), r.Method, r.Class, r.Metric}

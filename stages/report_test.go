@@ -206,23 +206,63 @@ func TestReportErrors(t *testing.T) {
 }
 
 func TestValidationWarnings(t *testing.T) {
-	v := func(setting, method string, mean float64) ReportResult {
-		return ReportResult{Setting: setting, Method: method, Class: "all", Metric: ValidationPrefix + "auroc", Mean: mean, N: 3}
+	v := func(setting, method, class string, mean float64) ReportResult {
+		return ReportResult{Setting: setting, Method: method, Class: class, Metric: ValidationPrefix + "auroc", Mean: mean, N: 3}
 	}
 	rows := []ReportResult{
-		v("a", "knn", 0.80), v("a", "ahl", 0.85), v("a", "devnet", 0.70),
-		v("b", "ahl", 0.55), v("b", "devnet", 0.65),
+		// a: pseudo-only validation (no class real): judged on class all.
+		v("a", "knn", "all", 0.80), v("a", "ahl", "all", 0.85), v("a", "devnet", "all", 0.70),
+		v("b", "ahl", "all", 0.55), v("b", "devnet", "all", 0.65),
 		{Setting: "a", Method: "devnet", Class: "all", Metric: "auroc", Mean: 0.1, N: 3}, // test, not validation
+		// c: class real present: judged on it, not on class all (where the heads lead).
+		v("c", "knn", "all", 0.90), v("c", "ahl", "all", 0.95), v("c", "devnet", "all", 0.96),
+		v("c", "knn", ValidationReal, 0.80), v("c", "ahl", ValidationReal, 0.75), v("c", "devnet", ValidationReal, 0.85),
+		v("c", "ahl", ValidationPseudo, 0.99),
 	}
 	got := ValidationWarnings(rows)
-	if len(got) != 2 {
-		t.Fatalf("got %d warnings %q, want 2 (a devnet below knn, b ahl below 0.6)", len(got), got)
+	if len(got) != 5 {
+		t.Fatalf("got %d warnings %q, want 5 (a and b pseudo only, a devnet below knn, b ahl below 0.6, c ahl below knn on real)", len(got), got)
 	}
-	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") {
-		t.Errorf("warning %q, want setting a devnet below knn only", got[0])
+	for i, set := range []string{"a", "b"} {
+		if !strings.HasPrefix(got[i], set+": the validation split holds no labelled anomaly") {
+			t.Errorf("line %d %q, want setting %s's pseudo-only note", i, got[i], set)
+		}
+	}
+	got = got[2:]
+	if !strings.Contains(got[0], "a, method devnet") || !strings.Contains(got[0], "below knn's 0.800") || strings.Contains(got[0], "below 0.6") ||
+		!strings.Contains(got[0], "pseudo anomalies only") {
+		t.Errorf("warning %q, want setting a devnet below knn only, on pseudo anomalies only", got[0])
 	}
 	if !strings.Contains(got[1], "b, method ahl") || !strings.Contains(got[1], "below 0.6") {
 		t.Errorf("warning %q, want setting b ahl below 0.6", got[1])
+	}
+	if !strings.Contains(got[2], "c, method ahl") || !strings.Contains(got[2], "0.750") || !strings.Contains(got[2], "below knn's 0.800") ||
+		!strings.Contains(got[2], "class real") {
+		t.Errorf("warning %q, want setting c ahl at 0.750 on class real, below knn's 0.800", got[2])
+	}
+}
+
+// TestSeenClassMeansValidation: the mean over seen classes covers the validation metric's
+// classes real and pseudo (every seen class has them), but of the test metric only class
+// all (the per-class test rows name different classes per seen class).
+func TestSeenClassMeansValidation(t *testing.T) {
+	r := func(set, class, metric string, mean float64) ReportResult {
+		return ReportResult{Setting: set, Method: "ahl", Class: class, Metric: metric, Mean: mean, N: 3}
+	}
+	rows := []ReportResult{
+		r("h seen_class=a", "all", "auroc", 0.6), r("h seen_class=b", "all", "auroc", 0.8),
+		r("h seen_class=a", "b", "auroc", 0.6), r("h seen_class=b", "a", "auroc", 0.8),
+		r("h seen_class=a", ValidationReal, ValidationPrefix+"auroc", 0.7), r("h seen_class=b", ValidationReal, ValidationPrefix+"auroc", 0.9),
+	}
+	got := map[string]float64{}
+	for _, x := range SeenClassMeans(rows)[len(rows):] {
+		got[x.Class+" "+x.Metric] = x.Mean
+	}
+	if len(got) != 2 || math.Abs(got["all auroc"]-0.7) > 1e-12 || math.Abs(got[ValidationReal+" "+ValidationPrefix+"auroc"]-0.8) > 1e-12 {
+		t.Errorf("seen-class means %v, want all auroc 0.7 and real val_auroc 0.8 only", got)
+	}
+	if w := ValidationWarnings(SeenClassMeans(rows)); len(w) != 0 {
+		t.Errorf("warnings %q, want none (real validation rows in every setting, including the mean)", w)
 	}
 }
 

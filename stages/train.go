@@ -21,8 +21,8 @@ import (
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
 // log's wall-clock seconds column, which made the log's bytes differ from run to run; 3 adds
-// the validation table.
-const trainVersion = 3
+// the validation table; 4 names its labelled-anomaly class real (was seen).
+const trainVersion = 4
 
 // Training methods (docs/algorithm.md, "CDL" and "Baselines").
 const (
@@ -71,6 +71,46 @@ type TrainParams struct {
 	PsiLR float64 `json:"psi_lr"`
 	// Neighbours is knn's k (5).
 	Neighbours int `json:"neighbours"`
+	// Schedule names a preset of the learning rates above: paper (the paper's, also what an
+	// absent schedule gives, so DAGs that predate the param keep their cache keys) or
+	// default (chosen on the validation split, docs/algorithm.md "Training schedules").
+	// With default the rates are the preset's, and setting lr, meta_lr, inner_lr or
+	// lr_decay_every as well is an error.
+	Schedule string `json:"schedule,omitempty"`
+}
+
+// Training schedules (train.schedule).
+const (
+	SchedulePaper   = "paper"
+	ScheduleDefault = "default"
+)
+
+// schedule is a preset of the learning rates of CDL and direct training.
+type schedule struct {
+	LR, MetaLR, InnerLR float64
+	LRDecayEvery        int
+}
+
+// paperSchedule is the paper's (AHL: inner SGD 2e-4, meta Adam 0.005; DevNet: Adam 2e-4;
+// both x 0.1 every 10 epochs).
+func paperSchedule() schedule {
+	c, d := cdl.DefaultConfig(), baseline.DefaultDevnet()
+	return schedule{LR: d.LR, MetaLR: c.MetaLR, InnerLR: c.InnerLR, LRDecayEvery: c.LRDecayEvery}
+}
+
+// defaultSchedule is the one chosen on the validation split's real anomalies (RESULTS.md,
+// 2026-11-30 session 2): constant rates, 25x and 10x the paper's Adam rates.
+func defaultSchedule() schedule {
+	return schedule{LR: 0.005, MetaLR: 0.05, InnerLR: cdl.DefaultConfig().InnerLR, LRDecayEvery: 0}
+}
+
+// rates returns p's effective learning rates: the default schedule's when p.Schedule is
+// default, otherwise p's own (which start as the paper's).
+func (p *TrainParams) rates() schedule {
+	if p.Schedule == ScheduleDefault {
+		return defaultSchedule()
+	}
+	return schedule{LR: p.LR, MetaLR: p.MetaLR, InnerLR: p.InnerLR, LRDecayEvery: p.LRDecayEvery}
 }
 
 // defaultTrainParams are the paper's values (docs/algorithm.md, the tables of "CDL" and
@@ -87,9 +127,10 @@ func defaultTrainParams() *TrainParams {
 func (p *TrainParams) cdlConfig(seed uint64, progress func(done, total int)) cdl.Config {
 	cfg := cdl.DefaultConfig()
 	cfg.Epochs = cmpOr(p.Epochs, cfg.Epochs)
+	r := p.rates()
 	cfg.BatchSize, cfg.InnerSteps, cfg.QuerySteps = p.BatchSize, p.InnerSteps, p.QuerySteps
-	cfg.InnerLR, cfg.MetaLR, cfg.K, cfg.PsiLR = p.InnerLR, p.MetaLR, p.K, p.PsiLR
-	cfg.MetaSteps, cfg.LRDecayEvery = p.MetaSteps, p.LRDecayEvery
+	cfg.InnerLR, cfg.MetaLR, cfg.K, cfg.PsiLR = r.InnerLR, r.MetaLR, p.K, p.PsiLR
+	cfg.MetaSteps, cfg.LRDecayEvery = p.MetaSteps, r.LRDecayEvery
 	cfg.Seed, cfg.Progress = seed, progress
 	return cfg
 }
@@ -98,7 +139,8 @@ func (p *TrainParams) cdlConfig(seed uint64, progress func(done, total int)) cdl
 func (p *TrainParams) devnetConfig(seed uint64, progress func(done, total int)) baseline.DevnetConfig {
 	cfg := baseline.DefaultDevnet()
 	cfg.Epochs = cmpOr(p.Epochs, cfg.Epochs)
-	cfg.StepsPerEpoch, cfg.BatchSize, cfg.LR, cfg.LRDecayEvery = p.StepsPerEpoch, p.BatchSize, p.LR, p.LRDecayEvery
+	r := p.rates()
+	cfg.StepsPerEpoch, cfg.BatchSize, cfg.LR, cfg.LRDecayEvery = p.StepsPerEpoch, p.BatchSize, r.LR, r.LRDecayEvery
 	cfg.Seed, cfg.Progress = seed, progress
 	return cfg
 }
@@ -132,6 +174,22 @@ func (p *TrainParams) Validate() error {
 	}
 	if p.Neighbours < 1 {
 		return fmt.Errorf("neighbours: %d, want >= 1", p.Neighbours)
+	}
+	switch p.Schedule {
+	case "", SchedulePaper:
+	case ScheduleDefault:
+		paper := paperSchedule()
+		for _, f := range []struct {
+			name      string
+			got, want float64
+		}{{"lr", p.LR, paper.LR}, {"meta_lr", p.MetaLR, paper.MetaLR}, {"inner_lr", p.InnerLR, paper.InnerLR},
+			{"lr_decay_every", float64(p.LRDecayEvery), float64(paper.LRDecayEvery)}} {
+			if f.got != f.want {
+				return fmt.Errorf("%s: %g with schedule: default, which sets it; drop one of them (or use schedule: paper with your own rates)", f.name, f.got)
+			}
+		}
+	default:
+		return fmt.Errorf("schedule: %q, want %s or %s", p.Schedule, SchedulePaper, ScheduleDefault)
 	}
 	if err := p.cdlConfig(0, nil).Validate(); err != nil {
 		return err

@@ -227,8 +227,8 @@ func TestTrainValidation(t *testing.T) {
 	for _, r := range rows {
 		got[r.Class] = r.Value
 	}
-	if len(rows) != 3 || got["all"] < 0.9 || got["seen"] < 0.9 || got["pseudo"] < 0.9 {
-		t.Errorf("validation rows %v, want classes all, seen and pseudo, each AUROC >= 0.9", rows)
+	if len(rows) != 3 || got["all"] < 0.9 || got["real"] < 0.9 || got["pseudo"] < 0.9 {
+		t.Errorf("validation rows %v, want classes all, real and pseudo, each AUROC >= 0.9", rows)
 	}
 	knn, _, _ := s.chain(t, quick("knn", "devnet", 0), 3)
 	if rows, err := tables.DecodeMetrics(knn["validation"]); err != nil || len(rows) != 3 {
@@ -237,5 +237,42 @@ func TestTrainValidation(t *testing.T) {
 	none, _, _ := newSpotSet(t).chain(t, quick("devnet", "devnet", 1), 3)
 	if rows, err := tables.DecodeMetrics(none["validation"]); err != nil || len(rows) != 0 {
 		t.Errorf("without a validation split: rows %v (%v), want none", rows, err)
+	}
+}
+
+// TestTrainSchedule: schedule default maps the preset rates onto both trainers' configs,
+// paper (and no schedule) keeps the params' own, and default refuses a rate set beside it.
+func TestTrainSchedule(t *testing.T) {
+	p := defaultTrainParams()
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	paper := p.cdlConfig(0, nil)
+	if paper.MetaLR != 0.005 || paper.InnerLR != 2e-4 || paper.LRDecayEvery != 10 || p.devnetConfig(0, nil).LR != 2e-4 {
+		t.Errorf("no schedule: cdl %+v, want the paper's rates", paper)
+	}
+	p.Schedule = ScheduleDefault
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, c := defaultSchedule(), p.cdlConfig(0, nil)
+	if c.MetaLR != d.MetaLR || c.InnerLR != d.InnerLR || c.LRDecayEvery != d.LRDecayEvery || p.devnetConfig(0, nil).LR != d.LR ||
+		p.devnetConfig(0, nil).LRDecayEvery != d.LRDecayEvery {
+		t.Errorf("schedule default: cdl %+v devnet %+v, want %+v", c, p.devnetConfig(0, nil), d)
+	}
+	if d.MetaLR == paper.MetaLR || d.LRDecayEvery == paper.LRDecayEvery {
+		t.Errorf("default schedule %+v equals the paper's in meta_lr or decay", d)
+	}
+	p.LR = 0.01
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "lr: 0.01 with schedule: default") {
+		t.Errorf("lr beside schedule default: err = %v", err)
+	}
+	p.Schedule = SchedulePaper
+	if err := p.Validate(); err != nil || p.devnetConfig(0, nil).LR != 0.01 {
+		t.Errorf("schedule paper with lr 0.01: err %v, lr %g, want the param's 0.01", err, p.devnetConfig(0, nil).LR)
+	}
+	p.Schedule = "fast"
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), `schedule: "fast"`) {
+		t.Errorf("unknown schedule: err = %v", err)
 	}
 }

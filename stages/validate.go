@@ -12,6 +12,14 @@ import (
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
 
+// The validation table's anomaly classes besides all: the held-out labelled anomalies (real
+// defects; ingest holds out floor(validation x M) of them, none at M = 1) and the held-out
+// normals' pseudo anomalies.
+const (
+	ValidationReal   = "real"
+	ValidationPseudo = "pseudo"
+)
+
 // pseudoOf returns the ids of the pseudo anomalies of the given normals under every
 // generator (`<normal id>#<generator>`, stages/TABLES.md), for a MapSource's Keep.
 func pseudoOf(normals []string) map[string]bool {
@@ -45,9 +53,9 @@ func (m *model) scoreRows(set fmap.Set, rows []int, ref []fmap.Maps, batchSize i
 
 // validate scores the validation split (ingest's `validation`: held-out training normals
 // and labelled anomalies, and the held-out normals' pseudo anomalies) with the trained model
-// m and returns its AUROC rows: class all (normals against both kinds of anomaly), seen
-// (against the held-out labelled anomalies) and pseudo (against the pseudo anomalies), each
-// when it has anomalies. No stage trains on these images: the features' convnet, the
+// m and returns its AUROC rows: class all (normals against both kinds of anomaly), real
+// (ValidationReal: against the held-out labelled anomalies, real defects) and pseudo
+// (ValidationPseudo: against the pseudo anomalies), each when it has anomalies. No stage trains on these images: the features' convnet, the
 // clusters, the tasks and the heads see split train only, so these figures say how m does
 // on images it has not seen, without the test labels. It also logs the mean score of the
 // training normals beside the validation normals': a gap there is the sign of features or
@@ -91,11 +99,11 @@ func validate(ctx context.Context, env *kind.Env, m *model, d *trainData, valNor
 	}
 	var out []tables.Metric
 	var normalMean float64
-	for _, class := range []string{"all", "seen", "pseudo"} {
+	for _, class := range []string{"all", ValidationReal, ValidationPseudo} {
 		var s []float64
 		var positive []bool
 		for i, id := range set.IDs {
-			anomaly := !isNormal[id] && (class == "all" || (class == "seen") == isSeen[id])
+			anomaly := !isNormal[id] && (class == "all" || (class == ValidationReal) == isSeen[id])
 			if isNormal[id] || anomaly {
 				s, positive = append(s, scores[i]), append(positive, anomaly)
 			}

@@ -345,3 +345,63 @@ func TestExtractSized(t *testing.T) {
 		t.Error("ExtractSized with 3 images at scale 0 and 1 at scale 1: no error")
 	}
 }
+
+// TestConvNetEarlyStopping: with a patience, every epoch run is scored on the validation
+// set, training ends at the maximum or Patience epochs after the best figure, and the
+// network returned is the best epoch's (its figure, recomputed, is the highest seen).
+// Without validation normals early stopping is refused.
+func TestConvNetEarlyStopping(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 0))
+	normals := squares(rng, 16, 30, false)
+	anomalies := squares(rng, 16, 4, true)
+	for _, patience := range []int{1, 2} {
+		cfg := toyConfig(3)
+		cfg.Epochs = 8
+		cfg.ValNormals, cfg.ValAnomalies, cfg.Patience = squares(rng, 16, 12, false), squares(rng, 16, 3, true), patience
+		var figs []float64
+		cfg.OnValidation = func(ep int, f float64) {
+			if ep != len(figs) {
+				t.Errorf("validation of epoch %d after %d epochs", ep, len(figs))
+			}
+			figs = append(figs, f)
+		}
+		net, losses, err := TrainConvNet(context.Background(), cfg, normals, anomalies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		best := 0
+		for ep, f := range figs {
+			if f > figs[best] {
+				best = ep
+			}
+		}
+		t.Logf("patience %d: figures %.3f, best epoch %d, ran %d", patience, figs, best, len(losses))
+		if len(figs) != len(losses) || (len(losses) != cfg.Epochs && len(losses) != best+patience+1) {
+			t.Errorf("patience %d: ran %d epochs with %d figures, best %d; want %d figures, %d or best+patience+1 epochs",
+				patience, len(losses), len(figs), best, len(losses), cfg.Epochs)
+		}
+		val, err := newConvnetValidation(cfg, resizeAll(normals, cfg.Size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := val.figure(context.Background(), net)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != figs[best] {
+			t.Errorf("patience %d: returned network's figure %.6f, want the best epoch's %.6f", patience, got, figs[best])
+		}
+	}
+	cfg := toyConfig(3)
+	cfg.Patience = 2
+	if _, _, err := TrainConvNet(context.Background(), cfg, normals, anomalies); err == nil || !strings.Contains(err.Error(), "validation normals") {
+		t.Errorf("patience without validation normals: err = %v", err)
+	}
+}
+
+// TestAUROCConvnet: the backbone's own AUROC counts ties as one half.
+func TestAUROCConvnet(t *testing.T) {
+	if got := auroc([]float32{0, 1, 2}, []float32{1, 3}); math.Abs(got-(0.5*(1+0.5)/3+0.5)) > 1e-12 {
+		t.Errorf("auroc = %g, want %g", got, 0.5*(1+0.5)/3+0.5)
+	}
+}

@@ -35,6 +35,19 @@ type ConvNetConfig struct {
 	Pseudo     PseudoFunc
 	// Progress, when not nil, is called after every step with (steps done, steps in all).
 	Progress func(done, total int)
+
+	// Early stopping on a validation split (off when Patience is 0). After every epoch the
+	// network, frozen as it stands, scores ValNormals, ValAnomalies (held-out labelled
+	// anomalies) and one pseudo anomaly of each validation normal (generator and draws
+	// from stream streamValidation, cutmix pasting from training normals); the epoch's
+	// figure is the mean, over the kinds of anomaly present, of the AUROC of the normals
+	// against that kind, so the few real anomalies weigh as much as the many pseudo ones.
+	// Training stops after Patience epochs without a higher figure, and the network of the
+	// best epoch (the earliest on ties) is returned: Epochs is the maximum.
+	ValNormals, ValAnomalies []imgs.Image
+	Patience                 int
+	// OnValidation, when not nil, is called with each epoch's validation figure.
+	OnValidation func(epoch int, figure float64)
 }
 
 // Random streams of convnet training, all drawn from rand.NewPCG(Seed, stream).
@@ -45,6 +58,8 @@ const (
 	streamSampler = 4 // balanced batches
 	streamShuffle = 5 // the order of a batch's images, which sets its batch norm chunks
 	streamFlip    = 6 // left-right flips
+	// streamValidation draws the validation normals' pseudo anomalies (early stopping).
+	streamValidation = 7
 )
 
 // trainChunkPixels bounds the input pixels of one training forward/backward pass (a batch
@@ -97,6 +112,9 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 	if len(anomalies) == 0 && !pseudo {
 		return nil, nil, fmt.Errorf("backbone: convnet training needs anomalies: no labelled anomalies and no pseudo-anomaly generators")
 	}
+	if cfg.Patience < 0 || (cfg.Patience > 0 && len(cfg.ValNormals) == 0) {
+		return nil, nil, fmt.Errorf("backbone: convnet early stopping needs patience >= 0 and, when > 0, validation normals (got patience %d, %d normals)", cfg.Patience, len(cfg.ValNormals))
+	}
 	net, err := newTrainNet(cfg.Size, cfg.Channels)
 	if err != nil {
 		return nil, nil, err
@@ -117,6 +135,16 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 		kinds = append(kinds, seq(len(norm)+len(anom), len(norm)))
 	}
 	sampler := newBalanced(kinds, cfg.Batch, rand.New(rand.NewPCG(cfg.Seed, streamSampler)))
+
+	var val *convnetValidation
+	if cfg.Patience > 0 {
+		var err error
+		if val, err = newConvnetValidation(cfg, norm); err != nil {
+			return nil, nil, err
+		}
+	}
+	var best *ConvNet
+	bestFig, bestEp := math.Inf(-1), -1
 
 	adam := optim.NewAdam(len(net.theta), cfg.WeightDecay)
 	grad := make([]float32, len(net.theta))
@@ -177,8 +205,96 @@ func TrainConvNet(ctx context.Context, cfg ConvNetConfig, normals, anomalies []i
 			}
 		}
 		losses[ep] = epochLoss / float64(cfg.Steps)
+		if val == nil {
+			continue
+		}
+		frozen := net.freeze()
+		fig, err := val.figure(ctx, frozen)
+		if err != nil {
+			return nil, nil, err
+		}
+		if cfg.OnValidation != nil {
+			cfg.OnValidation(ep, fig)
+		}
+		if fig > bestFig {
+			best, bestFig, bestEp = frozen, fig, ep
+		}
+		if ep-bestEp >= cfg.Patience {
+			return best, losses[:ep+1], nil
+		}
+	}
+	if best != nil {
+		return best, losses, nil
 	}
 	return net.freeze(), losses, nil
+}
+
+// convnetValidation is early stopping's fixed validation set: the normals, and each kind
+// of anomaly present (labelled, pseudo), all at S x S.
+type convnetValidation struct {
+	normals []imgs.Image
+	kinds   [][]imgs.Image
+}
+
+// newConvnetValidation resizes cfg's validation images and makes one pseudo anomaly of each
+// validation normal (cutmix sources: the training normals train).
+func newConvnetValidation(cfg ConvNetConfig, train []imgs.Image) (*convnetValidation, error) {
+	v := &convnetValidation{normals: resizeAll(cfg.ValNormals, cfg.Size)}
+	if len(cfg.ValAnomalies) > 0 {
+		v.kinds = append(v.kinds, resizeAll(cfg.ValAnomalies, cfg.Size))
+	}
+	if cfg.Pseudo != nil && len(cfg.Generators) > 0 {
+		rng := rand.New(rand.NewPCG(cfg.Seed, streamValidation))
+		ps := make([]imgs.Image, len(v.normals))
+		for i, im := range v.normals {
+			gen := cfg.Generators[rng.IntN(len(cfg.Generators))]
+			p, err := cfg.Pseudo(gen, im, train, rng)
+			if err != nil {
+				return nil, fmt.Errorf("backbone: convnet validation: pseudo anomaly %s of validation normal %d: %w", gen, i, err)
+			}
+			ps[i] = p
+		}
+		v.kinds = append(v.kinds, ps)
+	}
+	if len(v.kinds) == 0 {
+		return nil, fmt.Errorf("backbone: convnet early stopping needs validation anomalies or pseudo-anomaly generators, got neither")
+	}
+	return v, nil
+}
+
+// figure scores the validation set with net and returns the mean over the kinds of anomaly
+// of the normals-against-that-kind AUROC.
+func (v *convnetValidation) figure(ctx context.Context, net *ConvNet) (float64, error) {
+	normal, err := net.Scores(ctx, v.normals)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, k := range v.kinds {
+		anom, err := net.Scores(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		sum += auroc(normal, anom)
+	}
+	return sum / float64(len(v.kinds)), nil
+}
+
+// auroc is the Mann-Whitney AUROC of anomalies scoring above normals, ties counting half
+// (metrics.AUROC's value; written out here so the backbone needs no labels slice).
+func auroc(normal, anom []float32) float64 {
+	var wins float64
+	for _, a := range anom {
+		for _, n := range normal {
+			switch {
+			case a > n:
+				wins++
+			case a == n:
+				wins += 0.5
+			}
+		}
+	}
+	return wins / float64(len(normal)*len(anom))
 }
 
 // flipLR returns im mirrored left-right.

@@ -1,6 +1,7 @@
 package tables
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -8,19 +9,23 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipe-ahl/pipe/ahl/backbone"
+	"github.com/pipe-ahl/pipe/ahl/imgs"
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/kind"
 )
 
 // Schema metadata keys of the features stage's backbone table.
 const (
-	backboneNameKey = "backbone"
-	backboneSizeKey = "size"
+	backboneNameKey   = "backbone"
+	backboneSizeKey   = "size"
+	backboneResizeKey = "resize"
 )
 
 // WriteBackbone hands the backbone table of b to env: a tensor table of its weights, with
-// schema metadata backbone (its name) and size (its input size).
-func WriteBackbone(env *kind.Env, b backbone.Backbone) error {
+// schema metadata backbone (its name), size (its input size) and, unless it is squash or
+// "", resize (how images of other aspect ratios become size x size: imgs.Crop or imgs.Pad),
+// so that augment prepares its images as features did.
+func WriteBackbone(env *kind.Env, b backbone.Backbone, resize string) error {
 	ws := b.Weights()
 	ts := make([]artifacts.Tensor, len(ws))
 	for i, w := range ws {
@@ -34,7 +39,11 @@ func WriteBackbone(env *kind.Env, b backbone.Backbone) error {
 	if err != nil {
 		return fmt.Errorf("backbone table: %w", err)
 	}
-	env.Output("backbone", withMeta(rec, Meta{backboneNameKey: b.Name(), backboneSizeKey: strconv.Itoa(b.Size())}))
+	meta := Meta{backboneNameKey: b.Name(), backboneSizeKey: strconv.Itoa(b.Size())}
+	if resize != "" && resize != imgs.Squash {
+		meta[backboneResizeKey] = resize
+	}
+	env.Output("backbone", withMeta(rec, meta))
 	return nil
 }
 
@@ -43,6 +52,7 @@ func WriteBackbone(env *kind.Env, b backbone.Backbone) error {
 type BackboneTensors struct {
 	Name    string
 	Size    string
+	Resize  string // imgs.Squash when the metadata has none
 	Weights []backbone.Tensor
 }
 
@@ -75,7 +85,11 @@ func DecodeBackbone(rec arrow.RecordBatch) (BackboneTensors, error) {
 		}
 		ws[i] = backbone.Tensor{Name: t.Name, Shape: shape, Values: t.Values}
 	}
-	return BackboneTensors{Name: meta[backboneNameKey], Size: meta[backboneSizeKey], Weights: ws}, nil
+	resize := cmp.Or(meta[backboneResizeKey], imgs.Squash)
+	if err := imgs.CheckResize(resize); err != nil {
+		return BackboneTensors{}, fmt.Errorf("backbone table: schema metadata %w", err)
+	}
+	return BackboneTensors{Name: meta[backboneNameKey], Size: meta[backboneSizeKey], Resize: resize, Weights: ws}, nil
 }
 
 // Build rebuilds the frozen backbone from its tensors.
