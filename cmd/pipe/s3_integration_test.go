@@ -188,6 +188,10 @@ func (s *s3Server) wait(t *testing.T, cmd *exec.Cmd, out, errOut *bytes.Buffer) 
 	if strings.Contains(r.stdout+r.stderr, s.secret) {
 		t.Errorf("pipe %v printed the secret access key:\n%s\n%s", cmd.Args[1:], r.stdout, r.stderr)
 	}
+	// The AWS SDK logs to stderr on its own ("SDK <time> WARN ..."): none of it may show.
+	if i := strings.Index(r.stderr, "SDK "); i >= 0 {
+		t.Errorf("pipe %v printed the AWS SDK's log: %s", cmd.Args[1:], r.stderr[i:])
+	}
 	return r
 }
 
