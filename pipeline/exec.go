@@ -104,7 +104,7 @@ func Run(ctx context.Context, p *Plan, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("run id: %w", err)
 	}
 	rep := &Report{RunID: id.String(), DAG: p.DAG, Started: time.Now().UTC(), Results: make([]*Result, len(p.Instances))}
-	r := &runner{plan: p, opts: opts, force: force, rep: rep, sem: make(chan struct{}, opts.Jobs),
+	r := &runner{plan: p, opts: opts, force: force, rep: rep, sem: make(chan struct{}, opts.Jobs), xfer: make(chan struct{}, max(opts.Jobs, minTransfers)),
 		done: make([]chan struct{}, len(p.Instances)), logMu: &sync.Mutex{}}
 	for i := range r.done {
 		r.done[i] = make(chan struct{})
@@ -202,6 +202,7 @@ type runner struct {
 	force      map[string]bool
 	rep        *Report
 	sem        chan struct{}
+	xfer       chan struct{} // bounds the pulls and pushes in flight (each may hold a blob)
 	done       []chan struct{}
 	resMu      sync.Mutex
 	closed     bool // under resMu: Run has collected the results

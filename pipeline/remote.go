@@ -28,6 +28,21 @@ type Remote interface {
 // neither in the local store nor in the remote (exit code 1, as a failed dependency).
 var ErrNotCached = errors.New("not cached locally or in the remote")
 
+// minTransfers is the least number of pulls and pushes a run lets overlap (more with
+// --jobs): enough to hide a remote's latency, few enough that the blobs held in memory stay
+// bounded.
+const minTransfers = 4
+
+// transfer waits for a transfer slot; release gives it back. It fails only when ctx ends.
+func (r *runner) transfer(ctx context.Context) (release func(), err error) {
+	select {
+	case r.xfer <- struct{}{}:
+		return func() { <-r.xfer }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // pull looks res.Key up in the remote. It returns done when res is final: Cached (pulled,
 // or in a dry run found), or Failed on a remote error. Otherwise why, when not "", says why
 // the remote copy could not be used (it was damaged or incomplete), and the instance runs.
@@ -49,7 +64,13 @@ func (r *runner) pull(ctx context.Context, in *Instance, res *Result) (done bool
 		res.Reason = "in the remote (" + made + "), not pulled"
 		return true, ""
 	}
+	release, err := r.transfer(ctx)
+	if err != nil {
+		res.Status, res.Reason = Skipped, "interrupted"
+		return true, ""
+	}
 	err = r.opts.Remote.Pull(ctx, r.opts.Store, m, r.head(in, m.Key))
+	release()
 	switch {
 	case err == nil:
 		res.Status, res.Outputs, res.Remote = Cached, m.Outputs, true
@@ -63,12 +84,23 @@ func (r *runner) pull(ctx context.Context, in *Instance, res *Result) (done bool
 }
 
 // push sends a finished or locally cached instance to the remote (when there is one, and
-// not in a dry run): a job on another machine may need it.
+// not in a dry run): a job on another machine may need it. A push cut short by an interrupt
+// is not an error: the result is stored locally, and the next run with the remote pushes
+// it.
 func (r *runner) push(ctx context.Context, in *Instance, m artifacts.Manifest) error {
 	if r.opts.Remote == nil || r.opts.DryRun {
 		return nil
 	}
-	return r.opts.Remote.Push(ctx, r.opts.Store, m, r.head(in, m.Key))
+	release, err := r.transfer(ctx)
+	if err != nil {
+		return nil // interrupted: the result is local, and the next run with the remote pushes it
+	}
+	defer release()
+	err = r.opts.Remote.Push(ctx, r.opts.Store, m, r.head(in, m.Key))
+	if ctx.Err() != nil {
+		return nil // as above; a manifest is never pushed before its blobs
+	}
+	return err
 }
 
 // notCached is the error of an input instance of an Only plan found nowhere; reason says

@@ -156,8 +156,7 @@ func Open(ctx context.Context, rawURL string) (*Remote, error) {
 		return nil, &Error{URL: shown, Op: "open", Err: err}
 	}
 	r := &Remote{bucket: b, url: shown}
-	it := b.List(&blob.ListOptions{Prefix: "manifests/"})
-	if _, err := it.Next(ctx); err != nil && !errors.Is(err, io.EOF) {
+	if _, _, err := b.ListPage(ctx, blob.FirstPageToken, 1, &blob.ListOptions{Prefix: "manifests/"}); err != nil {
 		_ = b.Close()
 		return nil, r.fail("list manifests/", err)
 	}

@@ -25,8 +25,11 @@ type humanOutput struct {
 	w        io.Writer
 	terminal bool
 	width    int // of the instance column
-	mu       sync.Mutex
-	bars     map[*pipeline.Instance]*progressbar.ProgressBar
+	// statusWidth is the width of the status column: wider with a remote, whose pulled
+	// instances are "cached (remote)".
+	statusWidth int
+	mu          sync.Mutex
+	bars        map[*pipeline.Instance]*progressbar.ProgressBar
 	// errs counts the failed instances by stage and error text: an error that several
 	// instances of a stage share is printed once, with the count at the end.
 	errs     map[string]int
@@ -39,7 +42,7 @@ type humanOutput struct {
 }
 
 func newHumanOutput(w io.Writer, plan *pipeline.Plan) *humanOutput {
-	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}, width: 12,
+	h := &humanOutput{w: w, bars: map[*pipeline.Instance]*progressbar.ProgressBar{}, width: 12, statusWidth: 8,
 		errs: map[string]int{}, skipped: map[string]int{}, failedStage: map[string]int{}}
 	if plan != nil {
 		for _, in := range plan.Instances {
@@ -91,7 +94,7 @@ func (h *humanOutput) result(r *pipeline.Result) {
 	if r.Remote {
 		status = remoteCached
 	}
-	fmt.Fprintf(h.w, "%-8s %-*s %7s  %s\n", status, h.width, r.Instance.ID(), secs, why)
+	fmt.Fprintf(h.w, "%-*s %-*s %7s  %s\n", h.statusWidth, status, h.width, r.Instance.ID(), secs, why)
 }
 
 // Write writes the stages' log lines, clearing any progress bar first so that the line does

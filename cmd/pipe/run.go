@@ -88,14 +88,6 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	if err != nil {
 		return err
 	}
-	if len(opts.Only) > 0 {
-		if plan, err = plan.Only(opts.Only); err != nil {
-			return err
-		}
-	}
-	if err := pipeline.Preflight(plan); err != nil {
-		return err
-	}
 	stageNames := map[string]bool{}
 	for _, in := range plan.Instances {
 		stageNames[in.Stage] = true
@@ -104,6 +96,16 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		if !stageNames[f] {
 			return usagef("--force %s: no stage named %q in %s", f, f, dag)
 		}
+	}
+	// --force names stages of the whole DAG; --only then cuts the plan to what it needs.
+	if len(opts.Only) > 0 {
+		if plan, err = plan.Only(opts.Only); err != nil {
+			return err
+		}
+	}
+	// Only the outside inputs of what runs (or must be found cached) are checked.
+	if err := pipeline.Preflight(plan); err != nil {
+		return err
 	}
 	store, err := g.openStore()
 	if err != nil {
@@ -119,6 +121,9 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 	}
 
 	h := newHumanOutput(g.Stderr, plan)
+	if rem != nil {
+		h.statusWidth = len(remoteCached)
+	}
 	rep, runErr := pipeline.Run(ctx, plan, pipeline.Options{
 		Store: store, Jobs: opts.Jobs, Force: opts.Force, DryRun: opts.DryRun, Pin: opts.Pin,
 		Log: h, OnResult: h.result, Progress: h.progress, Remote: pipelineRemote(rem),
