@@ -491,56 +491,79 @@ stages:
   sum: {kind: tcount, needs: [big]}
 `
 
-// TestS3KilledPush kills a push (SIGKILL) while its first blob is being uploaded: the remote
-// then holds no manifest whose blobs are missing, a fresh store finds nothing to pull, and a
-// later push completes.
+// killDAG has two large outputs and a small stage after them: a push killed after its first
+// blob is still in the middle of its work.
+const killDAG = `name: kill
+stages:
+  big1: {kind: tcount, with: {n: 5000000}}
+  big2: {kind: tcount, with: {n: 5000000, offset: 1}}
+  sum: {kind: tcount, needs: [big1, big2]}
+`
+
+// TestS3KilledPush kills a push (SIGKILL) twice: while its first blob is being uploaded (a
+// multipart upload in progress), and as soon as a first blob is complete. Each time the
+// remote then holds no manifest whose blobs are missing or damaged, a fresh store pulls only
+// what is complete, and a later push completes the rest.
 func TestS3KilledPush(t *testing.T) {
 	s := startS3(t)
 	dir := t.TempDir()
-	dag := writeDAG(t, dir, "big.yaml", bigDAG)
+	dag := writeDAG(t, dir, "kill.yaml", killDAG)
 	a := filepath.Join(dir, "a")
 	s.must(t, dir, "--store", a, "run", dag)
 
-	cmd, out, errOut := s.start(t, dir, "--store", a, "push", dag, "--remote", s.url)
-	// Kill as soon as anything of the upload shows: a multipart upload in progress (the
-	// server keeps its parts under .uploads/) or a first blob.
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(s.list(t, ".uploads")) == 0 && len(s.list(t, "blobs")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no upload showed within 2 minutes:\n%s", errOut.String())
+	for _, when := range []string{"upload", "blob"} {
+		remote := s.prefixed(when)
+		cmd, out, errOut := s.start(t, dir, "--store", a, "push", dag, "--remote", remote)
+		// The server keeps a multipart upload's parts under .uploads/ until it completes.
+		started := func() bool {
+			if when == "upload" {
+				return len(s.list(t, ".uploads")) > 0 || len(s.list(t, when+"/blobs")) > 0
+			}
+			return len(s.list(t, when+"/blobs")) > 0
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("killed the push with %d uploads in progress and %d blobs in the bucket", len(s.list(t, ".uploads")), len(s.list(t, "blobs")))
-	r := s.wait(t, cmd, out, errOut)
-	if r.code != -1 {
-		t.Fatalf("push exited %d before the kill landed (make the table bigger):\n%s", r.code, r.stderr)
-	}
-	if keys := s.checkRemote(t, ""); len(keys) != 0 {
-		t.Errorf("after a push killed in its first upload the remote holds manifests %v, want none", keys)
-	}
-	// A second machine sees nothing to pull.
-	fresh := filepath.Join(dir, "fresh")
-	r = s.pipe(t, dir, "--store", fresh, "pull", dag, "--remote", s.url)
-	if r.code != 1 || !strings.Contains(r.stderr, "2 of 2 instances are not in the remote") {
-		t.Errorf("pull after the killed push: exit %d, want 1 naming both instances as not in the remote:\n%s", r.code, r.stderr)
-	}
-	// The push again completes.
-	r = s.must(t, dir, "--store", a, "push", dag, "--remote", s.url)
-	if !strings.Contains(r.stderr, "pushed 2 instances") {
-		t.Errorf("push after the kill: want 'pushed 2 instances' in\n%s", r.stderr)
-	}
-	if keys := s.checkRemote(t, ""); len(keys) != 2 {
-		t.Errorf("remote holds %d manifests after the second push, want 2", len(keys))
-	}
-	s.must(t, dir, "--store", fresh, "pull", dag, "--remote", s.url)
-	s.must(t, dir, "--store", fresh, "artifacts", "verify")
-	r = s.must(t, dir, "--store", fresh, "run", dag)
-	if !strings.Contains(r.stderr, "0 ran, 2 cached") {
-		t.Errorf("run after the pull: want '0 ran, 2 cached' in\n%s", r.stderr)
+		deadline := time.Now().Add(2 * time.Minute)
+		for !started() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: nothing showed within 2 minutes:\n%s", when, errOut.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		r := s.wait(t, cmd, out, errOut)
+		if r.code != -1 {
+			t.Fatalf("%s: push exited %d before the kill landed (make the tables bigger):\n%s", when, r.code, r.stderr)
+		}
+		blobs := s.list(t, when+"/blobs")
+		keys := s.checkRemote(t, when)
+		t.Logf("%s: killed the push with %d blobs and %d manifests in the bucket", when, len(blobs), len(keys))
+		if len(keys) == 3 {
+			t.Errorf("%s: the killed push left all 3 manifests: the kill landed too late to test anything", when)
+		}
+		if when == "upload" && len(keys) != 0 {
+			t.Errorf("upload: after a push killed in its first upload the remote holds manifests %v, want none", keys)
+		}
+		// A second machine pulls what is complete and names the rest.
+		fresh := filepath.Join(dir, "fresh-"+when)
+		r = s.pipe(t, dir, "--store", fresh, "pull", dag, "--remote", remote)
+		if want := fmt.Sprintf("%d of 3 instances are not in the remote", 3-len(keys)); r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: pull after the killed push: exit %d, want 1 and %q:\n%s", when, r.code, want, r.stderr)
+		}
+		// The push again completes.
+		r = s.must(t, dir, "--store", a, "push", dag, "--remote", remote)
+		if want := fmt.Sprintf("pushed %d instances", 3-len(keys)); !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: push after the kill: want %q in\n%s", when, want, r.stderr)
+		}
+		if keys := s.checkRemote(t, when); len(keys) != 3 {
+			t.Errorf("%s: remote holds %d manifests after the second push, want 3", when, len(keys))
+		}
+		s.must(t, dir, "--store", fresh, "pull", dag, "--remote", remote)
+		s.must(t, dir, "--store", fresh, "artifacts", "verify")
+		r = s.must(t, dir, "--store", fresh, "run", dag)
+		if !strings.Contains(r.stderr, "0 ran, 3 cached") {
+			t.Errorf("%s: run after the pull: want '0 ran, 3 cached' in\n%s", when, r.stderr)
+		}
 	}
 }
 
