@@ -174,8 +174,7 @@ func (s *s3Server) wait(t *testing.T, cmd *exec.Cmd, out, errOut *bytes.Buffer) 
 	case err = <-done:
 	case <-time.After(5 * time.Minute):
 		_ = cmd.Process.Signal(syscall.SIGQUIT)
-		<-done
-		t.Fatalf("pipe %v ran past 5 minutes; stopped:\n%s", cmd.Args[1:], errOut.String())
+		t.Fatalf("pipe %v ran past 5 minutes; stopped (%v):\n%s", cmd.Args[1:], <-done, errOut.String())
 	}
 	r := pipeResult{stdout: out.String(), stderr: errOut.String()}
 	var exit *exec.ExitError
