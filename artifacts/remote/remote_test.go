@@ -496,3 +496,48 @@ func withPrefix(u, p string) string {
 	}
 	return strings.TrimSuffix(base, "/") + "/" + p + query
 }
+
+// cancelOnRead is a local store that cancels the push's context when blob d is read, as if
+// the pushing process were stopped while writing it.
+type cancelOnRead struct {
+	artifacts.Store
+	d      artifacts.Digest
+	cancel context.CancelFunc
+}
+
+func (s cancelOnRead) Blob(ctx context.Context, d artifacts.Digest) ([]byte, error) {
+	b, err := s.Store.Blob(ctx, d)
+	if d == s.d {
+		s.cancel()
+	}
+	return b, err
+}
+
+// TestPushStoppedMidBlob stops a push while it writes its second blob: that blob is not
+// visible (no partial object, no temporary file left), nor is the manifest.
+func TestPushStoppedMidBlob(t *testing.T) {
+	dir := t.TempDir()
+	r := openRemote(t, dir)
+	a := memStore(t)
+	m, _ := fixture(t, a, testKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := r.Push(ctx, cancelOnRead{a, m.Outputs["small"].Digest, cancel}, m)
+	if err == nil {
+		t.Fatal("a push stopped mid-blob succeeded")
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != string(m.Outputs["big"].Digest) {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("blobs/ after a stopped push: %v, want only the first blob", names)
+	}
+	if _, err := r.Manifest(context.Background(), testKey); !errors.Is(err, artifacts.ErrNotFound) {
+		t.Fatalf("manifest after a stopped push: %v", err)
+	}
+}
