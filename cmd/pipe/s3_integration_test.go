@@ -309,6 +309,30 @@ func (s *s3Server) put(t *testing.T, key string, data []byte) {
 	}
 }
 
+// settle waits (at most 30 s) until the objects under prefix stay the same for a second.
+func (s *s3Server) settle(t *testing.T, prefix string) {
+	t.Helper()
+	snapshot := func() string {
+		var names []string
+		for _, dir := range []string{"blobs", "manifests", "heads"} {
+			for _, e := range s.list(t, prefix+"/"+dir) {
+				names = append(names, fmt.Sprintf("%s:%d", e.FullPath, e.FileSize))
+			}
+		}
+		return strings.Join(names, " ")
+	}
+	last := snapshot()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		now := snapshot()
+		if now == last {
+			return
+		}
+		last = now
+	}
+	t.Fatalf("the bucket under %s/ still changed 30 s after the push was killed", prefix)
+}
+
 // checkRemote checks the remote under prefix from outside: every manifest parses, and every
 // blob it names is present with its size and digest. It returns the manifests' keys.
 func (s *s3Server) checkRemote(t *testing.T, prefix string) []string {
@@ -461,11 +485,19 @@ func TestS3ConcurrentPushers(t *testing.T) {
 			wg.Go(func() { results[i] = s.wait(t, cmd, out, errOut) })
 		}
 		wg.Wait()
+		var moved []string
 		for i, r := range results {
 			if r.code != 0 {
 				t.Fatalf("round %d: pusher %d: exit %d\n%s", round, i+1, r.code, r.stderr)
 			}
+			for _, line := range strings.Split(r.stderr, "\n") {
+				if _, what, ok := strings.Cut(line, ": pushed "); ok {
+					moved = append(moved, "pushed "+what)
+				}
+			}
 		}
+		// How much the pushes overlapped: a pusher that found an instance present skips it.
+		t.Logf("round %d: %s", round, strings.Join(moved, "; "))
 		// tiny and tiny2 differ from tasks on (T): 9 + 5 instances.
 		if keys := s.checkRemote(t, prefix); len(keys) != 14 {
 			t.Errorf("round %d: remote holds %d manifests, want 14", round, len(keys))
@@ -534,6 +566,9 @@ func TestS3KilledPush(t *testing.T) {
 		if r.code != -1 {
 			t.Fatalf("%s: push exited %d before the kill landed (make the tables bigger):\n%s", when, r.code, r.stderr)
 		}
+		// A request the server had wholly received when the client died still completes
+		// (a manifest's PUT, say): look once the bucket has stopped changing.
+		s.settle(t, when)
 		blobs := s.list(t, when+"/blobs")
 		keys := s.checkRemote(t, when)
 		t.Logf("%s: killed the push with %d blobs and %d manifests in the bucket", when, len(blobs), len(keys))
