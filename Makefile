@@ -44,7 +44,7 @@ WEED := bin/weed
 s3-server: $(WEED)
 
 $(WEED): tools/seaweedfs/go.mod tools/seaweedfs/go.sum
-	cd tools/seaweedfs && $(GO) build -trimpath -o ../../$(WEED) github.com/seaweedfs/seaweedfs/weed
+	cd tools/seaweedfs && $(GO) build -trimpath -buildvcs=false -o ../../$(WEED) github.com/seaweedfs/seaweedfs/weed
 
 # Tests on the real benchmark data in ../shared/data (skipped with a message when absent), and
 # the S3 remote against a real SeaweedFS server (bin/weed, built first; PIPE_SKIP_S3=1 skips them).
