@@ -658,7 +658,8 @@ func TestS3TamperedBlob(t *testing.T) {
 
 // TestS3Credentials checks that credentials come from the environment only and never show:
 // a wrong secret is refused by the server with an error naming the remote (exit 4, the
-// store's code) but not the secret; a key written into the URL is not printed.
+// store's code) but not the secret; a key written into the URL is not printed. A missing
+// bucket is exit 4 too, naming it.
 func TestS3Credentials(t *testing.T) {
 	s := startS3(t)
 	dir := t.TempDir()
@@ -687,9 +688,16 @@ func TestS3Credentials(t *testing.T) {
 	}
 	t.Logf("push with a wrong secret: %s", bytes.TrimSpace(out))
 
+	// A bucket that does not exist: exit 4, naming the remote and what the server said.
+	nosuch := strings.Replace(s.url, "s3://pipe?", "s3://nosuchbucket?", 1)
+	r := s.pipe(t, dir, "--store", a, "status", dag, "--remote", nosuch)
+	if r.code != 4 || !strings.Contains(r.stderr, "remote s3://nosuchbucket?") || !strings.Contains(r.stderr, "NoSuchBucket") {
+		t.Errorf("status with a missing bucket: exit %d, want 4 naming the remote and NoSuchBucket:\n%s", r.code, r.stderr)
+	}
+
 	// Credentials in the URL are not the way, and are never echoed.
 	withUser := strings.Replace(s.url, "s3://", "s3://AKIDINURL:"+s.secret+"@", 1)
-	r := s.pipe(t, dir, "--store", a, "status", dag, "--remote", withUser)
+	r = s.pipe(t, dir, "--store", a, "status", dag, "--remote", withUser)
 	if strings.Contains(r.stdout+r.stderr, "AKIDINURL") {
 		t.Errorf("status with user info in the URL printed it:\n%s%s", r.stdout, r.stderr)
 	}
