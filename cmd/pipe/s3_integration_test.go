@@ -133,7 +133,8 @@ type pipeResult struct {
 }
 
 // pipeEnv is the environment of pipe commands: the caller's, less any AWS setting, plus the
-// server's credentials.
+// server's credentials; the SDK reads no shared files (~/.aws of the person running the
+// tests) and asks no instance metadata service.
 func (s *s3Server) pipeEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -141,7 +142,7 @@ func (s *s3Server) pipeEnv(extra ...string) []string {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "HOME="+os.TempDir()) // no ~/.aws of the person running the tests
+	env = append(env, "AWS_CONFIG_FILE="+os.DevNull, "AWS_SHARED_CREDENTIALS_FILE="+os.DevNull, "AWS_EC2_METADATA_DISABLED=true")
 	return append(append(env, s.env...), extra...)
 }
 
@@ -687,6 +688,20 @@ func TestS3Credentials(t *testing.T) {
 		}
 	}
 	t.Logf("push with a wrong secret: %s", bytes.TrimSpace(out))
+
+	// No credentials at all: exit 4, naming the remote and the missing credentials.
+	var noKeys []string
+	for _, kv := range s.pipeEnv() {
+		if !strings.HasPrefix(kv, "AWS_ACCESS_KEY_ID=") && !strings.HasPrefix(kv, "AWS_SECRET_ACCESS_KEY=") {
+			noKeys = append(noKeys, kv)
+		}
+	}
+	cmd = exec.CommandContext(ctx, mustLookPipe(t), "--store", a, "status", dag, "--remote", s.url)
+	cmd.Dir, cmd.Env = dir, noKeys
+	out, err = cmd.CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(string(out), "remote s3://pipe?") || !strings.Contains(string(out), "get credentials") {
+		t.Errorf("status without credentials: %v, want exit 4 naming the remote and the credentials:\n%s", err, out)
+	}
 
 	// A bucket that does not exist: exit 4, naming the remote and what the server said.
 	nosuch := strings.Replace(s.url, "s3://pipe?", "s3://nosuchbucket?", 1)
