@@ -8,7 +8,7 @@ GO_MIN  := 1.26
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
-.PHONY: all build test integration demo bench bench-dag lint deps modules clean slurm-up slurm-down
+.PHONY: all build test integration demo bench bench-dag bench-s3 lint deps modules clean slurm-up slurm-down s3-server
 
 all: build
 
@@ -36,14 +36,25 @@ build: modules
 test: modules
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
-# Tests on the real benchmark data in ../shared/data (skipped with a message when absent).
+# s3-server builds SeaweedFS's `weed` (a real S3-compatible server, Apache-2.0) into bin/weed,
+# from the separate tools module tools/seaweedfs (pinned by its go.mod and go.sum; pipe's go.mod
+# does not name it). Once: about 480 CPU-seconds and a 230 MB binary; make integration's S3
+# tests and scripts/s3-local start it.
+WEED := bin/weed
+s3-server: $(WEED)
+
+$(WEED): tools/seaweedfs/go.mod tools/seaweedfs/go.sum
+	cd tools/seaweedfs && $(GO) build -trimpath -buildvcs=false -o ../../$(WEED) github.com/seaweedfs/seaweedfs/weed
+
+# Tests on the real benchmark data in ../shared/data (skipped with a message when absent), and
+# the S3 remote against a real SeaweedFS server (bin/weed, built first; PIPE_SKIP_S3=1 skips them).
 # It also runs each fuzz target for FUZZTIME (what reads outside bytes: DAG YAML, images,
 # stored Arrow IPC blobs, manifest JSON).
 FUZZTIME ?= 20s
 # Minimising a new interesting input may take 60 s by default and stalls the run meanwhile
 # (0 execs/s): within a 20 s budget it would take the whole run, so keep it short.
 FUZZMINIMIZE ?= 2s
-integration: modules slurm-up
+integration: modules slurm-up $(WEED)
 	$(GO) test -count=1 -timeout 30m -tags integration $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./pipeline/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./ahl/imgs/
@@ -84,6 +95,13 @@ bench: modules
 
 bench-dag: modules
 	$(GO) test -tags benchdag -run '^$$' -bench '^BenchmarkDAGCold$$' -benchtime 1x -count 1 -timeout 120m ./cmd/pipe
+
+# bench-s3: push and pull of a 10,000 x 512 float32 feature table (about 20 MB) against a
+# SeaweedFS server started for it (scripts/s3-local); quote the medians of the 5 runs.
+bench-s3: $(WEED)
+	@trap 'S3_LOCAL_DIR=$(CURDIR)/bin/.s3-bench scripts/s3-local down' EXIT; \
+	  eval "$$(S3_LOCAL_DIR=$(CURDIR)/bin/.s3-bench scripts/s3-local up)" && \
+	  PIPE_REMOTE_BENCH="$$PIPE_S3_URL" $(GO) test -run '^$$' -bench '^BenchmarkPushPullFeatureTable$$' -benchtime 1x -count 5 ./artifacts/remote/
 
 # lint: gofmt, go vet, and golangci-lint with the layering rules of .golangci.yml.
 lint: deps

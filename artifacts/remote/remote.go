@@ -97,6 +97,8 @@ func (e *Error) Is(target error) bool { return target == artifacts.ErrUnreadable
 //     hostname_immutable, anonymous, request_checksum_calculation,
 //     response_checksum_validation, ...). With an endpoint and no use_path_style, path-style
 //     addressing is used (what S3-compatible servers such as SeaweedFS and MinIO expect).
+//     response_checksum_validation defaults to when_required: pipe verifies each blob's
+//     sha256 itself.
 //
 // Open checks that the remote can be listed, so that an unreachable remote is an error here
 // rather than in the middle of a run.
@@ -135,6 +137,12 @@ func Open(ctx context.Context, rawURL string) (*Remote, error) {
 		q.Del("prefix")
 		if q.Get("endpoint") != "" && q.Get("use_path_style") == "" && q.Get("s3ForcePathStyle") == "" {
 			q.Set("use_path_style", "true")
+		}
+		// pipe checks every pulled blob against its sha256. The SDK's own response checks
+		// add nothing to that, and on objects uploaded in parts (blobs over 5 MiB) or without
+		// a stored checksum it skips them with a WARN line on stderr, around pipe's output.
+		if q.Get("response_checksum_validation") == "" {
+			q.Set("response_checksum_validation", "when_required")
 		}
 		bu := &url.URL{Scheme: "s3", Host: u.Host, RawQuery: q.Encode()}
 		b, err = (&s3blob.URLOpener{}).OpenBucketURL(ctx, bu)
