@@ -261,7 +261,7 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-const killDAG = `name: slurmkill
+const slurmKillDAG = `name: slurmkill
 stages:
   a: {kind: tcount, with: {n: 3}}
   b: {kind: tcount, needs: [a], with: {sleep_ms: 8000}}
@@ -338,7 +338,7 @@ func TestSlurmKilledJob(t *testing.T) {
 	requireSlurm(t)
 	dir := t.TempDir()
 	dag := filepath.Join(dir, "slurmkill.yaml")
-	if err := os.WriteFile(dag, []byte(killDAG), 0o644); err != nil {
+	if err := os.WriteFile(dag, []byte(slurmKillDAG), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"run", dag, "--executor", "slurm", "--remote", "file://" + filepath.Join(dir, "remote"),
