@@ -54,6 +54,9 @@ func withMeta(rec arrow.RecordBatch, kv map[string]string) arrow.RecordBatch {
 // methodLabel names the method of a table from the metadata the train stage attached to its
 // model and that score and evaluate carried forward (tables.Meta.MethodLabel).
 func methodLabel(rec arrow.RecordBatch) string {
-	meta := tables.Meta{tables.MethodKey: schemaMeta(rec, tables.MethodKey), tables.HeadKey: schemaMeta(rec, tables.HeadKey)}
-	return meta.Pick(tables.MethodKey, tables.HeadKey).MethodLabel()
+	meta := tables.Meta{}
+	for _, k := range []string{tables.MethodKey, tables.HeadKey, tables.FusionKey} {
+		meta[k] = schemaMeta(rec, k)
+	}
+	return meta.Pick(tables.MethodKey, tables.HeadKey, tables.FusionKey).MethodLabel()
 }

@@ -49,7 +49,7 @@ func runEvaluate(ctx context.Context, env *kind.Env) error {
 		mt = append(mt, tables.Metric{Metric: "auroc", Class: r.Class, Value: r.AUROC},
 			tables.Metric{Metric: "auprc", Class: r.Class, Value: r.AUPRC})
 	}
-	meta := scoresMeta.Pick(tables.MethodKey, tables.HeadKey)
+	meta := scoresMeta.Pick(tables.MethodKey, tables.HeadKey, tables.FusionKey)
 	if err := tables.WriteMetrics(env, mt, meta); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pipe-ahl/pipe/ahl/fusion"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
 	"github.com/pipe-ahl/pipe/artifacts"
@@ -20,18 +21,26 @@ const (
 	metaPrefix        = "pipe."
 	modelMembersKey   = "pipe.members"    // ensemble: number of member heads
 	modelNeighbourKey = "pipe.neighbours" // knn: k
-	knnTensor         = "knn.train"       // knn: N x D pooled training normals
+	knnTensor         = "knn.train"       // knn (and a head fused with knn): N x D pooled training normals
+	// A head fused with knn (train.fusion: knn) keeps knn's tensor and k beside its own
+	// weights, and the fusion's weight and the two scales (stages/TABLES.md).
+	modelFusionKey       = tables.FusionKey
+	modelFusionWeightKey = "pipe.fusion.head_weight"
+	modelFusionHeadKey   = "pipe.fusion.head_scale" // "mean std" of the head's scores on held-out normals
+	modelFusionKNNKey    = "pipe.fusion.knn_scale"  // the same for knn's distances
 )
 
 // model is the train stage's model table as Go values: a knn model, or a registered head's
 // kind and config with one weight vector per head (ahl and devnet one, an ensemble one per
-// member).
+// member). A head model with Fusion set scores by fusing its heads' scores with KNN's
+// (train.fusion: knn; ahl/fusion).
 type model struct {
 	Method string
 	Head   string       // the head's registered kind; "" for knn
 	Config heads.Config // the head's config, as given to heads.New
 	Thetas [][]float32
 	KNN    knn.Model
+	Fusion *fusion.Fusion
 }
 
 // newHead builds m's head through the heads registry.
@@ -59,16 +68,27 @@ func (m *model) meta() tables.Meta {
 	if m.Method == MethodEnsemble {
 		meta[modelMembersKey] = strconv.Itoa(len(m.Thetas))
 	}
+	if f := m.Fusion; f != nil {
+		meta[modelFusionKey] = FusionKNN
+		meta[modelNeighbourKey] = strconv.Itoa(m.KNN.K)
+		meta[modelFusionWeightKey] = formatFloat(f.HeadWeight)
+		meta[modelFusionHeadKey] = formatFloat(f.Head.Mean) + " " + formatFloat(f.Head.Std)
+		meta[modelFusionKNNKey] = formatFloat(f.KNN.Mean) + " " + formatFloat(f.KNN.Std)
+	}
 	return meta
 }
+
+// formatFloat writes v so that strconv.ParseFloat gives v back exactly.
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
 // encode returns m as the model table's content: named tensors (the values alias m) and
 // m.meta().
 func (m *model) encode() (tables.Model, error) {
 	var ts []artifacts.Tensor
-	if m.Method == MethodKNN {
+	if m.Method == MethodKNN || m.Fusion != nil {
 		ts = append(ts, artifacts.Tensor{Name: knnTensor, Shape: []int64{int64(m.KNN.N), int64(m.KNN.D)}, Values: m.KNN.Train})
-	} else {
+	}
+	if m.Method != MethodKNN {
 		h, err := m.newHead()
 		if err != nil {
 			return tables.Model{}, err
@@ -109,17 +129,36 @@ func decodeModel(t tables.Model) (*model, error) {
 		}
 		return v, nil
 	}
-	if m.Method == MethodKNN {
+	decodeKNN := func() error {
 		kt, ok := byName[knnTensor]
 		if !ok || len(kt.Shape) != 2 || len(kt.Values) != kt.Shape[0]*kt.Shape[1] {
-			return nil, fmt.Errorf("knn model has no 2-d tensor %s", knnTensor)
+			return fmt.Errorf("knn model has no 2-d tensor %s", knnTensor)
 		}
 		k, err := atoi(modelNeighbourKey)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m.KNN = knn.Model{K: k, N: kt.Shape[0], D: kt.Shape[1], Train: kt.Values}
+		return nil
+	}
+	if m.Method == MethodKNN {
+		if err := decodeKNN(); err != nil {
+			return nil, err
+		}
 		return m, nil
+	}
+	if f, ok := t.Meta[modelFusionKey]; ok {
+		if f != FusionKNN {
+			return nil, fmt.Errorf("model metadata %s: %q, want %s", modelFusionKey, f, FusionKNN)
+		}
+		if err := decodeKNN(); err != nil {
+			return nil, fmt.Errorf("model fused with knn: %w", err)
+		}
+		fu, err := decodeFusion(t.Meta)
+		if err != nil {
+			return nil, err
+		}
+		m.Fusion = &fu
 	}
 	meta := map[string]string{}
 	for k, v := range t.Meta {
@@ -150,6 +189,34 @@ func decodeModel(t tables.Model) (*model, error) {
 		m.Thetas = append(m.Thetas, theta)
 	}
 	return m, nil
+}
+
+// decodeFusion reads a fused model's weight and scales from its metadata.
+func decodeFusion(meta tables.Meta) (fusion.Fusion, error) {
+	var f fusion.Fusion
+	w, err := strconv.ParseFloat(meta[modelFusionWeightKey], 64)
+	if err != nil {
+		return f, fmt.Errorf("model metadata %s: %q is not a number", modelFusionWeightKey, meta[modelFusionWeightKey])
+	}
+	f.HeadWeight = w
+	for _, s := range []struct {
+		key string
+		sc  *fusion.Scale
+	}{{modelFusionHeadKey, &f.Head}, {modelFusionKNNKey, &f.KNN}} {
+		mean, std, ok := strings.Cut(meta[s.key], " ")
+		var err1, err2 error
+		if ok {
+			s.sc.Mean, err1 = strconv.ParseFloat(mean, 64)
+			s.sc.Std, err2 = strconv.ParseFloat(std, 64)
+		}
+		if !ok || err1 != nil || err2 != nil {
+			return f, fmt.Errorf("model metadata %s: %q, want \"MEAN STD\"", s.key, meta[s.key])
+		}
+	}
+	if err := f.Check(); err != nil {
+		return f, fmt.Errorf("model metadata: %w", err)
+	}
+	return f, nil
 }
 
 // summary describes m for the log: "knn (k = 5 over 120 normals)" or "ahl with 1 dra head(s)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/pipe-ahl/pipe/ahl/batch"
+	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
@@ -57,7 +58,7 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
-	meta := tm.Meta.Pick(tables.MethodKey, tables.HeadKey)
+	meta := tm.Meta.Pick(tables.MethodKey, tables.HeadKey, tables.FusionKey)
 
 	var testIDs []string
 	var labels []int64
@@ -81,50 +82,16 @@ func runScore(ctx context.Context, env *kind.Env) error {
 	if set.Len() != len(want) {
 		return fmt.Errorf("features cover %d of the %d test images and training normals", set.Len(), len(want))
 	}
-	pos := make(map[string]int, set.Len())
-	for i, id := range set.IDs {
-		pos[id] = i
+	testRows := rowsOf(set, testIDs)
+	var ref []fmap.Maps
+	if model.Method != MethodKNN {
+		if ref, err = batch.Ref(set, rowsOf(set, normals)); err != nil {
+			return err
+		}
 	}
-	testRows := make([]int, len(testIDs))
-	for i, id := range testIDs {
-		testRows[i] = pos[id]
-	}
-	scores := make([]float64, len(testIDs))
-	switch model.Method {
-	case MethodKNN:
-		test := set.Gather(testRows)
-		s, err := model.KNN.Scores(test.Scales)
-		if err != nil {
-			return err
-		}
-		copy(scores, s)
-	default:
-		if model.Config.Channels != set.Scales[0].C {
-			return fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", model.Config.Channels, set.Scales[0].C)
-		}
-		head, err := model.newHead()
-		if err != nil {
-			return err
-		}
-		normalRows := make([]int, len(normals))
-		for i, id := range normals {
-			normalRows[i] = pos[id]
-		}
-		ref, err := batch.Ref(set, normalRows)
-		if err != nil {
-			return err
-		}
-		// An ensemble scores by the mean of its members' scores; ahl and devnet have one head.
-		for k, theta := range model.Thetas {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			s := batch.Scores(head, theta, set, testRows, ref, p.BatchSize)
-			for i, v := range s {
-				scores[i] += float64(v) / float64(len(model.Thetas))
-			}
-			env.Progress(k+1, len(model.Thetas))
-		}
+	scores, err := model.scoreRows(set, testRows, ref, p.BatchSize)
+	if err != nil {
+		return err
 	}
 	rows := make([]tables.Score, len(testIDs))
 	for i, id := range testIDs {

@@ -12,9 +12,11 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
 	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/fusion"
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
+	"github.com/pipe-ahl/pipe/ahl/metrics"
 	"github.com/pipe-ahl/pipe/kind"
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
@@ -77,7 +79,22 @@ type TrainParams struct {
 	// With default the rates are the preset's, and setting lr, meta_lr, inner_lr or
 	// lr_decay_every as well is an error.
 	Schedule string `json:"schedule,omitempty"`
+	// Fusion is "" (a head model scores by its heads alone) or knn: its scores are fused
+	// with knn's distances to the training normals (ahl/fusion, docs/algorithm.md "Score
+	// fusion"), each standardised on the validation normals, so it needs a validation
+	// split. knn itself ignores it.
+	Fusion string `json:"fusion,omitempty"`
+	// FusionWeight is the head's share w of a fused score, 0 < w <= 1; 0 takes
+	// DefaultFusionWeight.
+	FusionWeight float64 `json:"fusion_weight,omitempty"`
 }
+
+// FusionKNN is train.fusion's one value: fuse a head's scores with knn's.
+const FusionKNN = "knn"
+
+// DefaultFusionWeight is the head's share of a fused score when fusion_weight is not set:
+// equal shares of the two standardised scores.
+const DefaultFusionWeight = 0.5
 
 // Training schedules (train.schedule).
 const (
@@ -191,6 +208,17 @@ func (p *TrainParams) Validate() error {
 	default:
 		return fmt.Errorf("schedule: %q, want %s or %s", p.Schedule, SchedulePaper, ScheduleDefault)
 	}
+	switch p.Fusion {
+	case "", FusionKNN:
+	default:
+		return fmt.Errorf("fusion: %q, want %s or none", p.Fusion, FusionKNN)
+	}
+	if p.FusionWeight != 0 && p.Fusion == "" {
+		return fmt.Errorf("fusion_weight: %g without fusion; set fusion: %s or drop it", p.FusionWeight, FusionKNN)
+	}
+	if !(p.FusionWeight >= 0 && p.FusionWeight <= 1) {
+		return fmt.Errorf("fusion_weight: %g, want 0 < w <= 1 (the head's share; 0 takes %g)", p.FusionWeight, DefaultFusionWeight)
+	}
 	if err := p.cdlConfig(0, nil).Validate(); err != nil {
 		return err
 	}
@@ -302,6 +330,15 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
+	val, err := readValidation(ctx, env, imgs.ValNormals(), imgs.ValAnomalies())
+	if err != nil {
+		return err
+	}
+	if p.Fusion == FusionKNN && p.Method != MethodKNN {
+		if err := fuseWithKNN(env, p, m, d, val); err != nil {
+			return err
+		}
+	}
 	tm, err := m.encode()
 	if err != nil {
 		return err
@@ -309,11 +346,11 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 	if err := tables.WriteModel(env, tm); err != nil {
 		return err
 	}
-	val, err := validate(ctx, env, m, d, imgs.ValNormals(), imgs.ValAnomalies())
+	valRows, err := validate(env, m, d, val)
 	if err != nil {
 		return err
 	}
-	if err := tables.WriteValidation(env, val, tm.Meta); err != nil {
+	if err := tables.WriteValidation(env, valRows, tm.Meta); err != nil {
 		return err
 	}
 	// The log holds no wall-clock times: they differ from run to run, and the log must be
@@ -403,6 +440,85 @@ func trainEnsemble(ctx context.Context, env *kind.Env, p *TrainParams, d *trainD
 		}
 	}
 	return m, rows, nil
+}
+
+// fuseWithKNN makes m, a trained head model, score by fusing its heads' scores with knn's
+// (train.fusion: knn; docs/algorithm.md "Score fusion"): it fits knn to the training normals
+// and standardises each detector by its scores of the validation normals, which neither has
+// seen. It logs the validation AUROC of the fused score for a range of head weights beside
+// the chosen one's, so a user sees how much each detector contributes.
+func fuseWithKNN(env *kind.Env, p *TrainParams, m *model, d *trainData, val *validationSet) error {
+	if val == nil {
+		return errors.New("fusion: knn standardises the scores on the validation normals, and this run has none; set ingest's validation (e.g. 0.2) or drop train's fusion")
+	}
+	normals := rowsOf(d.Pool, d.Normals)
+	k, err := knn.Fit(d.Pool.Gather(normals).Scales, p.Neighbours)
+	if err != nil {
+		return fmt.Errorf("fusion: %w", err)
+	}
+	ref, err := batch.Ref(d.Pool, normals)
+	if err != nil {
+		return err
+	}
+	m.KNN = k
+	all := batch.AllRows(val.Set.Len())
+	hs, err := m.headScores(val.Set, all, ref, 64)
+	if err != nil {
+		return err
+	}
+	ks, err := m.knnScores(val.Set, all, 64)
+	if err != nil {
+		return err
+	}
+	isNormal := setOf(val.Normals)
+	var hn, kn []float64
+	for i, id := range val.Set.IDs {
+		if isNormal[id] {
+			hn, kn = append(hn, hs[i]), append(kn, ks[i])
+		}
+	}
+	f := fusion.Fusion{HeadWeight: cmpOrFloat(p.FusionWeight, DefaultFusionWeight)}
+	if f.Head, err = fusion.FitScale(hn); err != nil {
+		return fmt.Errorf("fusion: the head's scores of the validation normals: %w", err)
+	}
+	if f.KNN, err = fusion.FitScale(kn); err != nil {
+		return fmt.Errorf("fusion: knn's distances of the validation normals: %w", err)
+	}
+	m.Fusion = &f
+	fmt.Fprintf(env.Log, "fusion with knn (k = %d over %d training normals): head weight %g; on the %d validation normals head %.4g ± %.4g, knn %.4g ± %.4g\n",
+		k.K, k.N, f.HeadWeight, len(hn), f.Head.Mean, f.Head.Std, f.KNN.Mean, f.KNN.Std)
+	isSeen := setOf(val.Anomalies)
+	for _, w := range []float64{0, 0.25, 0.5, 0.75, 1} {
+		g := f
+		g.HeadWeight = w
+		s, err := g.Scores(hs, ks)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("fusion: head weight %.2f:", w)
+		for _, class := range []string{ValidationReal, ValidationPseudo} {
+			var cs []float64
+			var pos []bool
+			for i, id := range val.Set.IDs {
+				anomaly := !isNormal[id] && (class == ValidationReal) == isSeen[id]
+				if isNormal[id] || anomaly {
+					cs, pos = append(cs, s[i]), append(pos, anomaly)
+				}
+			}
+			if auc, err := metrics.AUROC(cs, pos); err == nil {
+				line += fmt.Sprintf(" validation AUROC %s %.3f", class, auc)
+			}
+		}
+		fmt.Fprintln(env.Log, line)
+	}
+	return nil
+}
+
+func cmpOrFloat(v, def float64) float64 {
+	if v != 0 {
+		return v
+	}
+	return def
 }
 
 // trainKNN fits knn to the training normals' pooled maps; it has no head and no log rows.

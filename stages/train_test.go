@@ -3,7 +3,9 @@ package stages
 import (
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -274,5 +276,80 @@ func TestTrainSchedule(t *testing.T) {
 	p.Schedule = "fast"
 	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), `schedule: "fast"`) {
 		t.Errorf("unknown schedule: err = %v", err)
+	}
+}
+
+// TestTrainFusion: with fusion knn, the model keeps the head's weights (the same as without
+// fusion), knn's training normals and the two scales fitted on the validation normals, and
+// score writes w * z(head) + (1 - w) * z(knn), each z from the head-only and knn-only models
+// of the same seed. Without a validation split, fusion is refused with a message that says
+// what to set.
+func TestTrainFusion(t *testing.T) {
+	s := newSpotSetVal(t, 6)
+	const w = 0.25
+	p := quick("devnet", "devnet", 4)
+	p.Fusion, p.FusionWeight = FusionKNN, w
+	train, score, eval := s.chain(t, p, 1)
+	if got := methodLabel(eval["metrics"]); got != "devnet/devnet+knn" {
+		t.Errorf("evaluate carries method %q, want devnet/devnet+knn", got)
+	}
+	fused, err := readModel(train["model"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	headTrain, headScore, _ := s.chain(t, quick("devnet", "devnet", 4), 1)
+	_, knnScore, _ := s.chain(t, quick("knn", "devnet", 0), 1)
+	head, err := readModel(headTrain["model"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := fused.Fusion; f == nil || f.HeadWeight != w || f.Head.Std <= 0 || f.KNN.Std <= 0 || fused.KNN.N != 18 || fused.KNN.K != 5 {
+		t.Fatalf("fused model: fusion %+v, knn over %d normals (k %d); want weight %g, positive scales, k 5 over the 18 training normals", fused.Fusion, fused.KNN.N, fused.KNN.K, w)
+	}
+	if !slices.Equal(fused.Thetas[0], head.Thetas[0]) {
+		t.Errorf("fusion changed the head's weights")
+	}
+	got, _ := artifacts.Float64Col(score["scores"], "score")
+	hs, _ := artifacts.Float64Col(headScore["scores"], "score")
+	ks, _ := artifacts.Float64Col(knnScore["scores"], "score")
+	f := fused.Fusion
+	for i := range got {
+		want := w*(hs[i]-f.Head.Mean)/f.Head.Std + (1-w)*(ks[i]-f.KNN.Mean)/f.KNN.Std
+		if math.Abs(got[i]-want) > 1e-9 {
+			t.Errorf("test image %d: fused score %v, want %v (head %v, knn %v)", i, got[i], want, hs[i], ks[i])
+		}
+	}
+	// The scales are the validation normals' mean and std: re-encoding the decoded model
+	// gives the same metadata (exact float round trip).
+	again, err := fused.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{modelFusionKey, modelFusionWeightKey, modelFusionHeadKey, modelFusionKNNKey, modelNeighbourKey} {
+		if again.Meta[k] != schemaMeta(train["model"], k) || again.Meta[k] == "" {
+			t.Errorf("metadata %s: %q after a round trip, %q stored", k, again.Meta[k], schemaMeta(train["model"], k))
+		}
+	}
+
+	noVal := quick("devnet", "devnet", 1)
+	noVal.Fusion = FusionKNN
+	ingest := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": newSpotSet(t).images})
+	feat := memInput("features", "", nil, map[string]arrow.RecordBatch{"features": s.features})
+	if _, err := tryKind("train", noVal, 1, ingest, feat); err == nil || !strings.Contains(err.Error(), "set ingest's validation") {
+		t.Errorf("fusion without a validation split: err = %v", err)
+	}
+	for _, tc := range []struct {
+		edit func(p *TrainParams)
+		want string
+	}{
+		{func(p *TrainParams) { p.Fusion = "mean" }, `fusion: "mean", want knn or none`},
+		{func(p *TrainParams) { p.FusionWeight = 0.5 }, "fusion_weight: 0.5 without fusion"},
+		{func(p *TrainParams) { p.Fusion, p.FusionWeight = FusionKNN, 2 }, "fusion_weight: 2, want 0 < w <= 1"},
+	} {
+		q := quick("ahl", "devnet", 1)
+		tc.edit(q)
+		if err := q.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one containing %q", q, err, tc.want)
+		}
 	}
 }

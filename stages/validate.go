@@ -33,10 +33,27 @@ func pseudoOf(normals []string) map[string]bool {
 }
 
 // scoreRows scores the given rows of set with m: knn by its distances, a head model by the
-// mean of its members' scores, against ref (the training normals' reference maps).
+// mean of its members' scores against ref (the training normals' reference maps), fused
+// with knn's distances when m.Fusion is set.
 func (m *model) scoreRows(set fmap.Set, rows []int, ref []fmap.Maps, batchSize int) ([]float64, error) {
 	if m.Method == MethodKNN {
-		return m.KNN.Scores(set.Gather(rows).Scales)
+		return m.knnScores(set, rows, batchSize)
+	}
+	s, err := m.headScores(set, rows, ref, batchSize)
+	if err != nil || m.Fusion == nil {
+		return s, err
+	}
+	k, err := m.knnScores(set, rows, batchSize)
+	if err != nil {
+		return nil, err
+	}
+	return m.Fusion.Scores(s, k)
+}
+
+// headScores returns the mean of m's heads' scores of the given rows, against ref.
+func (m *model) headScores(set fmap.Set, rows []int, ref []fmap.Maps, batchSize int) ([]float64, error) {
+	if m.Config.Channels != set.Scales[0].C {
+		return nil, fmt.Errorf("the model's head takes %d channels, the features have %d (was the model trained on these features?)", m.Config.Channels, set.Scales[0].C)
 	}
 	head, err := m.newHead()
 	if err != nil {
@@ -51,17 +68,30 @@ func (m *model) scoreRows(set fmap.Set, rows []int, ref []fmap.Maps, batchSize i
 	return out, nil
 }
 
-// validate scores the validation split (ingest's `validation`: held-out training normals
-// and labelled anomalies, and the held-out normals' pseudo anomalies) with the trained model
-// m and returns its AUROC rows: class all (normals against both kinds of anomaly), real
-// (ValidationReal: against the held-out labelled anomalies, real defects) and pseudo
-// (ValidationPseudo: against the pseudo anomalies), each when it has anomalies. No stage trains on these images: the features' convnet, the
-// clusters, the tasks and the heads see split train only, so these figures say how m does
-// on images it has not seen, without the test labels. It also logs the mean score of the
-// training normals beside the validation normals': a gap there is the sign of features or
-// a head fitted to the training normals (knn's training normals include themselves among
-// their neighbours, so its gap is expected). No validation split gives no rows.
-func validate(ctx context.Context, env *kind.Env, m *model, d *trainData, valNormals, valAnomalies []string) ([]tables.Metric, error) {
+// knnScores returns m.KNN's distances of the given rows, gathering batchSize rows at a time
+// so that only a batch of maps is ever copied.
+func (m *model) knnScores(set fmap.Set, rows []int, batchSize int) ([]float64, error) {
+	out := make([]float64, 0, len(rows))
+	for i := 0; i < len(rows); i += batchSize {
+		s, err := m.KNN.Scores(set.Gather(rows[i:min(i+batchSize, len(rows))]).Scales)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s...)
+	}
+	return out, nil
+}
+
+// validationSet is the validation split's images as train reads them: the held-out normals
+// and labelled anomalies and the held-out normals' pseudo anomalies.
+type validationSet struct {
+	Set                fmap.Set
+	Normals, Anomalies []string // ids of the held-out normals and labelled anomalies
+}
+
+// readValidation reads the maps of the validation split (ingest's `validation`); it returns
+// nil when there is none.
+func readValidation(ctx context.Context, env *kind.Env, valNormals, valAnomalies []string) (*validationSet, error) {
 	if len(valNormals) == 0 {
 		return nil, nil
 	}
@@ -73,17 +103,45 @@ func validate(ctx context.Context, env *kind.Env, m *model, d *trainData, valNor
 	if err != nil {
 		return nil, fmt.Errorf("validation split: %w", err)
 	}
-	isNormal, isSeen := setOf(valNormals), setOf(valAnomalies)
-	rows := batch.AllRows(set.Len())
-	pos := map[string]int{}
-	for i, id := range d.Pool.IDs {
+	return &validationSet{Set: set, Normals: valNormals, Anomalies: valAnomalies}, nil
+}
+
+// rowsOf returns the rows of set that hold the given ids, in the ids' order.
+func rowsOf(set fmap.Set, ids []string) []int {
+	pos := make(map[string]int, set.Len())
+	for i, id := range set.IDs {
 		pos[id] = i
 	}
-	trainRows := make([]int, len(d.Normals))
-	for i, id := range d.Normals {
-		trainRows[i] = pos[id]
+	rows := make([]int, len(ids))
+	for i, id := range ids {
+		rows[i] = pos[id]
 	}
+	return rows
+}
+
+// validate scores the validation split val (held-out training normals and labelled
+// anomalies, and the held-out normals' pseudo anomalies) with the trained model m and
+// returns its AUROC rows: class all (normals against both kinds of anomaly), real
+// (ValidationReal: against the held-out labelled anomalies, real defects) and pseudo
+// (ValidationPseudo: against the pseudo anomalies), each when it has anomalies. No stage
+// trains on these images: the features' convnet, the clusters, the tasks and the heads see
+// split train only, so these figures say how m does on images it has not seen, without the
+// test labels. (A fused model's scales are fitted on the validation normals' scores: that
+// fixes the unit of each detector from normals alone and uses no anomaly.) It also logs the
+// mean score of the training normals beside the validation normals': a gap there is the
+// sign of features or a head fitted to the training normals (knn's training normals include
+// themselves among their neighbours, so its gap is expected). No validation split (val nil)
+// gives no rows.
+func validate(env *kind.Env, m *model, d *trainData, val *validationSet) ([]tables.Metric, error) {
+	if val == nil {
+		return nil, nil
+	}
+	set := val.Set
+	isNormal, isSeen := setOf(val.Normals), setOf(val.Anomalies)
+	rows := batch.AllRows(set.Len())
+	trainRows := rowsOf(d.Pool, d.Normals)
 	var ref []fmap.Maps
+	var err error
 	if m.Method != MethodKNN {
 		if ref, err = batch.Ref(d.Pool, trainRows); err != nil {
 			return nil, err
@@ -126,7 +184,7 @@ func validate(ctx context.Context, env *kind.Env, m *model, d *trainData, valNor
 	}
 	for i, id := range set.IDs {
 		if isNormal[id] {
-			normalMean += scores[i] / float64(len(valNormals))
+			normalMean += scores[i] / float64(len(val.Normals))
 		}
 	}
 	fmt.Fprintf(env.Log, "%s: mean score: training normals %.4g, validation normals %.4g\n", env.Stage, mean(trainScores), normalMean)

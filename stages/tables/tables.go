@@ -31,20 +31,24 @@ import (
 const (
 	MethodKey = "pipe.method"
 	HeadKey   = "pipe.head"
+	FusionKey = "pipe.fusion" // knn when the head's scores are fused with knn's (train.fusion)
 )
 
 // Meta is a table's schema metadata.
 type Meta map[string]string
 
 // MethodLabel names the method recorded in m: "ahl", or "ahl/dra" style when a head is
-// recorded; "?" when there is none.
+// recorded, "ahl/devnet+knn" when its scores are fused with knn's; "?" when there is none.
 func (m Meta) MethodLabel() string {
 	method := m[MethodKey]
 	if method == "" {
 		return "?"
 	}
 	if h := m[HeadKey]; h != "" {
-		return method + "/" + h
+		method += "/" + h
+	}
+	if f := m[FusionKey]; f != "" {
+		method += "+" + f
 	}
 	return method
 }

@@ -216,6 +216,9 @@ func TestMetricsCarryMeta(t *testing.T) {
 	if meta.MethodLabel() != "ahl/dra" {
 		t.Errorf("method label %q, want ahl/dra", meta.MethodLabel())
 	}
+	if l := (Meta{MethodKey: "ahl", HeadKey: "devnet", FusionKey: "knn"}).MethodLabel(); l != "ahl/devnet+knn" {
+		t.Errorf("fused method label %q, want ahl/devnet+knn", l)
+	}
 	if (Meta{}).MethodLabel() != "?" {
 		t.Error("a table without a method should be labelled ?")
 	}
