@@ -277,7 +277,7 @@ func ValidationWarnings(rows []ReportResult) []string {
 		if r.Class != ValidationReal {
 			on = "on pseudo anomalies only (no labelled anomaly in the validation split)"
 		}
-		out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f %s is %s; the supervised head does worse than the features alone",
+		out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f %s is %s; the supervised method does worse than knn on the same features",
 			r.Setting, r.Method, r.Mean, on, strings.Join(why, " and ")))
 	}
 	return out
