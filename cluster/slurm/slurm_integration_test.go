@@ -5,30 +5,13 @@ package slurm
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/pipe-ahl/pipe/cluster"
+	"github.com/pipe-ahl/pipe/cluster/slurm/slurmtest"
 )
-
-// RequireCluster fails the test unless a Slurm cluster answers (make slurm-up brings up a
-// single-node one as root); PIPE_SKIP_SLURM=1 skips it instead.
-func requireCluster(t *testing.T) {
-	t.Helper()
-	if os.Getenv("PIPE_SKIP_SLURM") == "1" {
-		t.Skip("PIPE_SKIP_SLURM=1: no Slurm cluster")
-	}
-	if _, err := exec.LookPath("sinfo"); err != nil {
-		t.Fatal("sinfo not found: run `make slurm-up` as root (installs Debian's Slurm and starts a single-node cluster), or set PIPE_SKIP_SLURM=1 to skip the Slurm tests")
-	}
-	out, err := exec.Command("sinfo", "--noheader", "--format=%t").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "idle") && !strings.Contains(string(out), "mix") && !strings.Contains(string(out), "alloc") {
-		t.Fatalf("no Slurm node is up (sinfo: %s %v): run `make slurm-up` as root, or set PIPE_SKIP_SLURM=1", out, err)
-	}
-}
 
 // wait polls until every job is final, or fails the test after a minute.
 func wait(t *testing.T, e *Executor, ids ...string) map[string]cluster.State {
@@ -56,7 +39,7 @@ func wait(t *testing.T, e *Executor, ids ...string) map[string]cluster.State {
 // On the real cluster: a job runs its command with a scratch folder and writes its log; a
 // failed job cancels the job after it (and that one's dependents); Cancel stops a running job.
 func TestRealSlurm(t *testing.T) {
-	requireCluster(t)
+	slurmtest.Require(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	e := &Executor{JobStore: filepath.Join(dir, "node")}

@@ -18,23 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// requireSlurm fails the test unless a Slurm cluster answers; `make slurm-up` (as root)
-// brings up a single-node one. PIPE_SKIP_SLURM=1 skips instead.
-func requireSlurm(t *testing.T) {
-	t.Helper()
-	if os.Getenv("PIPE_SKIP_SLURM") == "1" {
-		t.Skip("PIPE_SKIP_SLURM=1: no Slurm cluster")
-	}
-	if _, err := exec.LookPath("sinfo"); err != nil {
-		t.Fatal("sinfo not found: run `make slurm-up` as root (installs Debian's Slurm and starts a single-node cluster), or set PIPE_SKIP_SLURM=1 to skip the Slurm tests")
-	}
-	out, err := exec.Command("sinfo", "--noheader", "--format=%t").CombinedOutput()
-	if err != nil || !regexp.MustCompile(`idle|mix|alloc`).Match(out) {
-		t.Fatalf("no Slurm node is up (sinfo: %q, %v): run `make slurm-up` as root, or set PIPE_SKIP_SLURM=1", out, err)
-	}
-}
+	"github.com/pipe-ahl/pipe/cluster/slurm/slurmtest"
+)
 
 var (
 	slurmBinOnce sync.Once
@@ -152,7 +138,7 @@ func ranLines(stderr string) []string {
 // included); a second submission submits nothing; --set T=5 submits exactly what a local
 // status says would rerun.
 func TestSlurmDemo(t *testing.T) {
-	requireSlurm(t)
+	slurmtest.Require(t)
 	dir := t.TempDir()
 	dag, err := filepath.Abs(filepath.Join("..", "..", "dags", "demo.yaml"))
 	if err != nil {
@@ -335,7 +321,7 @@ func exitOf(t *testing.T, cmd *exec.Cmd) int {
 // A job killed with scancel while it runs fails its instance and skips its dependents, as a
 // local failure does (exit 1); submitting again completes from the cache.
 func TestSlurmKilledJob(t *testing.T) {
-	requireSlurm(t)
+	slurmtest.Require(t)
 	dir := t.TempDir()
 	dag := filepath.Join(dir, "slurmkill.yaml")
 	if err := os.WriteFile(dag, []byte(slurmKillDAG), 0o644); err != nil {
@@ -371,7 +357,7 @@ func TestSlurmKilledJob(t *testing.T) {
 
 // Ctrl-C while following asks whether to cancel the open jobs; y cancels them; exit 130.
 func TestSlurmInterrupt(t *testing.T) {
-	requireSlurm(t)
+	slurmtest.Require(t)
 	dir := t.TempDir()
 	dag := filepath.Join(dir, "slurmint.yaml")
 	if err := os.WriteFile(dag, []byte("name: slurmint\nstages:\n  a: {kind: tcount, with: {sleep_ms: 30000}}\n  b: {kind: tcount, needs: [a]}\n"), 0o644); err != nil {
