@@ -280,6 +280,17 @@ func ValidationWarnings(rows []ReportResult) []string {
 		out = append(out, fmt.Sprintf("%s, method %s: validation AUROC %.3f %s is %s; the supervised method does worse than knn on the same features",
 			r.Setting, r.Method, r.Mean, on, strings.Join(why, " and ")))
 	}
+	for _, r := range rows {
+		if r.Metric != ValidationPrefix+MetricHeadWeight || r.Class != ClassFusion || (r.Mean != 0 && r.Std == 0) {
+			continue
+		}
+		some := "some"
+		if r.Mean == 0 {
+			some = "every"
+		}
+		out = append(out, fmt.Sprintf("%s, method %s: the head's share of the fused score is %.2f ± %.2f over %d run(s): in %s run the head alone ranked the held-out labelled anomalies below chance and was dropped, so that run scores as knn alone",
+			r.Setting, r.Method, r.Mean, r.Std, r.N, some))
+	}
 	return out
 }
 

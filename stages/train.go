@@ -23,8 +23,10 @@ import (
 
 // trainVersion is the train stage's code version (part of its cache key). Version 2 drops the
 // log's wall-clock seconds column, which made the log's bytes differ from run to run; 3 adds
-// the validation table; 4 names its labelled-anomaly class real (was seen).
-const trainVersion = 4
+// the validation table; 4 names its labelled-anomaly class real (was seen); 5 adds fusion
+// (train.fusion) with its guard against a head below chance, and the validation table's
+// head_weight row of a fused model.
+const trainVersion = 5
 
 // Training methods (docs/algorithm.md, "CDL" and "Baselines").
 const (
@@ -91,6 +93,13 @@ type TrainParams struct {
 
 // FusionKNN is train.fusion's one value: fuse a head's scores with knn's.
 const FusionKNN = "knn"
+
+// The validation table's row of a fused model: metric head_weight, class fusion, the head's
+// share w of its score (0 when the guard dropped the head).
+const (
+	MetricHeadWeight = "head_weight"
+	ClassFusion      = "fusion"
+)
 
 // DefaultFusionWeight is the head's share of a fused score when fusion_weight is not set:
 // equal shares of the two standardised scores.
@@ -350,6 +359,9 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
+	if m.Fusion != nil {
+		valRows = append(valRows, tables.Metric{Metric: MetricHeadWeight, Class: ClassFusion, Value: m.Fusion.HeadWeight})
+	}
 	if err := tables.WriteValidation(env, valRows, tm.Meta); err != nil {
 		return err
 	}
@@ -484,10 +496,25 @@ func fuseWithKNN(env *kind.Env, p *TrainParams, m *model, d *trainData, val *val
 	if f.KNN, err = fusion.FitScale(kn); err != nil {
 		return fmt.Errorf("fusion: knn's distances of the validation normals: %w", err)
 	}
-	m.Fusion = &f
-	fmt.Fprintf(env.Log, "fusion with knn (k = %d over %d training normals): head weight %g; on the %d validation normals head %.4g ± %.4g, knn %.4g ± %.4g\n",
-		k.K, k.N, f.HeadWeight, len(hn), f.Head.Mean, f.Head.Std, f.KNN.Mean, f.KNN.Std)
+	fmt.Fprintf(env.Log, "fusion with knn (k = %d over %d training normals): on the %d validation normals head %.4g ± %.4g, knn %.4g ± %.4g\n",
+		k.K, k.N, len(hn), f.Head.Mean, f.Head.Std, f.KNN.Mean, f.KNN.Std)
 	isSeen := setOf(val.Anomalies)
+	// auroc is the validation AUROC of scores s against one class of anomaly (real or
+	// pseudo); ok is false when the split has none of that class.
+	auroc := func(s []float64, class string) (float64, bool) {
+		var cs []float64
+		var pos []bool
+		for i, id := range val.Set.IDs {
+			anomaly := !isNormal[id] && (class == ValidationReal) == isSeen[id]
+			if isNormal[id] || anomaly {
+				cs, pos = append(cs, s[i]), append(pos, anomaly)
+			}
+		}
+		v, err := metrics.AUROC(cs, pos)
+		return v, err == nil
+	}
+	var headReal float64
+	var hasReal bool
 	for _, w := range []float64{0, 0.25, 0.5, 0.75, 1} {
 		g := f
 		g.HeadWeight = w
@@ -497,20 +524,24 @@ func fuseWithKNN(env *kind.Env, p *TrainParams, m *model, d *trainData, val *val
 		}
 		line := fmt.Sprintf("fusion: head weight %.2f:", w)
 		for _, class := range []string{ValidationReal, ValidationPseudo} {
-			var cs []float64
-			var pos []bool
-			for i, id := range val.Set.IDs {
-				anomaly := !isNormal[id] && (class == ValidationReal) == isSeen[id]
-				if isNormal[id] || anomaly {
-					cs, pos = append(cs, s[i]), append(pos, anomaly)
+			if v, ok := auroc(s, class); ok {
+				line += fmt.Sprintf(" validation AUROC %s %.3f", class, v)
+				if w == 1 && class == ValidationReal {
+					headReal, hasReal = v, true
 				}
-			}
-			if auc, err := metrics.AUROC(cs, pos); err == nil {
-				line += fmt.Sprintf(" validation AUROC %s %.3f", class, auc)
 			}
 		}
 		fmt.Fprintln(env.Log, line)
 	}
+	// A head that ranks the held-out real defects below the held-out normals has learnt the
+	// wrong cue (docs/algorithm.md, "Score fusion"): it is not used, and the model scores as
+	// knn alone. The model's metadata records head weight 0, and pipe report says so.
+	if hasReal && headReal < 0.5 {
+		f.HeadWeight = 0
+		fmt.Fprintf(env.Log, "fusion: the head alone has validation AUROC %.3f on the held-out labelled anomalies, below chance: it is dropped (head weight 0) and this model scores as knn alone\n", headReal)
+	}
+	fmt.Fprintf(env.Log, "fusion: head weight %g\n", f.HeadWeight)
+	m.Fusion = &f
 	return nil
 }
 

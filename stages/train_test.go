@@ -26,7 +26,11 @@ func newSpotSet(t *testing.T) spotSet { return newSpotSetVal(t, 0) }
 
 // newSpotSetVal is newSpotSet with the last val of the 24 training normals and (when val > 0)
 // the last labelled anomaly in the validation split, as ingest's validation makes them.
-func newSpotSetVal(t *testing.T, val int) spotSet {
+func newSpotSetVal(t *testing.T, val int) spotSet { return newSpotSetWith(t, val, nil) }
+
+// newSpotSetWith is newSpotSetVal whose feature values pass through tweak (when not nil),
+// given the image id and the value.
+func newSpotSetWith(t *testing.T, val int, tweak func(id string, v float32) float32) spotSet {
 	t.Helper()
 	var imgs []testImage
 	split := func(i, n, held int) string {
@@ -65,6 +69,9 @@ func newSpotSetVal(t *testing.T, val int) spotSet {
 		anomalous := strings.Contains(id, "/cut/") || strings.Contains(id, "/hole/") || strings.Contains(id, "#")
 		if anomalous && ch == 0 && pos%5 == int(h.Sum64()%5) {
 			v += 4
+		}
+		if tweak != nil {
+			v = tweak(id, v)
 		}
 		return v
 	}
@@ -319,6 +326,13 @@ func TestTrainFusion(t *testing.T) {
 			t.Errorf("test image %d: fused score %v, want %v (head %v, knn %v)", i, got[i], want, hs[i], ks[i])
 		}
 	}
+	vrows, err := tables.DecodeMetrics(train["validation"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := vrows[len(vrows)-1]; last.Metric != MetricHeadWeight || last.Class != ClassFusion || last.Value != w {
+		t.Errorf("validation rows %v, want the last one head_weight/fusion %g", vrows, w)
+	}
 	// The scales are the validation normals' mean and std: re-encoding the decoded model
 	// gives the same metadata (exact float round trip).
 	again, err := fused.encode()
@@ -351,5 +365,50 @@ func TestTrainFusion(t *testing.T) {
 		if err := q.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one containing %q", q, err, tc.want)
 		}
+	}
+}
+
+// TestTrainFusionDropsInvertedHead: when the head alone ranks the held-out labelled anomaly
+// below every held-out normal (here its maps are all zero, so the trained head, which
+// scores the bright spot, gives it the lowest score), the fused model drops the head (weight
+// 0) and scores as knn alone, and its validation table and pipe report's warnings say so.
+func TestTrainFusionDropsInvertedHead(t *testing.T) {
+	s := newSpotSetWith(t, 6, func(id string, v float32) float32 {
+		if id == "train/cut/c3.png" { // the held-out labelled anomaly
+			return 0
+		}
+		return v
+	})
+	p := quick("devnet", "devnet", 4)
+	p.Fusion = FusionKNN
+	train, score, _ := s.chain(t, p, 1)
+	vrows, err := tables.DecodeMetrics(train["validation"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, r := range vrows {
+		got[r.Metric+"/"+r.Class] = r.Value
+	}
+	if w, ok := got[MetricHeadWeight+"/"+ClassFusion]; !ok || w != 0 {
+		t.Fatalf("validation rows %v, want head_weight 0 (the head is below chance on real)", vrows)
+	}
+	_, knnScore, _ := s.chain(t, quick("knn", "devnet", 0), 1)
+	fs, _ := artifacts.Float64Col(score["scores"], "score")
+	ks, _ := artifacts.Float64Col(knnScore["scores"], "score")
+	for i := range fs {
+		for j := range fs {
+			if (fs[i] < fs[j]) != (ks[i] < ks[j]) {
+				t.Fatalf("the dropped-head model does not rank test images as knn does: %v vs %v", fs, ks)
+			}
+		}
+	}
+	rows := []ReportResult{
+		{Setting: "s", Method: "ahl", Class: ClassFusion, Metric: ValidationPrefix + MetricHeadWeight, Mean: 1.0 / 3, Std: 0.29, N: 3},
+		{Setting: "s", Method: "devnet", Class: ClassFusion, Metric: ValidationPrefix + MetricHeadWeight, Mean: 0.5, Std: 0, N: 3},
+	}
+	warn := ValidationWarnings(rows)
+	if len(warn) != 1 || !strings.Contains(warn[0], "s, method ahl: the head's share of the fused score is 0.33 ± 0.29 over 3 run(s)") {
+		t.Errorf("warnings %q, want one for ahl's dropped head", warn)
 	}
 }
