@@ -281,7 +281,9 @@ func ValidationWarnings(rows []ReportResult) []string {
 			r.Setting, r.Method, r.Mean, on, strings.Join(why, " and ")))
 	}
 	for _, r := range rows {
-		if r.Metric != ValidationPrefix+MetricHeadWeight || r.Class != ClassFusion || (r.Mean != 0 && r.Std == 0) {
+		// A seen_class=mean row averages settings, not runs; its settings have their own lines.
+		if r.Metric != ValidationPrefix+MetricHeadWeight || r.Class != ClassFusion || (r.Mean != 0 && r.Std == 0) ||
+			strings.HasSuffix(r.Setting, SettingMean) {
 			continue
 		}
 		some := "some"

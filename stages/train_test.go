@@ -406,6 +406,7 @@ func TestTrainFusionDropsInvertedHead(t *testing.T) {
 	rows := []ReportResult{
 		{Setting: "s", Method: "ahl", Class: ClassFusion, Metric: ValidationPrefix + MetricHeadWeight, Mean: 1.0 / 3, Std: 0.29, N: 3},
 		{Setting: "s", Method: "devnet", Class: ClassFusion, Metric: ValidationPrefix + MetricHeadWeight, Mean: 0.5, Std: 0, N: 3},
+		{Setting: "s " + SettingMean, Method: "ahl", Class: ClassFusion, Metric: ValidationPrefix + MetricHeadWeight, Mean: 0.4, Std: 0.1, N: 2},
 	}
 	warn := ValidationWarnings(rows)
 	if len(warn) != 1 || !strings.Contains(warn[0], "s, method ahl: the head's share of the fused score is 0.33 ± 0.29 over 3 run(s)") {
