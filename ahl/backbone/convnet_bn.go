@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
 // trainNet is the convnet in training mode: each 3x3 convolution (no bias) is followed by
@@ -128,19 +130,12 @@ func (n *trainNet) bnReLUForward(l int, z act) bnCache {
 	parallel(z.C, 3*m, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			row := z.Data[o*m : (o+1)*m]
-			s, s2 := sumSquares(row)
+			s, s2 := blocked.SumSquares(row)
 			mean := s / float64(m)
 			variance := max(s2/float64(m)-mean*mean, 0)
 			inv := float32(1 / math.Sqrt(variance+bnEps))
 			c.invStd[o] = inv
-			out := c.out.Data[o*m : (o+1)*m]
-			mu, gg, bb := float32(mean), g[o], b[o]
-			out = out[:len(row)]
-			for j, v := range row {
-				xh := (v - mu) * inv
-				row[j] = xh
-				out[j] = reluOf(gg*xh + bb)
-			}
+			blocked.NormReLU(row, c.out.Data[o*m:(o+1)*m], float32(mean), inv, g[o], b[o])
 			unbiased := variance
 			if m > 1 {
 				unbiased *= float64(m) / float64(m-1)
@@ -164,15 +159,13 @@ func (n *trainNet) bnReLUBackward(l int, c bnCache, d act, dgamma, dbeta []float
 			dy := d.Data[o*m : (o+1)*m]
 			xh := c.xhat.Data[o*m : (o+1)*m]
 			out := c.out.Data[o*m : (o+1)*m]
-			sdy, sdyx := maskedSums(dy, xh, out)
+			sdy, sdyx := blocked.MaskedSums(dy, xh, out)
 			dgamma[o] += float32(sdyx)
 			dbeta[o] += float32(sdy)
 			// sum(dxhat) = gamma * sdy, sum(dxhat * xhat) = gamma * sdyx.
 			k := g[o] * c.invStd[o]
 			a, bb := float32(sdy/float64(m)), float32(sdyx/float64(m))
-			for j := range dy {
-				dy[j] = k * (dy[j] - a - xh[j]*bb)
-			}
+			blocked.NormGrad(dy, xh, k, a, bb)
 		}
 	})
 }
@@ -258,38 +251,4 @@ func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []flo
 		putScratch(c.out.Data)
 	}
 	return float64(scale) * loss
-}
-
-// sumSquares returns sum(v) and sum(v^2) in float64, with four independent accumulators so
-// the additions do not wait on each other.
-func sumSquares(v []float32) (s, s2 float64) {
-	var a0, a1, a2, a3, q0, q1, q2, q3 float64
-	i := 0
-	for ; i+4 <= len(v); i += 4 {
-		x0, x1, x2, x3 := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
-		a0, a1, a2, a3 = a0+x0, a1+x1, a2+x2, a3+x3
-		q0, q1, q2, q3 = q0+x0*x0, q1+x1*x1, q2+x2*x2, q3+x3*x3
-	}
-	for ; i < len(v); i++ {
-		x := float64(v[i])
-		a0, q0 = a0+x, q0+x*x
-	}
-	return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
-}
-
-// maskedSums zeroes dy where out is 0 (the ReLU's gradient) and returns sum(dy) and
-// sum(dy * xh), four accumulators each. out >= 0 (a ReLU's output, never -0), so the mask is
-// built from its bits without a branch, which would be mispredicted half the time.
-func maskedSums(dy, xh, out []float32) (sdy, sdyx float64) {
-	var a, q [4]float64
-	xh, out = xh[:len(dy)], out[:len(dy)]
-	for i := range dy {
-		ob := math.Float32bits(out[i])
-		keep := uint32(-int32((ob | -ob) >> 31)) // all ones when out != 0
-		d := math.Float32frombits(math.Float32bits(dy[i]) & keep)
-		dy[i] = d
-		a[i&3] += float64(d)
-		q[i&3] += float64(d) * float64(xh[i])
-	}
-	return (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])
 }

@@ -61,3 +61,23 @@ func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
 //
 //go:noescape
 func gather16s2(dst, src *float32, offs *int, n int)
+
+// sumSq4 adds v[4i+l] to a[l] and its square to q[l] for i < blocks and lanes l < 4.
+//
+//go:noescape
+func sumSq4(v *float32, blocks int, a, q *[4]float64)
+
+// maskedSums4 is MaskedSums over blocks*4 values, adding into a and q by lane.
+//
+//go:noescape
+func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64)
+
+// normReLU8 is NormReLU over blocks*8 values with p = mean, inv, gamma, beta.
+//
+//go:noescape
+func normReLU8(row, out *float32, blocks int, p *[4]float32)
+
+// normGrad8 is NormGrad over blocks*8 values with p = k, a, b.
+//
+//go:noescape
+func normGrad8(dy, xh *float32, blocks int, p *[4]float32)

@@ -292,3 +292,107 @@ s2loop:
 	JNZ     s2loop
 	VZEROUPPER
 	RET
+
+// func sumSq4(v *float32, blocks int, a, q *[4]float64)
+TEXT ·sumSq4(SB), NOSPLIT, $0-32
+	MOVQ   v+0(FP), SI
+	MOVQ   blocks+8(FP), CX
+	MOVQ   a+16(FP), DI
+	MOVQ   q+24(FP), DX
+	VMOVUPD (DI), Y0
+	VMOVUPD (DX), Y1
+
+sumsqloop:
+	VCVTPS2PD   (SI), Y2
+	VADDPD      Y2, Y0, Y0
+	VFMADD231PD Y2, Y2, Y1 // x*x is exact in float64: rounds as a separate add would
+	ADDQ        $16, SI
+	DECQ        CX
+	JNZ         sumsqloop
+	VMOVUPD     Y0, (DI)
+	VMOVUPD     Y1, (DX)
+	VZEROUPPER
+	RET
+
+// func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64)
+TEXT ·maskedSums4(SB), NOSPLIT, $0-48
+	MOVQ    dy+0(FP), SI
+	MOVQ    xh+8(FP), DX
+	MOVQ    out+16(FP), BX
+	MOVQ    blocks+24(FP), CX
+	MOVQ    a+32(FP), DI
+	MOVQ    q+40(FP), R8
+	VMOVUPD (DI), Y0
+	VMOVUPD (R8), Y1
+	VPXOR   X7, X7, X7
+
+maskloop:
+	VMOVUPS     (BX), X2
+	VPCMPEQD    X7, X2, X2  // all ones where out's bits are 0
+	VANDNPS     (SI), X2, X2 // dy with those lanes cleared
+	VMOVUPS     X2, (SI)
+	VCVTPS2PD   X2, Y3
+	VADDPD      Y3, Y0, Y0
+	VCVTPS2PD   (DX), Y4
+	VFMADD231PD Y3, Y4, Y1 // exact product, as in sumSq4
+	ADDQ        $16, SI
+	ADDQ        $16, DX
+	ADDQ        $16, BX
+	DECQ        CX
+	JNZ         maskloop
+	VMOVUPD     Y0, (DI)
+	VMOVUPD     Y1, (R8)
+	VZEROUPPER
+	RET
+
+// func normReLU8(row, out *float32, blocks int, p *[4]float32)
+TEXT ·normReLU8(SB), NOSPLIT, $0-32
+	MOVQ         row+0(FP), SI
+	MOVQ         out+8(FP), DI
+	MOVQ         blocks+16(FP), CX
+	MOVQ         p+24(FP), R8
+	VBROADCASTSS (R8), Y4
+	VBROADCASTSS 4(R8), Y5
+	VBROADCASTSS 8(R8), Y6
+	VBROADCASTSS 12(R8), Y7
+
+normloop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y4, Y0, Y0 // row - mean
+	VMULPS  Y5, Y0, Y0 // * inv
+	VMOVUPS Y0, (SI)
+	VMULPS  Y6, Y0, Y1 // gamma * xhat
+	VADDPS  Y7, Y1, Y1 // + beta
+	VPSRAD  $31, Y1, Y2
+	VPANDN  Y1, Y2, Y1 // ReLU by the sign bit
+	VMOVUPS Y1, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     normloop
+	VZEROUPPER
+	RET
+
+// func normGrad8(dy, xh *float32, blocks int, p *[4]float32)
+TEXT ·normGrad8(SB), NOSPLIT, $0-32
+	MOVQ         dy+0(FP), SI
+	MOVQ         xh+8(FP), DX
+	MOVQ         blocks+16(FP), CX
+	MOVQ         p+24(FP), R8
+	VBROADCASTSS (R8), Y4
+	VBROADCASTSS 4(R8), Y5
+	VBROADCASTSS 8(R8), Y6
+
+gradloop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y5, Y0, Y0   // dy - a
+	VMULPS  (DX), Y6, Y1 // xh * b
+	VSUBPS  Y1, Y0, Y0
+	VMULPS  Y4, Y0, Y0   // * k
+	VMOVUPS Y0, (SI)
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	DECQ    CX
+	JNZ     gradloop
+	VZEROUPPER
+	RET
