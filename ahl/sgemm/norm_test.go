@@ -38,7 +38,7 @@ func TestNormPasses(t *testing.T) {
 		}
 		type result struct {
 			s, s2, sdy, sdyx float64
-			row, relu, dy     []float32
+			row, relu, dy    []float32
 		}
 		run := func(useAsm bool) result {
 			saved := asmKernel
