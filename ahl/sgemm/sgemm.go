@@ -94,14 +94,29 @@ func gemm[P Panels](transA bool, m, n, k int, alpha float32, a []float32, lda in
 	ws := pool.Get().(*workspace)
 	defer pool.Put(ws)
 	if m <= MCWhole {
+		// The assembly kernel reads A's full MR-row micro-panels in place when A needs no
+		// transposing or scaling; only a last, partial one is packed.
+		inPlace := asmKernel && !transA && alpha == 1
+		full := 0
+		if inPlace {
+			full = m / MR * MR
+		}
 		for pc := 0; pc < k; pc += KC {
 			kc := min(KC, k-pc)
 			add := !store || pc > 0
-			packA(ws.a, transA, a, lda, 0, pc, m, kc, alpha)
+			if full < m {
+				packA(ws.a, transA, a, lda, full, pc, m-full, kc, alpha)
+			}
 			bp := ws.b[:kc*NR]
 			for jr := 0; jr < n; jr += NR {
 				b.Pack(bp, pc, kc, jr)
-				tiles(ws.a, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+				nr := min(NR, n-jr)
+				if full > 0 {
+					tilesInPlace(a[pc:], lda, bp, kc, full, nr, c[jr:], ldc, add)
+				}
+				if full < m {
+					tiles(ws.a, bp, kc, m-full, nr, c[full*ldc+jr:], ldc, add)
+				}
 			}
 		}
 		return
@@ -138,16 +153,38 @@ func tiles(ap, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
 			continue
 		}
 		kernel(kc, a, bp, tile[:], NR, false)
-		for i := 0; i < mr; i++ {
-			row := c[ci+i*ldc : ci+i*ldc+nr]
-			t := tile[i*NR : i*NR+nr]
-			if add {
-				for j := range row {
-					row[j] += t[j]
-				}
-			} else {
-				copy(row, t)
+		addTile(&tile, mr, nr, c[ci:], ldc, add)
+	}
+}
+
+// tilesInPlace is tiles for mc rows of A (a multiple of MR) read in place from a (row stride
+// lda, the block's first column at a[0]) by the assembly kernel.
+func tilesInPlace(a []float32, lda int, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
+	var tile [MR * NR]float32
+	for ir := 0; ir < mc; ir += MR {
+		ai := a[ir*lda:]
+		ci := ir * ldc
+		if nr == NR {
+			kernelRows(kc, ai, lda, bp, c[ci:], ldc, add)
+			continue
+		}
+		kernelRows(kc, ai, lda, bp, tile[:], NR, false)
+		addTile(&tile, MR, nr, c[ci:], ldc, add)
+	}
+}
+
+// addTile adds the first mr x nr values of a tile to C at c (row stride ldc), or copies them
+// when !add.
+func addTile(tile *[MR * NR]float32, mr, nr int, c []float32, ldc int, add bool) {
+	for i := 0; i < mr; i++ {
+		row := c[i*ldc : i*ldc+nr]
+		t := tile[i*NR : i*NR+nr]
+		if add {
+			for j := range row {
+				row[j] += t[j]
 			}
+		} else {
+			copy(row, t)
 		}
 	}
 }

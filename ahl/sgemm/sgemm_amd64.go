@@ -31,6 +31,26 @@ func kernel(kc int, a, b, c []float32, ldc int, add bool) {
 	kernel6x16(kc, &a[0], &b[0], &c[0], ldc, f)
 }
 
+// kernel6x16Rows is kernel6x16 with A unpacked: row i of the tile's A is a[i*lda:], read
+// in place.
+//
+//go:noescape
+func kernel6x16Rows(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
+
+// kernelRows multiplies six rows of A read in place (row i at a[i*lda:], kc values each)
+// by one packed B micro-panel into C, adding to it, or overwriting it when !add: kernel's
+// sums in kernel's order, without packing A. Only called when asmKernel is set.
+func kernelRows(kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+	_ = a[(MR-1)*lda+kc-1]
+	_ = b[kc*NR-1]
+	_ = c[(MR-1)*ldc+NR-1]
+	f := 0
+	if add {
+		f = 1
+	}
+	kernel6x16Rows(kc, &a[0], lda, &b[0], &c[0], ldc, f)
+}
+
 // axpy8 computes y += a * x over blocks*8 values.
 //
 //go:noescape

@@ -106,6 +106,101 @@ put:
 	VZEROUPPER
 	RET
 
+// STEPR is STEP with A read from six rows in place: rows 0-2 at SI, SI+R9, SI+2*R9 and rows
+// 3-5 at AX, AX+R9, AX+2*R9 (R9 = lda*4), value k at byte offset ao.
+#define STEPR(ao, bo) \
+	VMOVUPS bo(DI), Y12; \
+	VMOVUPS bo+32(DI), Y13; \
+	VBROADCASTSS ao(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y0; \
+	VFMADD231PS Y13, Y14, Y1; \
+	VBROADCASTSS ao(SI)(R9*1), Y15; \
+	VFMADD231PS Y12, Y15, Y2; \
+	VFMADD231PS Y13, Y15, Y3; \
+	VBROADCASTSS ao(SI)(R9*2), Y14; \
+	VFMADD231PS Y12, Y14, Y4; \
+	VFMADD231PS Y13, Y14, Y5; \
+	VBROADCASTSS ao(AX), Y15; \
+	VFMADD231PS Y12, Y15, Y6; \
+	VFMADD231PS Y13, Y15, Y7; \
+	VBROADCASTSS ao(AX)(R9*1), Y14; \
+	VFMADD231PS Y12, Y14, Y8; \
+	VFMADD231PS Y13, Y14, Y9; \
+	VBROADCASTSS ao(AX)(R9*2), Y15; \
+	VFMADD231PS Y12, Y15, Y10; \
+	VFMADD231PS Y13, Y15, Y11
+
+// func kernel6x16Rows(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
+TEXT ·kernel6x16Rows(SB), NOSPLIT, $0-56
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R9
+	SHLQ $2, R9
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	LEAQ (SI)(R9*2), AX
+	ADDQ R9, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+rloop4:
+	CMPQ CX, $4
+	JL   rtail
+	STEPR(0, 0)
+	STEPR(4, 64)
+	STEPR(8, 128)
+	STEPR(12, 192)
+	ADDQ $16, SI
+	ADDQ $16, AX
+	ADDQ $256, DI
+	SUBQ $4, CX
+	JMP  rloop4
+
+rtail:
+	TESTQ CX, CX
+	JE    rdone
+	STEPR(0, 0)
+	ADDQ  $4, SI
+	ADDQ  $4, AX
+	ADDQ  $64, DI
+	DECQ  CX
+	JMP   rtail
+
+rdone:
+	MOVQ  add+48(FP), R10
+	TESTQ R10, R10
+	JE    rput
+	STORE(Y0, Y1)
+	STORE(Y2, Y3)
+	STORE(Y4, Y5)
+	STORE(Y6, Y7)
+	STORE(Y8, Y9)
+	STORE(Y10, Y11)
+	VZEROUPPER
+	RET
+
+rput:
+	PUT(Y0, Y1)
+	PUT(Y2, Y3)
+	PUT(Y4, Y5)
+	PUT(Y6, Y7)
+	PUT(Y8, Y9)
+	PUT(Y10, Y11)
+	VZEROUPPER
+	RET
+
 // func axpy8(a float32, x, y *float32, blocks int)
 TEXT ·axpy8(SB), NOSPLIT, $0-32
 	VBROADCASTSS a+0(FP), Y0

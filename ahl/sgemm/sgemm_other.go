@@ -34,3 +34,7 @@ func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64) {
 func normReLU8(row, out *float32, blocks int, p *[4]float32) { panic("sgemm: no assembly norm") }
 
 func normGrad8(dy, xh *float32, blocks int, p *[4]float32) { panic("sgemm: no assembly norm") }
+
+func kernelRows(kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+	panic("sgemm: no assembly kernel")
+}

@@ -425,3 +425,31 @@ func TestAxpyDot(t *testing.T) {
 		}
 	}
 }
+
+// TestSgemmInPlaceA checks that reading A in place (no transpose, alpha 1, up to MCWhole
+// rows) gives the bits of the packed path, which a transposed copy of A takes, for row
+// counts with and without a partial micro-panel and B with and without partial panels.
+func TestSgemmInPlaceA(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, sh := range [][3]int{{6, 16, 5}, {16, 27, 300}, {32, 144, 513}, {64, 40, 1}, {5, 17, 9}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		a, b := randSlice(rng, m*k), randSlice(rng, k*n)
+		at := make([]float32, k*m)
+		for i := 0; i < m; i++ {
+			for q := 0; q < k; q++ {
+				at[q*m+i] = a[i*k+q]
+			}
+		}
+		for _, beta := range []float32{0, 1} {
+			want, got := randSlice(rng, m*n), make([]float32, m*n)
+			copy(got, want)
+			Sgemm(true, false, m, n, k, 1, at, m, b, n, beta, want, n)
+			Sgemm(false, false, m, n, k, 1, a, k, b, n, beta, got, n)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%dx%dx%d beta %v: C[%d] = %v with A in place, %v packed", m, n, k, beta, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
