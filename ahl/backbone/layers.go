@@ -116,6 +116,10 @@ func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int
 							blocked.Axpy(1, s, drow[ix:ix+len(s)])
 							continue
 						}
+						if stride == 2 {
+							blocked.AddStride2(s, drow[ix:])
+							continue
+						}
 						for _, v := range s {
 							drow[ix] += v
 							ix += stride

@@ -139,3 +139,23 @@ func Gather16Stride2(dst, src []float32, offs []int) {
 		}
 	}
 }
+
+// AddStride2 adds x into every other value of y: y[2i] += x[i] for i < len(x); y must hold at
+// least 2*len(x)-1 values. The odd values of y are left as they are (the assembly adds -0 to
+// them, which changes no float, not even a zero's sign).
+func AddStride2(x, y []float32) {
+	if len(x) == 0 {
+		return
+	}
+	y = y[:2*len(x)-1]
+	n := 0
+	if asmKernel {
+		n = min(len(x)/8, len(y)/16) * 8
+		if n > 0 {
+			addStride2x8(&x[0], &y[0], n/8)
+		}
+	}
+	for i := n; i < len(x); i++ {
+		y[2*i] += x[i]
+	}
+}

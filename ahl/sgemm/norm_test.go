@@ -94,3 +94,31 @@ func TestNormPasses(t *testing.T) {
 		}
 	}
 }
+
+// TestAddStride2 checks AddStride2 on both paths against the loop, bit for bit, including
+// the signs of zeros in the values it must leave alone.
+func TestAddStride2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 0))
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 17, 33} {
+		for _, extra := range []int{0, 1, 5} {
+			x := normInputs(rng, n)
+			y0 := normInputs(rng, max(0, 2*n-1)+extra)
+			want := append([]float32(nil), y0...)
+			for i, v := range x {
+				want[2*i] += v
+			}
+			for _, useAsm := range []bool{false, asmKernel} {
+				saved := asmKernel
+				asmKernel = useAsm
+				got := append([]float32(nil), y0...)
+				AddStride2(x, got)
+				asmKernel = saved
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("n=%d extra=%d asm=%v: y[%d] = %v, want %v", n, extra, useAsm, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

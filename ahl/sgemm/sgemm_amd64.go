@@ -101,3 +101,8 @@ func normReLU8(row, out *float32, blocks int, p *[4]float32)
 //
 //go:noescape
 func normGrad8(dy, xh *float32, blocks int, p *[4]float32)
+
+// addStride2x8 sets y[2i] += x[i] for i < 8*blocks, reading and writing y[:16*blocks].
+//
+//go:noescape
+func addStride2x8(x, y *float32, blocks int)

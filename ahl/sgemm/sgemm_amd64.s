@@ -491,3 +491,30 @@ gradloop:
 	JNZ     gradloop
 	VZEROUPPER
 	RET
+
+DATA negzero<>+0(SB)/4, $0x80000000
+GLOBL negzero<>(SB), RODATA|NOPTR, $4
+
+// func addStride2x8(x, y *float32, blocks int)
+TEXT ·addStride2x8(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), SI
+	MOVQ         y+8(FP), DI
+	MOVQ         blocks+16(FP), CX
+	VBROADCASTSS negzero<>(SB), Y7 // -0: adding it changes nothing
+
+stride2loop:
+	VMOVUPS    (SI), Y0
+	VUNPCKLPS  Y7, Y0, Y1       // x0 -0 x1 -0 | x4 -0 x5 -0
+	VUNPCKHPS  Y7, Y0, Y2       // x2 -0 x3 -0 | x6 -0 x7 -0
+	VPERM2F128 $0x20, Y2, Y1, Y3 // x0 .. x3 interleaved
+	VPERM2F128 $0x31, Y2, Y1, Y4 // x4 .. x7 interleaved
+	VADDPS     (DI), Y3, Y3
+	VADDPS     32(DI), Y4, Y4
+	VMOVUPS    Y3, (DI)
+	VMOVUPS    Y4, 32(DI)
+	ADDQ       $32, SI
+	ADDQ       $64, DI
+	DECQ       CX
+	JNZ        stride2loop
+	VZEROUPPER
+	RET

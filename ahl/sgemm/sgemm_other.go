@@ -38,3 +38,5 @@ func normGrad8(dy, xh *float32, blocks int, p *[4]float32) { panic("sgemm: no as
 func kernelRows(kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
 	panic("sgemm: no assembly kernel")
 }
+
+func addStride2x8(x, y *float32, blocks int) { panic("sgemm: no assembly add") }
