@@ -118,13 +118,18 @@ func (n *trainNet) freeze() *ConvNet {
 type bnCache struct {
 	xhat   act       // normalised pre-activations
 	invStd []float32 // 1 / sqrt(var + eps) per channel
-	out    act       // after gamma, beta and ReLU
+	// out is the layer's output after gamma, beta and ReLU, with a border of pad zeros
+	// around every plane: the next convolution's input as its patches read it.
+	out act
+	pad int
 }
 
 // bnReLUForward normalises z (Cout x n) per channel with its batch mean and biased variance,
-// applies gamma and beta and ReLU, and updates the running statistics.
-func (n *trainNet) bnReLUForward(l int, z act) bnCache {
-	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newScratchAct(z.C, z.B, z.H, z.W)} // out: written in full
+// applies gamma and beta and ReLU into an output with a border of pad zeros, and updates the
+// running statistics.
+func (n *trainNet) bnReLUForward(l int, z act, pad int) bnCache {
+	hp, wp := z.H+2*pad, z.W+2*pad
+	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newScratchAct(z.C, z.B, hp, wp), pad: pad} // out: written in full
 	m := z.B * z.H * z.W
 	g, b := n.gamma[l], n.beta[l]
 	parallel(z.C, 3*m, func(lo, hi int) {
@@ -135,7 +140,13 @@ func (n *trainNet) bnReLUForward(l int, z act) bnCache {
 			variance := max(s2/float64(m)-mean*mean, 0)
 			inv := float32(1 / math.Sqrt(variance+bnEps))
 			c.invStd[o] = inv
-			blocked.NormReLU(row, c.out.Data[o*m:(o+1)*m], float32(mean), inv, g[o], b[o])
+			for i := 0; i < z.B; i++ {
+				dst := c.out.plane(o, i)
+				if pad > 0 {
+					clearBorder(dst, hp, wp, pad)
+				}
+				blocked.NormReLU(z.plane(o, i), dst[pad*wp+pad:], z.W, wp, float32(mean), inv, g[o], b[o])
+			}
 			unbiased := variance
 			if m > 1 {
 				unbiased *= float64(m) / float64(m-1)
@@ -147,19 +158,27 @@ func (n *trainNet) bnReLUForward(l int, z act) bnCache {
 	return c
 }
 
+// clearBorder zeroes the border of pad values around an hp x wp plane.
+func clearBorder(plane []float32, hp, wp, pad int) {
+	clear(plane[:pad*wp+pad])
+	for y := pad; y < hp-pad-1; y++ {
+		clear(plane[y*wp+wp-pad : (y+1)*wp+pad])
+	}
+	clear(plane[(hp-pad-1)*wp+wp-pad:])
+}
+
 // bnReLUBackward turns d, the gradient with respect to the layer's output, into the
 // gradient with respect to its pre-activations z (in place), accumulating dgamma and dbeta:
-// with dy = d * [out > 0] and dxhat = gamma * dy,
+// with dy = d * [out > 0] (out recomputed from xhat, gamma and beta) and dxhat = gamma * dy,
 // dz = invStd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)).
 func (n *trainNet) bnReLUBackward(l int, c bnCache, d act, dgamma, dbeta []float32) {
 	m := d.B * d.H * d.W
-	g := n.gamma[l]
+	g, b := n.gamma[l], n.beta[l]
 	parallel(d.C, 4*m, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			dy := d.Data[o*m : (o+1)*m]
 			xh := c.xhat.Data[o*m : (o+1)*m]
-			out := c.out.Data[o*m : (o+1)*m]
-			sdy, sdyx := blocked.MaskedSums(dy, xh, out)
+			sdy, sdyx := blocked.MaskedSums(dy, xh, g[o], b[o])
 			dgamma[o] += float32(sdyx)
 			dbeta[o] += float32(sdy)
 			// sum(dxhat) = gamma * sdy, sum(dxhat * xhat) = gamma * sdyx.
@@ -174,7 +193,7 @@ func (n *trainNet) bnReLUBackward(l int, c bnCache, d act, dgamma, dbeta []float
 func (n *trainNet) scores(x act) []float32 {
 	h := x
 	for l := range n.convs {
-		h = n.bnReLUForward(l, n.convs[l].forward(h, false)).out
+		h = n.bnReLUForward(l, n.convs[l].forward(h, false), 0).out
 	}
 	z := n.head.forward(h, false)
 	out := make([]float32, z.B)
@@ -190,14 +209,26 @@ func (n *trainNet) scores(x act) []float32 {
 // max(0, m - dev) for an anomaly (DevNet's deviation loss; docs/algorithm.md, "Deviation loss").
 func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
 	L := len(n.convs)
+	// Each layer's input with its convolution's zero border written out, read by the
+	// forward and again by the weight gradient's patches: the batch padded once, then each
+	// batch norm's output written straight into the next layer's padded layout.
 	ins := make([]act, L)
 	caches := make([]bnCache, L)
-	h := x
-	for l := range n.convs {
-		ins[l] = h
-		caches[l] = n.bnReLUForward(l, n.convs[l].forward(h, false))
-		h = caches[l].out
+	ins[0] = x
+	if p := n.convs[0].Pad; p > 0 {
+		ins[0] = padAct(x, p)
 	}
+	for l := range n.convs {
+		pad := 0 // the head reads the last layer's output as it is
+		if l+1 < L {
+			pad = n.convs[l+1].Pad
+		}
+		caches[l] = n.bnReLUForward(l, n.convs[l].forwardPadded(ins[l]), pad)
+		if l+1 < L {
+			ins[l+1] = caches[l].out
+		}
+	}
+	h := caches[L-1].out
 	z := n.head.forward(h, false)
 
 	// Loss and its gradient with respect to z.
@@ -240,12 +271,15 @@ func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []flo
 	d := n.head.backward(h, dz, ghw, ghb, true)
 	for l := L - 1; l >= 0; l-- {
 		n.bnReLUBackward(l, caches[l], d, gg[l], gb[l])
-		dx := n.convs[l].backward(ins[l], d, gw[l], nil, l > 0)
+		dx := n.convs[l].backwardPadded(ins[l], d, gw[l], l > 0)
 		putScratch(d.Data)
 		d = dx
 	}
 	// The activations are dead: hand them back for the next chunk.
 	putScratch(z.Data)
+	if n.convs[0].Pad > 0 {
+		putScratch(ins[0].Data)
+	}
 	for _, c := range caches {
 		putScratch(c.xhat.Data)
 		putScratch(c.out.Data)

@@ -31,20 +31,22 @@ func SumSquares(v []float32) (s, s2 float64) {
 	return (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])
 }
 
-// MaskedSums zeroes dy[i] where out[i] is +0 (a ReLU's gradient, out being the ReLU's
-// output, which is never -0) and returns sum(dy) and sum(dy * xh) over the masked values in float64, value i
-// going to accumulator i mod 4. xh and out must be at least as long as dy.
-func MaskedSums(dy, xh, out []float32) (sdy, sdyx float64) {
+// MaskedSums zeroes dy[i] where the ReLU of gamma * xh[i] + beta is +0 (the ReLU's gradient,
+// NormReLU's output recomputed to the bit) and returns sum(dy) and sum(dy * xh) over the
+// masked values in float64, value i going to accumulator i mod 4. xh must be at least as long
+// as dy.
+func MaskedSums(dy, xh []float32, gamma, beta float32) (sdy, sdyx float64) {
 	var a, q [4]float64
-	xh, out = xh[:len(dy)], out[:len(dy)]
+	xh = xh[:len(dy)]
 	n := len(dy) &^ 3
 	if asmKernel && n > 0 {
-		maskedSums4(&dy[0], &xh[0], &out[0], n/4, &a, &q)
+		p := [2]float32{gamma, beta}
+		maskedSums4(&dy[0], &xh[0], n/4, &a, &q, &p)
 	} else {
 		n = 0
 	}
 	for i := n; i < len(dy); i++ {
-		if math.Float32bits(out[i]) == 0 {
+		if math.Float32bits(reluOf(gamma*xh[i]+beta)) == 0 {
 			dy[i] = 0
 		}
 		d := dy[i]
@@ -54,21 +56,32 @@ func MaskedSums(dy, xh, out []float32) (sdy, sdyx float64) {
 	return (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])
 }
 
-// NormReLU normalises row in place, row[j] = (row[j] - mean) * inv, and sets out[j] =
-// max(gamma * row[j] + beta, 0) (+0 for a negative or -0 sum); out must be at least as long
-// as row.
-func NormReLU(row, out []float32, mean, inv, gamma, beta float32) {
-	out = out[:len(row)]
-	n := 0
-	if asmKernel && len(row) >= 8 {
-		n = len(row) &^ 7
-		p := [4]float32{mean, inv, gamma, beta}
-		normReLU8(&row[0], &out[0], n/8, &p)
+// NormReLU normalises row in place, row[j] = (row[j] - mean) * inv, and writes max(gamma *
+// row[j] + beta, 0) (+0 for a negative or -0 sum) to out, row's consecutive runs of w values
+// going to runs outStride apart in out (w == outStride: out is laid out as row; w <
+// outStride: into the interior of a zero-padded image). len(row) must be a multiple of w.
+func NormReLU(row, out []float32, w, outStride int, mean, inv, gamma, beta float32) {
+	if len(row) == 0 {
+		return
 	}
-	for j := n; j < len(row); j++ {
-		xh := (row[j] - mean) * inv
-		row[j] = xh
-		out[j] = reluOf(gamma*xh + beta)
+	rows := len(row) / w
+	if rows*w != len(row) || outStride < w {
+		panic("sgemm: NormReLU: len(row) not a multiple of w, or outStride < w")
+	}
+	out = out[:(rows-1)*outStride+w]
+	n := 0
+	if asmKernel && w >= 8 {
+		n = w &^ 7
+		p := [4]float32{mean, inv, gamma, beta}
+		normReLU8(&row[0], &out[0], n/8, rows, 4*(w-n), 4*(outStride-n), &p)
+	}
+	for r := 0; r < rows; r++ {
+		src, dst := row[r*w:(r+1)*w], out[r*outStride:r*outStride+w]
+		for j := n; j < w; j++ {
+			xh := (src[j] - mean) * inv
+			src[j] = xh
+			dst[j] = reluOf(gamma*xh + beta)
+		}
 	}
 }
 

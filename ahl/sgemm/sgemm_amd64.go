@@ -87,15 +87,17 @@ func gather16s2(dst, src *float32, offs *int, n int)
 //go:noescape
 func sumSq4(v *float32, blocks int, a, q *[4]float64)
 
-// maskedSums4 is MaskedSums over blocks*4 values, adding into a and q by lane.
+// maskedSums4 is MaskedSums over blocks*4 values with p = gamma, beta, adding into a and q
+// by lane.
 //
 //go:noescape
-func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64)
+func maskedSums4(dy, xh *float32, blocks int, a, q *[4]float64, p *[2]float32)
 
-// normReLU8 is NormReLU over blocks*8 values with p = mean, inv, gamma, beta.
+// normReLU8 is NormReLU over blocks*8 values of each of rows rows with p = mean, inv, gamma,
+// beta; after each row, row skips rowSkip bytes and out outSkip bytes.
 //
 //go:noescape
-func normReLU8(row, out *float32, blocks int, p *[4]float32)
+func normReLU8(row, out *float32, blocks, rows, rowSkip, outSkip int, p *[4]float32)
 
 // normGrad8 is NormGrad over blocks*8 values with p = k, a, b.
 //

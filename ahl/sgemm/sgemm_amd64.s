@@ -409,30 +409,34 @@ sumsqloop:
 	VZEROUPPER
 	RET
 
-// func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64)
+// func maskedSums4(dy, xh *float32, blocks int, a, q *[4]float64, p *[2]float32)
 TEXT ·maskedSums4(SB), NOSPLIT, $0-48
-	MOVQ    dy+0(FP), SI
-	MOVQ    xh+8(FP), DX
-	MOVQ    out+16(FP), BX
-	MOVQ    blocks+24(FP), CX
-	MOVQ    a+32(FP), DI
-	MOVQ    q+40(FP), R8
-	VMOVUPD (DI), Y0
-	VMOVUPD (R8), Y1
-	VPXOR   X7, X7, X7
+	MOVQ         dy+0(FP), SI
+	MOVQ         xh+8(FP), DX
+	MOVQ         blocks+16(FP), CX
+	MOVQ         a+24(FP), DI
+	MOVQ         q+32(FP), R8
+	MOVQ         p+40(FP), BX
+	VMOVUPD      (DI), Y0
+	VMOVUPD      (R8), Y1
+	VBROADCASTSS (BX), X5
+	VBROADCASTSS 4(BX), X6
+	VPXOR        X7, X7, X7
 
 maskloop:
-	VMOVUPS     (BX), X2
-	VPCMPEQD    X7, X2, X2  // all ones where out's bits are 0
+	VMULPS      (DX), X5, X2 // gamma * xh
+	VADDPS      X6, X2, X2   // + beta
+	VPSRAD      $31, X2, X3
+	VPANDN      X2, X3, X2   // ReLU by the sign bit, as normReLU8
+	VPCMPEQD    X7, X2, X2   // all ones where the ReLU's bits are 0
 	VANDNPS     (SI), X2, X2 // dy with those lanes cleared
 	VMOVUPS     X2, (SI)
 	VCVTPS2PD   X2, Y3
 	VADDPD      Y3, Y0, Y0
 	VCVTPS2PD   (DX), Y4
-	VFMADD231PD Y3, Y4, Y1 // exact product, as in sumSq4
+	VFMADD231PD Y3, Y4, Y1   // exact product, as in sumSq4
 	ADDQ        $16, SI
 	ADDQ        $16, DX
-	ADDQ        $16, BX
 	DECQ        CX
 	JNZ         maskloop
 	VMOVUPD     Y0, (DI)
@@ -440,16 +444,21 @@ maskloop:
 	VZEROUPPER
 	RET
 
-// func normReLU8(row, out *float32, blocks int, p *[4]float32)
-TEXT ·normReLU8(SB), NOSPLIT, $0-32
+// func normReLU8(row, out *float32, blocks, rows, rowSkip, outSkip int, p *[4]float32)
+TEXT ·normReLU8(SB), NOSPLIT, $0-56
 	MOVQ         row+0(FP), SI
 	MOVQ         out+8(FP), DI
-	MOVQ         blocks+16(FP), CX
-	MOVQ         p+24(FP), R8
+	MOVQ         rows+24(FP), BX
+	MOVQ         rowSkip+32(FP), R9
+	MOVQ         outSkip+40(FP), R10
+	MOVQ         p+48(FP), R8
 	VBROADCASTSS (R8), Y4
 	VBROADCASTSS 4(R8), Y5
 	VBROADCASTSS 8(R8), Y6
 	VBROADCASTSS 12(R8), Y7
+
+normrow:
+	MOVQ blocks+16(FP), CX
 
 normloop:
 	VMOVUPS (SI), Y0
@@ -465,6 +474,10 @@ normloop:
 	ADDQ    $32, DI
 	DECQ    CX
 	JNZ     normloop
+	ADDQ    R9, SI
+	ADDQ    R10, DI
+	DECQ    BX
+	JNZ     normrow
 	VZEROUPPER
 	RET
 

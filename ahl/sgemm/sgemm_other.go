@@ -27,11 +27,13 @@ func gather16s2(dst, src *float32, offs *int, n int) { panic("sgemm: no assembly
 
 func sumSq4(v *float32, blocks int, a, q *[4]float64) { panic("sgemm: no assembly sums") }
 
-func maskedSums4(dy, xh, out *float32, blocks int, a, q *[4]float64) {
+func maskedSums4(dy, xh *float32, blocks int, a, q *[4]float64, p *[2]float32) {
 	panic("sgemm: no assembly sums")
 }
 
-func normReLU8(row, out *float32, blocks int, p *[4]float32) { panic("sgemm: no assembly norm") }
+func normReLU8(row, out *float32, blocks, rows, rowSkip, outSkip int, p *[4]float32) {
+	panic("sgemm: no assembly norm")
+}
 
 func normGrad8(dy, xh *float32, blocks int, p *[4]float32) { panic("sgemm: no assembly norm") }
 
