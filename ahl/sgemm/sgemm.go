@@ -94,28 +94,22 @@ func gemm[P Panels](transA bool, m, n, k int, alpha float32, a []float32, lda in
 	ws := pool.Get().(*workspace)
 	defer pool.Put(ws)
 	if m <= MCWhole {
-		// The assembly kernel reads A's full MR-row micro-panels in place when A needs no
-		// transposing or scaling; only a last, partial one is packed.
-		inPlace := asmKernel && !transA && alpha == 1
-		full := 0
-		if inPlace {
-			full = m / MR * MR
-		}
+		// The assembly kernels read A in place when it needs no transposing or scaling and
+		// has at least 4 rows (tilesInPlace); otherwise A is packed.
+		inPlace := asmKernel && !transA && alpha == 1 && m >= 4
 		for pc := 0; pc < k; pc += KC {
 			kc := min(KC, k-pc)
 			add := !store || pc > 0
-			if full < m {
-				packA(ws.a, transA, a, lda, full, pc, m-full, kc, alpha)
+			if !inPlace {
+				packA(ws.a, transA, a, lda, 0, pc, m, kc, alpha)
 			}
 			bp := ws.b[:kc*NR]
 			for jr := 0; jr < n; jr += NR {
 				b.Pack(bp, pc, kc, jr)
-				nr := min(NR, n-jr)
-				if full > 0 {
-					tilesInPlace(a[pc:], lda, bp, kc, full, nr, c[jr:], ldc, add)
-				}
-				if full < m {
-					tiles(ws.a, bp, kc, m-full, nr, c[full*ldc+jr:], ldc, add)
+				if inPlace {
+					tilesInPlace(a[pc:], lda, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+				} else {
+					tiles(ws.a, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
 				}
 			}
 		}
@@ -153,30 +147,57 @@ func tiles(ap, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
 			continue
 		}
 		kernel(kc, a, bp, tile[:], NR, false)
-		addTile(&tile, mr, nr, c[ci:], ldc, add)
+		addTile(&tile, 0, mr, nr, c[ci:], ldc, add)
 	}
 }
 
-// tilesInPlace is tiles for mc rows of A (a multiple of MR) read in place from a (row stride
-// lda, the block's first column at a[0]) by the assembly kernel.
+// tilesInPlace is tiles for mc >= 4 rows of A read in place from a (row stride lda, the
+// block's first column at a[0]) by the assembly kernels, in tiles of MR or 4 rows that cover
+// the rows exactly where they can (16 = 6+6+4, 32 = 6+6+6+6+4+4). Odd remainders take a last
+// tile that overlaps the one before, computed aside and only its new rows kept. Every element
+// of C is the same sum whichever tile computes it.
 func tilesInPlace(a []float32, lda int, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
 	var tile [MR * NR]float32
-	for ir := 0; ir < mc; ir += MR {
-		ai := a[ir*lda:]
-		ci := ir * ldc
-		if nr == NR {
-			kernelRows(kc, ai, lda, bp, c[ci:], ldc, add)
+	for ir := 0; ir < mc; {
+		left := mc - ir
+		h, keep := MR, 0 // keep > 0: an overlapping tile whose last keep rows are new
+		switch {
+		case left == 4 || left == 8:
+			h = 4
+		case left >= MR:
+		case left == 5 && mc >= MR:
+			keep = 5
+		case left == 5:
+			h = 4
+		default: // 1, 2 or 3 rows left, mc >= 4
+			h, keep = 4, left
+		}
+		start := ir
+		if keep > 0 {
+			start = mc - h
+		}
+		ai := a[start*lda:]
+		ci := start * ldc
+		if keep == 0 && nr == NR {
+			kernelRows(h, kc, ai, lda, bp, c[ci:], ldc, add)
+			ir += h
 			continue
 		}
-		kernelRows(kc, ai, lda, bp, tile[:], NR, false)
-		addTile(&tile, MR, nr, c[ci:], ldc, add)
+		kernelRows(h, kc, ai, lda, bp, tile[:], NR, false)
+		if keep == 0 {
+			addTile(&tile, 0, h, nr, c[ci:], ldc, add)
+			ir += h
+			continue
+		}
+		addTile(&tile, h-keep, h, nr, c[ci:], ldc, add)
+		ir = mc
 	}
 }
 
-// addTile adds the first mr x nr values of a tile to C at c (row stride ldc), or copies them
-// when !add.
-func addTile(tile *[MR * NR]float32, mr, nr int, c []float32, ldc int, add bool) {
-	for i := 0; i < mr; i++ {
+// addTile adds rows [r0, r1) x columns [0, nr) of a tile to the same rows of C at c (row
+// stride ldc), or copies them when !add.
+func addTile(tile *[MR * NR]float32, r0, r1, nr int, c []float32, ldc int, add bool) {
+	for i := r0; i < r1; i++ {
 		row := c[i*ldc : i*ldc+nr]
 		t := tile[i*NR : i*NR+nr]
 		if add {

@@ -37,16 +37,25 @@ func kernel(kc int, a, b, c []float32, ldc int, add bool) {
 //go:noescape
 func kernel6x16Rows(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
 
-// kernelRows multiplies six rows of A read in place (row i at a[i*lda:], kc values each)
-// by one packed B micro-panel into C, adding to it, or overwriting it when !add: kernel's
-// sums in kernel's order, without packing A. Only called when asmKernel is set.
-func kernelRows(kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
-	_ = a[(MR-1)*lda+kc-1]
+// kernel4x16Rows is kernel6x16Rows for a 4 x 16 tile.
+//
+//go:noescape
+func kernel4x16Rows(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
+
+// kernelRows multiplies h = MR or 4 rows of A read in place (row i at a[i*lda:], kc values
+// each) by one packed B micro-panel into C, adding to it, or overwriting it when !add:
+// kernel's sums in kernel's order, without packing A. Only called when asmKernel is set.
+func kernelRows(h, kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+	_ = a[(h-1)*lda+kc-1]
 	_ = b[kc*NR-1]
-	_ = c[(MR-1)*ldc+NR-1]
+	_ = c[(h-1)*ldc+NR-1]
 	f := 0
 	if add {
 		f = 1
+	}
+	if h == 4 {
+		kernel4x16Rows(kc, &a[0], lda, &b[0], &c[0], ldc, f)
+		return
 	}
 	kernel6x16Rows(kc, &a[0], lda, &b[0], &c[0], ldc, f)
 }

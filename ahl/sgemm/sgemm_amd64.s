@@ -201,6 +201,86 @@ rput:
 	VZEROUPPER
 	RET
 
+// STEPR4 is STEPR for four rows: SI, SI+R9, SI+2*R9 and AX.
+#define STEPR4(ao, bo) \
+	VMOVUPS bo(DI), Y12; \
+	VMOVUPS bo+32(DI), Y13; \
+	VBROADCASTSS ao(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y0; \
+	VFMADD231PS Y13, Y14, Y1; \
+	VBROADCASTSS ao(SI)(R9*1), Y15; \
+	VFMADD231PS Y12, Y15, Y2; \
+	VFMADD231PS Y13, Y15, Y3; \
+	VBROADCASTSS ao(SI)(R9*2), Y14; \
+	VFMADD231PS Y12, Y14, Y4; \
+	VFMADD231PS Y13, Y14, Y5; \
+	VBROADCASTSS ao(AX), Y15; \
+	VFMADD231PS Y12, Y15, Y6; \
+	VFMADD231PS Y13, Y15, Y7
+
+// func kernel4x16Rows(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
+TEXT ·kernel4x16Rows(SB), NOSPLIT, $0-56
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R9
+	SHLQ $2, R9
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	LEAQ (SI)(R9*2), AX
+	ADDQ R9, AX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+r4loop4:
+	CMPQ CX, $4
+	JL   r4tail
+	STEPR4(0, 0)
+	STEPR4(4, 64)
+	STEPR4(8, 128)
+	STEPR4(12, 192)
+	ADDQ $16, SI
+	ADDQ $16, AX
+	ADDQ $256, DI
+	SUBQ $4, CX
+	JMP  r4loop4
+
+r4tail:
+	TESTQ CX, CX
+	JE    r4done
+	STEPR4(0, 0)
+	ADDQ  $4, SI
+	ADDQ  $4, AX
+	ADDQ  $64, DI
+	DECQ  CX
+	JMP   r4tail
+
+r4done:
+	MOVQ  add+48(FP), R10
+	TESTQ R10, R10
+	JE    r4put
+	STORE(Y0, Y1)
+	STORE(Y2, Y3)
+	STORE(Y4, Y5)
+	STORE(Y6, Y7)
+	VZEROUPPER
+	RET
+
+r4put:
+	PUT(Y0, Y1)
+	PUT(Y2, Y3)
+	PUT(Y4, Y5)
+	PUT(Y6, Y7)
+	VZEROUPPER
+	RET
+
 // func axpy8(a float32, x, y *float32, blocks int)
 TEXT ·axpy8(SB), NOSPLIT, $0-32
 	VBROADCASTSS a+0(FP), Y0

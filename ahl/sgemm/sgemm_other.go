@@ -37,7 +37,7 @@ func normReLU8(row, out *float32, blocks, rows, rowSkip, outSkip int, p *[4]floa
 
 func normGrad8(dy, xh *float32, blocks int, p *[4]float32) { panic("sgemm: no assembly norm") }
 
-func kernelRows(kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+func kernelRows(h, kc int, a []float32, lda int, b, c []float32, ldc int, add bool) {
 	panic("sgemm: no assembly kernel")
 }
 

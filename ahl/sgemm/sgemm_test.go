@@ -427,11 +427,16 @@ func TestAxpyDot(t *testing.T) {
 }
 
 // TestSgemmInPlaceA checks that reading A in place (no transpose, alpha 1, up to MCWhole
-// rows) gives the bits of the packed path, which a transposed copy of A takes, for row
-// counts with and without a partial micro-panel and B with and without partial panels.
+// rows) gives the bits of the packed path, which a transposed copy of A takes, for every row
+// count that tiles of 6 and 4 rows cover differently, and B with and without partial panels.
 func TestSgemmInPlaceA(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, sh := range [][3]int{{6, 16, 5}, {16, 27, 300}, {32, 144, 513}, {64, 40, 1}, {5, 17, 9}} {
+	var shapes [][3]int
+	for m := 1; m <= 20; m++ {
+		shapes = append(shapes, [3]int{m, 16, 5}, [3]int{m, 27, 300})
+	}
+	shapes = append(shapes, [3]int{32, 144, 513}, [3]int{64, 40, 1}, [3]int{66, 17, 9})
+	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]
 		a, b := randSlice(rng, m*k), randSlice(rng, k*n)
 		at := make([]float32, k*m)
