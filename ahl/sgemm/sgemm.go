@@ -4,11 +4,14 @@
 // It follows the BLIS/GotoBLAS layout: B is packed in KC x NC panels, A in MC x KC blocks, and
 // a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel
 // (with at most MCWhole rows, all of A's block is packed once and each B micro-panel just
-// before use). SgemmPanels takes B from a Panels, which packs it from the caller's own
-// layout (the backbone's convolutions pack straight from their input images). On
-// amd64 with AVX2 and FMA the microkernel is Go assembly (sgemm_amd64.s); elsewhere, and when
-// the CPU lacks those, a pure-Go microkernel runs instead (same blocking, same results up to
-// rounding: the assembly fuses multiply and add). A call is single-threaded and deterministic:
+// before use; there the assembly kernels read an untransposed, unscaled A of at least 4 rows
+// in place, in tiles of 6 and 4 rows, with no packing at all). SgemmPanels takes B from a
+// Panels, which packs it from the caller's own layout (the backbone's convolutions pack
+// straight from their input images). On amd64 with AVX2 and FMA the microkernels are Go
+// assembly (sgemm_amd64.s); elsewhere, and when the CPU lacks those, a pure-Go microkernel
+// runs instead (same blocking, same results up to rounding: the assembly fuses multiply and
+// add). The package also holds the backbone's other vector loops (gathers, batch norm's
+// passes, Axpy). A call is single-threaded and deterministic:
 // the order of every sum depends only on the shapes, never on timing.
 package sgemm
 
@@ -20,8 +23,8 @@ import (
 // Block sizes. MR x NR is the register tile (6 x 16 float32 = 12 YMM accumulators); KC x NR
 // floats of B (16 KiB) stay in L1 while an MC x KC block of A (96 KiB) stays in L2 and a
 // KC x NC panel of B streams from L2/L3. A product with at most MCWhole rows packs all of A's
-// KC columns at once (up to 528 KiB, still in L2) and each B micro-panel just before its
-// MR x NR tiles use it, so B is packed once and never leaves L1.
+// KC columns at once (up to 528 KiB, still in L2), or reads them in place, and each B
+// micro-panel just before its MR x NR tiles use it, so B is packed once and never leaves L1.
 const (
 	MR      = 6
 	NR      = 16
