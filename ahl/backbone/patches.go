@@ -37,32 +37,36 @@ func newPatches(x act, k, stride, pad, ho, wo int, transposed bool) *patches {
 		p.end = x.C * k * k
 	}
 	xp := p.x
-	p.taps = make([]int, 0, x.C*k*k)
-	for ci := 0; ci < x.C; ci++ {
-		for ky := 0; ky < k; ky++ {
-			for kx := 0; kx < k; kx++ {
-				p.taps = append(p.taps, ci*xp.B*xp.H*xp.W+ky*xp.W+kx)
-			}
-		}
+	p.taps = getInts(x.C * k * k)
+	for r := range p.taps {
+		ci, ky, kx := r/(k*k), r/k%k, r%k
+		p.taps[r] = ci*xp.B*xp.H*xp.W + ky*xp.W + kx
 	}
 	if transposed {
-		p.corners = make([]int, 0, x.B*ho*wo)
+		p.corners = getInts(x.B * ho * wo)
+		j := 0
 		for b := 0; b < x.B; b++ {
 			for oy := 0; oy < ho; oy++ {
-				for ox := 0; ox < wo; ox++ {
-					p.corners = append(p.corners, (b*xp.H+oy*stride)*xp.W+ox*stride)
+				row := p.corners[j : j+wo]
+				c := (b*xp.H + oy*stride) * xp.W
+				for ox := range row {
+					row[ox] = c + ox*stride
 				}
+				j += wo
 			}
 		}
 	}
 	return p
 }
 
-// release returns the padded copy of the input to the scratch pool; p must not be used after.
+// release returns the padded copy of the input and the offset tables to the scratch pools;
+// p must not be used after.
 func (p *patches) release() {
 	if p.padded {
 		putScratch(p.x.Data)
 	}
+	putInts(p.taps)
+	putInts(p.corners)
 }
 
 // padAct returns x with a border of pad zeros around every plane, in a scratch buffer.
