@@ -240,7 +240,7 @@ func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 // zeros already written out: the same products, with no padded copy made.
 func (c *conv) forwardPadded(xp act) act {
 	u := *c
-	u.Pad = 0
+	u.Pad, u.B = 0, nil
 	return u.forward(xp, false)
 }
 
