@@ -170,16 +170,22 @@ func (p *patches) packT(dst []float32, pc, kc, j0 int) {
 	dst = dst[:kc*nr]
 	b, rem := pc/(p.ho*wo), pc%(p.ho*wo)
 	oy, ox := rem/wo, rem%wo
-	if s == 1 && n == nr && offs[nr-1] <= math.MaxInt32 {
-		// Stride 1: the pixels of one output row read consecutive values of every tap,
-		// which GatherRun16 moves eight pixels at a time.
+	if (s == 1 || s == 2 && wo >= 16) && n == nr && offs[nr-1] <= math.MaxInt32 {
+		// Stride 1 (2): the pixels of one output row read consecutive values (every other
+		// value) of every tap, which GatherRun16 (GatherRun16Stride2) moves eight pixels at
+		// a time; short rows of a stride-2 layer go to GatherIdx16 below.
 		var idx [nr]int32
 		for c, o := range offs {
 			idx[c] = int32(o)
 		}
 		for q := 0; q < kc; {
 			l := min(kc-q, wo-ox)
-			blocked.GatherRun16(dst[q*nr:], data, &idx, (b*x.H+oy)*x.W+ox, l)
+			corner := (b*x.H+oy*s)*x.W + ox*s
+			if s == 1 {
+				blocked.GatherRun16(dst[q*nr:], data, &idx, corner, l)
+			} else {
+				blocked.GatherRun16Stride2(dst[q*nr:], data, &idx, corner, l)
+			}
 			q += l
 			if ox += l; ox == wo {
 				ox = 0

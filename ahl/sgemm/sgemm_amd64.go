@@ -85,6 +85,12 @@ func gatherIdx16(dst, src *float32, idx *int32, corners *int, n int)
 //go:noescape
 func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
 
+// gatherT8x16s2 sets dst[16p+c] = src[corner+2p+idx[c]] for p < 8n and c < 16, reading
+// src[corner+16b+idx[c] : corner+16b+idx[c]+16] for each block b < n.
+//
+//go:noescape
+func gatherT8x16s2(dst, src *float32, idx *int32, corner int, n int)
+
 // gather16s2 copies src[offs[q] + 2t] to dst[16q + t] for t < 16 and q < n, reading
 // src[offs[q] : offs[q]+32].
 //

@@ -420,6 +420,77 @@ idxloop:
 	VMOVUPS    Y14, doff+384(DI); \
 	VMOVUPS    Y15, doff+448(DI)
 
+// TROW2 loads source row c of an 8 x 8 block for pixels two values apart: the even values
+// of the 16 floats at R8 + 4*idx[c] (as gather16s2 takes them), using Y8.
+#define TROW2(ioff, reg) \
+	MOVLQSX ioff(BX), R9; \
+	VMOVUPS (R8)(R9*4), reg; \
+	VMOVUPS 32(R8)(R9*4), Y8; \
+	VSHUFPS $0x88, Y8, reg, reg; \
+	VPERMPD $0xD8, reg, reg
+
+// THALF2 is THALF for pixels two values apart (TROW2).
+#define THALF2(ioff, doff) \
+	TROW2(ioff, Y0); \
+	TROW2(ioff+4, Y1); \
+	TROW2(ioff+8, Y2); \
+	TROW2(ioff+12, Y3); \
+	TROW2(ioff+16, Y4); \
+	TROW2(ioff+20, Y5); \
+	TROW2(ioff+24, Y6); \
+	TROW2(ioff+28, Y7); \
+	VUNPCKLPS  Y1, Y0, Y8; \
+	VUNPCKHPS  Y1, Y0, Y9; \
+	VUNPCKLPS  Y3, Y2, Y10; \
+	VUNPCKHPS  Y3, Y2, Y11; \
+	VUNPCKLPS  Y5, Y4, Y12; \
+	VUNPCKHPS  Y5, Y4, Y13; \
+	VUNPCKLPS  Y7, Y6, Y14; \
+	VUNPCKHPS  Y7, Y6, Y15; \
+	VSHUFPS    $0x44, Y10, Y8, Y0; \
+	VSHUFPS    $0xEE, Y10, Y8, Y1; \
+	VSHUFPS    $0x44, Y11, Y9, Y2; \
+	VSHUFPS    $0xEE, Y11, Y9, Y3; \
+	VSHUFPS    $0x44, Y14, Y12, Y4; \
+	VSHUFPS    $0xEE, Y14, Y12, Y5; \
+	VSHUFPS    $0x44, Y15, Y13, Y6; \
+	VSHUFPS    $0xEE, Y15, Y13, Y7; \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x20, Y5, Y1, Y9; \
+	VPERM2F128 $0x20, Y6, Y2, Y10; \
+	VPERM2F128 $0x20, Y7, Y3, Y11; \
+	VPERM2F128 $0x31, Y4, Y0, Y12; \
+	VPERM2F128 $0x31, Y5, Y1, Y13; \
+	VPERM2F128 $0x31, Y6, Y2, Y14; \
+	VPERM2F128 $0x31, Y7, Y3, Y15; \
+	VMOVUPS    Y8, doff(DI); \
+	VMOVUPS    Y9, doff+64(DI); \
+	VMOVUPS    Y10, doff+128(DI); \
+	VMOVUPS    Y11, doff+192(DI); \
+	VMOVUPS    Y12, doff+256(DI); \
+	VMOVUPS    Y13, doff+320(DI); \
+	VMOVUPS    Y14, doff+384(DI); \
+	VMOVUPS    Y15, doff+448(DI)
+
+// func gatherT8x16s2(dst, src *float32, idx *int32, corner int, n int)
+TEXT ·gatherT8x16s2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ idx+16(FP), BX
+	MOVQ corner+24(FP), AX
+	MOVQ n+32(FP), CX
+	LEAQ (SI)(AX*4), R8
+
+t2loop:
+	THALF2(0, 0)
+	THALF2(32, 32)
+	ADDQ $64, R8
+	ADDQ $512, DI
+	DECQ CX
+	JNZ  t2loop
+	VZEROUPPER
+	RET
+
 // func gatherT8x16(dst, src *float32, idx *int32, corner int, n int)
 TEXT ·gatherT8x16(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI

@@ -42,3 +42,7 @@ func kernelRows(h, kc int, a []float32, lda int, b, c []float32, ldc int, add bo
 }
 
 func addStride2x8(x, y *float32, blocks int) { panic("sgemm: no assembly add") }
+
+func gatherT8x16s2(dst, src *float32, idx *int32, corner int, n int) {
+	panic("sgemm: no assembly gather")
+}

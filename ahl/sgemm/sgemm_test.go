@@ -458,3 +458,47 @@ func TestSgemmInPlaceA(t *testing.T) {
 		}
 	}
 }
+
+// TestGatherRun16Stride2 checks GatherRun16Stride2 against the loop on both paths, up to the
+// end of src (where the assembly must leave the last block to the loop), and its range
+// checks.
+func TestGatherRun16Stride2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	src := randSlice(rng, 400)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	for _, rows := range []int{1, 7, 8, 9, 16, 21, 50, 98} {
+		for _, corner := range []int{11, 400 - 193 - 2*(rows-1)} {
+			if corner < 0 {
+				continue
+			}
+			for _, useAsm := range []bool{false, asmKernel} {
+				saved := asmKernel
+				asmKernel = useAsm
+				dst := make([]float32, 16*rows+1)
+				dst[len(dst)-1] = 7
+				GatherRun16Stride2(dst, src, &idx, corner, rows)
+				asmKernel = saved
+				for p := 0; p < rows; p++ {
+					for c, v := range idx {
+						if want := src[corner+2*p+int(v)]; dst[16*p+c] != want {
+							t.Fatalf("asm=%v rows=%d corner=%d: dst[%d] = %v, want %v", useAsm, rows, corner, 16*p+c, dst[16*p+c], want)
+						}
+					}
+				}
+				if dst[len(dst)-1] != 7 {
+					t.Fatalf("asm=%v rows=%d: wrote past 16*rows", useAsm, rows)
+				}
+			}
+		}
+	}
+	for _, bad := range [][2]int{{-1, 1}, {200, 8}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corner %d, %d rows into 400 values", bad[0], bad[1])
+				}
+			}()
+			GatherRun16Stride2(make([]float32, 16*bad[1]), src, &idx, bad[0], bad[1])
+		}()
+	}
+}
