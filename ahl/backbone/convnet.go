@@ -8,6 +8,7 @@ import (
 
 	"github.com/pipe-ahl/pipe/ahl/fmap"
 	"github.com/pipe-ahl/pipe/ahl/imgs"
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
 // ConvNet is a small CNN trained from scratch as the DevNet base model (docs/algorithm.md,
@@ -176,18 +177,50 @@ func (n *ConvNet) extractSized(ctx context.Context, scales [2][]imgs.Image) ([]f
 	return extractScales(ctx, scales, n.size, n.features)
 }
 
-// features runs the convolutions (not the head) on a prepared batch, handing each
-// intermediate activation back to the scratch pool once the next layer has read it (x
-// itself is the caller's).
+// features runs the convolutions (not the head) on a prepared batch. The batch is padded
+// once; each convolution's bias and ReLU then write its output straight into the next
+// convolution's zero-padded layout (the last one's unpadded), and every intermediate buffer
+// goes back to the scratch pool once read (x itself is the caller's).
 func (n *ConvNet) features(x act) act {
-	for i := range n.convs {
-		y := n.convs[i].forward(x, true)
-		if i > 0 {
-			putScratch(x.Data)
-		}
-		x = y
+	xp, own := x, false
+	if p := n.convs[0].Pad; p > 0 {
+		xp, own = padAct(x, p), true
 	}
-	return x
+	for i := range n.convs {
+		c := &n.convs[i]
+		z := c.forwardPadded(xp)
+		if own {
+			putScratch(xp.Data)
+		}
+		own = true
+		pad := 0
+		if i+1 < len(n.convs) {
+			pad = n.convs[i+1].Pad
+		}
+		xp = biasReLUPadded(z, c.B, pad)
+		putScratch(z.Data)
+	}
+	return xp
+}
+
+// biasReLUPadded returns max(z + bias, 0) per channel in a scratch buffer with a border of
+// pad zeros around every plane. NormReLU with mean 0, inv 1 and gamma 1 computes exactly
+// that (v - 0, v * 1 and 1 * v are v, bit for bit).
+func biasReLUPadded(z act, bias []float32, pad int) act {
+	hp, wp := z.H+2*pad, z.W+2*pad
+	out := newScratchAct(z.C, z.B, hp, wp) // written in full
+	parallel(z.C, z.B*hp*wp, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			for i := 0; i < z.B; i++ {
+				dst := out.plane(o, i)
+				if pad > 0 {
+					clearBorder(dst, hp, wp, pad)
+				}
+				blocked.NormReLU(z.plane(o, i), dst[pad*wp+pad:], z.W, wp, 0, 1, 1, bias[o])
+			}
+		}
+	})
+	return out
 }
 
 // Scores returns the trained base model's own DevNet anomaly score of each image (its head

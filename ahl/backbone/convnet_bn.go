@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	blocked "github.com/pipe-ahl/pipe/ahl/sgemm"
 )
 
 // trainNet is the convnet in training mode: each 3x3 convolution (no bias) is followed by
@@ -116,30 +118,34 @@ func (n *trainNet) freeze() *ConvNet {
 type bnCache struct {
 	xhat   act       // normalised pre-activations
 	invStd []float32 // 1 / sqrt(var + eps) per channel
-	out    act       // after gamma, beta and ReLU
+	// out is the layer's output after gamma, beta and ReLU, with a border of pad zeros
+	// around every plane: the next convolution's input as its patches read it.
+	out act
+	pad int
 }
 
 // bnReLUForward normalises z (Cout x n) per channel with its batch mean and biased variance,
-// applies gamma and beta and ReLU, and updates the running statistics.
-func (n *trainNet) bnReLUForward(l int, z act) bnCache {
-	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newScratchAct(z.C, z.B, z.H, z.W)} // out: written in full
+// applies gamma and beta and ReLU into an output with a border of pad zeros, and updates the
+// running statistics.
+func (n *trainNet) bnReLUForward(l int, z act, pad int) bnCache {
+	hp, wp := z.H+2*pad, z.W+2*pad
+	c := bnCache{xhat: z, invStd: make([]float32, z.C), out: newScratchAct(z.C, z.B, hp, wp), pad: pad} // out: written in full
 	m := z.B * z.H * z.W
 	g, b := n.gamma[l], n.beta[l]
 	parallel(z.C, 3*m, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			row := z.Data[o*m : (o+1)*m]
-			s, s2 := sumSquares(row)
+			s, s2 := blocked.SumSquares(row)
 			mean := s / float64(m)
 			variance := max(s2/float64(m)-mean*mean, 0)
 			inv := float32(1 / math.Sqrt(variance+bnEps))
 			c.invStd[o] = inv
-			out := c.out.Data[o*m : (o+1)*m]
-			mu, gg, bb := float32(mean), g[o], b[o]
-			out = out[:len(row)]
-			for j, v := range row {
-				xh := (v - mu) * inv
-				row[j] = xh
-				out[j] = reluOf(gg*xh + bb)
+			for i := 0; i < z.B; i++ {
+				dst := c.out.plane(o, i)
+				if pad > 0 {
+					clearBorder(dst, hp, wp, pad)
+				}
+				blocked.NormReLU(z.plane(o, i), dst[pad*wp+pad:], z.W, wp, float32(mean), inv, g[o], b[o])
 			}
 			unbiased := variance
 			if m > 1 {
@@ -152,27 +158,33 @@ func (n *trainNet) bnReLUForward(l int, z act) bnCache {
 	return c
 }
 
+// clearBorder zeroes the border of pad values around an hp x wp plane.
+func clearBorder(plane []float32, hp, wp, pad int) {
+	clear(plane[:pad*wp+pad])
+	for y := pad; y < hp-pad-1; y++ {
+		clear(plane[y*wp+wp-pad : (y+1)*wp+pad])
+	}
+	clear(plane[(hp-pad-1)*wp+wp-pad:])
+}
+
 // bnReLUBackward turns d, the gradient with respect to the layer's output, into the
 // gradient with respect to its pre-activations z (in place), accumulating dgamma and dbeta:
-// with dy = d * [out > 0] and dxhat = gamma * dy,
+// with dy = d * [out > 0] (out recomputed from xhat, gamma and beta) and dxhat = gamma * dy,
 // dz = invStd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)).
 func (n *trainNet) bnReLUBackward(l int, c bnCache, d act, dgamma, dbeta []float32) {
 	m := d.B * d.H * d.W
-	g := n.gamma[l]
+	g, b := n.gamma[l], n.beta[l]
 	parallel(d.C, 4*m, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			dy := d.Data[o*m : (o+1)*m]
 			xh := c.xhat.Data[o*m : (o+1)*m]
-			out := c.out.Data[o*m : (o+1)*m]
-			sdy, sdyx := maskedSums(dy, xh, out)
+			sdy, sdyx := blocked.MaskedSums(dy, xh, g[o], b[o])
 			dgamma[o] += float32(sdyx)
 			dbeta[o] += float32(sdy)
 			// sum(dxhat) = gamma * sdy, sum(dxhat * xhat) = gamma * sdyx.
 			k := g[o] * c.invStd[o]
 			a, bb := float32(sdy/float64(m)), float32(sdyx/float64(m))
-			for j := range dy {
-				dy[j] = k * (dy[j] - a - xh[j]*bb)
-			}
+			blocked.NormGrad(dy, xh, k, a, bb)
 		}
 	})
 }
@@ -181,7 +193,7 @@ func (n *trainNet) bnReLUBackward(l int, c bnCache, d act, dgamma, dbeta []float
 func (n *trainNet) scores(x act) []float32 {
 	h := x
 	for l := range n.convs {
-		h = n.bnReLUForward(l, n.convs[l].forward(h, false)).out
+		h = n.bnReLUForward(l, n.convs[l].forward(h, false), 0).out
 	}
 	z := n.head.forward(h, false)
 	out := make([]float32, z.B)
@@ -197,14 +209,26 @@ func (n *trainNet) scores(x act) []float32 {
 // max(0, m - dev) for an anomaly (DevNet's deviation loss; docs/algorithm.md, "Deviation loss").
 func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []float32) float64 {
 	L := len(n.convs)
+	// Each layer's input with its convolution's zero border written out, read by the
+	// forward and again by the weight gradient's patches: the batch padded once, then each
+	// batch norm's output written straight into the next layer's padded layout.
 	ins := make([]act, L)
 	caches := make([]bnCache, L)
-	h := x
-	for l := range n.convs {
-		ins[l] = h
-		caches[l] = n.bnReLUForward(l, n.convs[l].forward(h, false))
-		h = caches[l].out
+	ins[0] = x
+	if p := n.convs[0].Pad; p > 0 {
+		ins[0] = padAct(x, p)
 	}
+	for l := range n.convs {
+		pad := 0 // the head reads the last layer's output as it is
+		if l+1 < L {
+			pad = n.convs[l+1].Pad
+		}
+		caches[l] = n.bnReLUForward(l, n.convs[l].forwardPadded(ins[l]), pad)
+		if l+1 < L {
+			ins[l+1] = caches[l].out
+		}
+	}
+	h := caches[L-1].out
 	z := n.head.forward(h, false)
 
 	// Loss and its gradient with respect to z.
@@ -247,49 +271,18 @@ func (n *trainNet) lossGrad(x act, y []bool, pr prior, scale float32, grad []flo
 	d := n.head.backward(h, dz, ghw, ghb, true)
 	for l := L - 1; l >= 0; l-- {
 		n.bnReLUBackward(l, caches[l], d, gg[l], gb[l])
-		dx := n.convs[l].backward(ins[l], d, gw[l], nil, l > 0)
+		dx := n.convs[l].backwardPadded(ins[l], d, gw[l], l > 0)
 		putScratch(d.Data)
 		d = dx
 	}
 	// The activations are dead: hand them back for the next chunk.
 	putScratch(z.Data)
+	if n.convs[0].Pad > 0 {
+		putScratch(ins[0].Data)
+	}
 	for _, c := range caches {
 		putScratch(c.xhat.Data)
 		putScratch(c.out.Data)
 	}
 	return float64(scale) * loss
-}
-
-// sumSquares returns sum(v) and sum(v^2) in float64, with four independent accumulators so
-// the additions do not wait on each other.
-func sumSquares(v []float32) (s, s2 float64) {
-	var a0, a1, a2, a3, q0, q1, q2, q3 float64
-	i := 0
-	for ; i+4 <= len(v); i += 4 {
-		x0, x1, x2, x3 := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
-		a0, a1, a2, a3 = a0+x0, a1+x1, a2+x2, a3+x3
-		q0, q1, q2, q3 = q0+x0*x0, q1+x1*x1, q2+x2*x2, q3+x3*x3
-	}
-	for ; i < len(v); i++ {
-		x := float64(v[i])
-		a0, q0 = a0+x, q0+x*x
-	}
-	return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
-}
-
-// maskedSums zeroes dy where out is 0 (the ReLU's gradient) and returns sum(dy) and
-// sum(dy * xh), four accumulators each. out >= 0 (a ReLU's output, never -0), so the mask is
-// built from its bits without a branch, which would be mispredicted half the time.
-func maskedSums(dy, xh, out []float32) (sdy, sdyx float64) {
-	var a, q [4]float64
-	xh, out = xh[:len(dy)], out[:len(dy)]
-	for i := range dy {
-		ob := math.Float32bits(out[i])
-		keep := uint32(-int32((ob | -ob) >> 31)) // all ones when out != 0
-		d := math.Float32frombits(math.Float32bits(dy[i]) & keep)
-		dy[i] = d
-		a[i&3] += float64(d)
-		q[i&3] += float64(d) * float64(xh[i])
-	}
-	return (a[0] + a[1]) + (a[2] + a[3]), (q[0] + q[1]) + (q[2] + q[3])
 }

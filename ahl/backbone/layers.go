@@ -116,6 +116,10 @@ func col2imChannels(cols []float32, dx act, k, stride, pad, ho, wo, clo, chi int
 							blocked.Axpy(1, s, drow[ix:ix+len(s)])
 							continue
 						}
+						if stride == 2 {
+							blocked.AddStride2(s, drow[ix:])
+							continue
+						}
 						for _, v := range s {
 							drow[ix] += v
 							ix += stride
@@ -229,7 +233,35 @@ func (c *conv) backward(x act, dout act, dW, dB []float32, needDX bool) act {
 	if !needDX {
 		return act{}
 	}
-	dx := newScratchAct(x.C, x.B, x.H, x.W) // every path below writes all of it
+	return c.inputGrad(x.C, x.B, x.H, x.W, dout)
+}
+
+// forwardPadded is forward without bias or ReLU on xp, the input with its border of c.Pad
+// zeros already written out: the same products, with no padded copy made.
+func (c *conv) forwardPadded(xp act) act {
+	u := *c
+	u.Pad, u.B = 0, nil
+	return u.forward(xp, false)
+}
+
+// backwardPadded is backward for a convolution without bias whose input xp has its border
+// of c.Pad zeros written out; the input gradient (when needDX) has the unpadded shape.
+func (c *conv) backwardPadded(xp act, dout act, dW []float32, needDX bool) act {
+	u := *c
+	u.Pad = 0
+	u.backward(xp, dout, dW, nil, false)
+	if !needDX {
+		return act{}
+	}
+	return c.inputGrad(xp.C, xp.B, xp.H-2*c.Pad, xp.W-2*c.Pad, dout)
+}
+
+// inputGrad returns the gradient with respect to the convolution's C x B x H x W input of
+// the loss whose gradient with respect to its output is dout, in a scratch buffer.
+func (c *conv) inputGrad(cin, b, h, w int, dout act) act {
+	n := dout.B * dout.H * dout.W
+	kk := c.Cin * c.K * c.K
+	dx := newScratchAct(cin, b, h, w) // every path below writes all of it
 	if c.direct() {
 		// dx = W^T (Cin x Cout) * dout (Cout x n).
 		sgemm(true, false, kk, n, c.Cout, 1, c.W, kk, dout.Data, n, 0, dx.Data, n)

@@ -57,3 +57,28 @@ func putScratch(b []float32) {
 func newScratchAct(c, b, h, w int) act {
 	return act{C: c, B: b, H: h, W: w, Data: getScratch(c * b * h * w)}
 }
+
+// intPools recycles the offset tables of patches, one pool per length, as scratchPools does
+// for floats.
+var intPools sync.Map // int -> *sync.Pool of *[]int
+
+// getInts returns a slice of n ints with undefined contents.
+func getInts(n int) []int {
+	if p, ok := intPools.Load(n); ok {
+		if b, ok := p.(*sync.Pool).Get().(*[]int); ok {
+			return (*b)[:n]
+		}
+	}
+	return make([]int, n)
+}
+
+// putInts hands a slice back for a later getInts of its capacity; the caller must not use it
+// afterwards.
+func putInts(b []int) {
+	if cap(b) == 0 {
+		return
+	}
+	b = b[:cap(b)]
+	p, _ := intPools.LoadOrStore(cap(b), &sync.Pool{})
+	p.(*sync.Pool).Put(&b)
+}

@@ -20,6 +20,9 @@ type patches struct {
 	ho, wo     int
 	transposed bool // op(B) is the matrix's transpose (for the weight gradient)
 	off, end   int  // op(B)'s columns [off, end) are the ones packed, renumbered from 0
+	// taps[r] is the offset in x of row r's tap (ci, ky, kx) from a window's corner;
+	// corners[j] (transposed only) is where column j's window starts in x.
+	taps, corners []int
 }
 
 // newPatches describes the im2col matrix of x for a k x k convolution; release hands its
@@ -33,14 +36,37 @@ func newPatches(x act, k, stride, pad, ho, wo int, transposed bool) *patches {
 	if transposed {
 		p.end = x.C * k * k
 	}
+	xp := p.x
+	p.taps = getInts(x.C * k * k)
+	for r := range p.taps {
+		ci, ky, kx := r/(k*k), r/k%k, r%k
+		p.taps[r] = ci*xp.B*xp.H*xp.W + ky*xp.W + kx
+	}
+	if transposed {
+		p.corners = getInts(x.B * ho * wo)
+		j := 0
+		for b := 0; b < x.B; b++ {
+			for oy := 0; oy < ho; oy++ {
+				row := p.corners[j : j+wo]
+				c := (b*xp.H + oy*stride) * xp.W
+				for ox := range row {
+					row[ox] = c + ox*stride
+				}
+				j += wo
+			}
+		}
+	}
 	return p
 }
 
-// release returns the padded copy of the input to the scratch pool; p must not be used after.
+// release returns the padded copy of the input and the offset tables to the scratch pools;
+// p must not be used after.
 func (p *patches) release() {
 	if p.padded {
 		putScratch(p.x.Data)
 	}
+	putInts(p.taps)
+	putInts(p.corners)
 }
 
 // padAct returns x with a border of pad zeros around every plane, in a scratch buffer.
@@ -82,10 +108,10 @@ func (p *patches) Pack(dst []float32, pc, kc, j0 int) {
 
 // pack writes rows [pc, pc+kc) x columns [j0, j0+NR) of the matrix, k-major. The columns
 // fall into runs that share an output row; each row of the panel is one contiguous (stride
-// 1) or strided copy per run, from offsets that advance with (ci, ky, kx).
+// 1) or strided copy per run, at the offsets of the taps (ci, ky, kx) from its corner.
 func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 	const nr = blocked.NR
-	x, k, s, wo := p.x, p.k, p.stride, p.wo
+	x, s, wo := p.x, p.stride, p.wo
 	j0 += p.off
 	n := min(nr, p.end-j0)
 	// Each run: first position c in the panel, length l, and where the window of its first
@@ -101,34 +127,19 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 		nrun++
 		c += l
 	}
-	ci, ky, kx := pc/(k*k), pc/k%k, pc%k
-	plane := x.B * x.H * x.W
-	tap := ci*plane + ky*x.W + kx // offset of tap (ci, ky, kx) from a window's corner
 	data := x.Data
+	taps := p.taps[pc : pc+kc]
 	if nrun == 1 && n == nr && s <= 2 {
 		// The usual case: one run of NR values per row of the panel, contiguous (stride 1)
-		// or every other one (stride 2).
-		var offs [blocked.KC]int
-		for q := range kc {
-			offs[q] = at[0] + tap
-			tap++
-			if kx++; kx == k {
-				kx = 0
-				tap += x.W - k
-				if ky++; ky == k {
-					ky = 0
-					tap += plane - k*x.W
-				}
-			}
-		}
+		// or every other one (stride 2), at the taps' offsets from the run's corner.
 		if s == 1 {
-			blocked.Gather16(dst, data, offs[:kc])
+			blocked.Gather16(dst, data[at[0]:], taps)
 		} else {
-			blocked.Gather16Stride2(dst, data, offs[:kc])
+			blocked.Gather16Stride2(dst, data[at[0]:], taps)
 		}
 		return
 	}
-	for q := 0; q < kc; q++ {
+	for q, tap := range taps {
 		row := dst[q*nr : q*nr+nr : q*nr+nr]
 		for i := range nrun {
 			o, d := at[i]+tap, row[cs[i]:cs[i]+ls[i]]
@@ -142,15 +153,6 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 			}
 		}
 		clear(row[n:])
-		tap++
-		if kx++; kx == k {
-			kx = 0
-			tap += x.W - k
-			if ky++; ky == k {
-				ky = 0
-				tap += plane - k*x.W
-			}
-		}
 	}
 }
 
@@ -159,29 +161,31 @@ func (p *patches) pack(dst []float32, pc, kc, j0 int) {
 // gathers NR values at fixed offsets from the pixel's window.
 func (p *patches) packT(dst []float32, pc, kc, j0 int) {
 	const nr = blocked.NR
-	x, k, s, wo := p.x, p.k, p.stride, p.wo
+	x, s, wo := p.x, p.stride, p.wo
 	j0 += p.off
 	n := min(nr, p.end-j0)
 	var offs [nr]int
-	for c := 0; c < n; c++ {
-		r := j0 + c
-		ci, ky, kx := r/(k*k), r/k%k, r%k
-		offs[c] = ci*x.B*x.H*x.W + ky*x.W + kx
-	}
+	copy(offs[:n], p.taps[j0:j0+n])
 	data := x.Data
 	dst = dst[:kc*nr]
 	b, rem := pc/(p.ho*wo), pc%(p.ho*wo)
 	oy, ox := rem/wo, rem%wo
-	if s == 1 && n == nr && offs[nr-1] <= math.MaxInt32 {
-		// Stride 1: the pixels of one output row read consecutive values of every tap,
-		// which GatherRun16 moves eight pixels at a time.
+	if (s == 1 || s == 2 && wo >= 16) && n == nr && offs[nr-1] <= math.MaxInt32 {
+		// Stride 1 (2): the pixels of one output row read consecutive values (every other
+		// value) of every tap, which GatherRun16 (GatherRun16Stride2) moves eight pixels at
+		// a time; short rows of a stride-2 layer go to GatherIdx16 below.
 		var idx [nr]int32
 		for c, o := range offs {
 			idx[c] = int32(o)
 		}
 		for q := 0; q < kc; {
 			l := min(kc-q, wo-ox)
-			blocked.GatherRun16(dst[q*nr:], data, &idx, (b*x.H+oy)*x.W+ox, l)
+			corner := (b*x.H+oy*s)*x.W + ox*s
+			if s == 1 {
+				blocked.GatherRun16(dst[q*nr:], data, &idx, corner, l)
+			} else {
+				blocked.GatherRun16Stride2(dst[q*nr:], data, &idx, corner, l)
+			}
 			q += l
 			if ox += l; ox == wo {
 				ox = 0
@@ -193,26 +197,16 @@ func (p *patches) packT(dst []float32, pc, kc, j0 int) {
 		}
 		return
 	}
-	var corners [blocked.KC]int
-	for q := 0; q < kc; q++ {
-		corners[q] = (b*x.H+oy*s)*x.W + ox*s
-		if ox++; ox == wo {
-			ox = 0
-			if oy++; oy == p.ho {
-				oy = 0
-				b++
-			}
-		}
-	}
+	corners := p.corners[pc : pc+kc]
 	if n == nr && offs[nr-1] <= math.MaxInt32 {
 		var idx [nr]int32
 		for c, o := range offs {
 			idx[c] = int32(o)
 		}
-		blocked.GatherIdx16(dst, data, &idx, corners[:kc])
+		blocked.GatherIdx16(dst, data, &idx, corners)
 		return
 	}
-	for q, corner := range corners[:kc] {
+	for q, corner := range corners {
 		row := dst[q*nr : q*nr+nr : q*nr+nr]
 		for c := range row {
 			row[c] = 0

@@ -114,6 +114,43 @@ func GatherRun16(dst, src []float32, idx *[16]int32, corner, rows int) {
 	}
 }
 
+// GatherRun16Stride2 is GatherRun16 for pixels two values apart (a stride-2 convolution):
+// dst[16p+c] = src[corner+2p+idx[c]] for each p < rows and c < 16. The assembly moves 8
+// pixels at a time, from the even values of 16 contiguous ones, and runs on every block whose
+// reads (one value past its last pixel's) stay inside src. It panics when an index is out of
+// range or dst is shorter than 16*rows.
+func GatherRun16Stride2(dst, src []float32, idx *[16]int32, corner, rows int) {
+	if rows <= 0 {
+		return
+	}
+	if len(dst) < 16*rows {
+		panic(fmt.Sprintf("sgemm: GatherRun16Stride2: %d values in dst for %d rows of 16", len(dst), rows))
+	}
+	lo, hi := int(idx[0]), int(idx[0])
+	for _, v := range idx {
+		lo, hi = min(lo, int(v)), max(hi, int(v))
+	}
+	if corner+lo < 0 || corner+hi+2*(rows-1) >= len(src) {
+		panic(fmt.Sprintf("sgemm: GatherRun16Stride2: corner %d, %d rows and offsets %d..%d out of range for %d values", corner, rows, lo, hi, len(src)))
+	}
+	p := 0
+	if asmKernel {
+		p = rows &^ 7
+		if p > 0 && corner+hi+2*p-1 >= len(src) {
+			p -= 8 // the last block's reads would pass the end of src
+		}
+		if p > 0 {
+			gatherT8x16s2(&dst[0], &src[0], &idx[0], corner, p/8)
+		}
+	}
+	for ; p < rows; p++ {
+		row := dst[16*p : 16*p+16]
+		for c, v := range idx {
+			row[c] = src[corner+2*p+int(v)]
+		}
+	}
+}
+
 // Gather16Stride2 copies the 16 values src[offs[q]], src[offs[q]+2], ..., src[offs[q]+30] to
 // dst[16q : 16q+16] for each q < len(offs): Gather16 for a stride-2 convolution. It panics
 // when an offset is out of range or dst is shorter than 16*len(offs).
@@ -137,5 +174,25 @@ func Gather16Stride2(dst, src []float32, offs []int) {
 		for t := range row {
 			row[t] = s[2*t]
 		}
+	}
+}
+
+// AddStride2 adds x into every other value of y: y[2i] += x[i] for i < len(x); y must hold at
+// least 2*len(x)-1 values. The odd values of y are left as they are (the assembly adds -0 to
+// them, which changes no float, not even a zero's sign).
+func AddStride2(x, y []float32) {
+	if len(x) == 0 {
+		return
+	}
+	y = y[:2*len(x)-1]
+	n := 0
+	if asmKernel {
+		n = min(len(x)/8, len(y)/16) * 8
+		if n > 0 {
+			addStride2x8(&x[0], &y[0], n/8)
+		}
+	}
+	for i := n; i < len(x); i++ {
+		y[2*i] += x[i]
 	}
 }

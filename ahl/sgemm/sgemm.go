@@ -4,11 +4,14 @@
 // It follows the BLIS/GotoBLAS layout: B is packed in KC x NC panels, A in MC x KC blocks, and
 // a register-blocked MR x NR microkernel multiplies one A micro-panel by one B micro-panel
 // (with at most MCWhole rows, all of A's block is packed once and each B micro-panel just
-// before use). SgemmPanels takes B from a Panels, which packs it from the caller's own
-// layout (the backbone's convolutions pack straight from their input images). On
-// amd64 with AVX2 and FMA the microkernel is Go assembly (sgemm_amd64.s); elsewhere, and when
-// the CPU lacks those, a pure-Go microkernel runs instead (same blocking, same results up to
-// rounding: the assembly fuses multiply and add). A call is single-threaded and deterministic:
+// before use; there the assembly kernels read an untransposed, unscaled A of at least 4 rows
+// in place, in tiles of 6 and 4 rows, with no packing at all). SgemmPanels takes B from a
+// Panels, which packs it from the caller's own layout (the backbone's convolutions pack
+// straight from their input images). On amd64 with AVX2 and FMA the microkernels are Go
+// assembly (sgemm_amd64.s); elsewhere, and when the CPU lacks those, a pure-Go microkernel
+// runs instead (same blocking, same results up to rounding: the assembly fuses multiply and
+// add). The package also holds the backbone's other vector loops (gathers, batch norm's
+// passes, Axpy). A call is single-threaded and deterministic:
 // the order of every sum depends only on the shapes, never on timing.
 package sgemm
 
@@ -20,8 +23,8 @@ import (
 // Block sizes. MR x NR is the register tile (6 x 16 float32 = 12 YMM accumulators); KC x NR
 // floats of B (16 KiB) stay in L1 while an MC x KC block of A (96 KiB) stays in L2 and a
 // KC x NC panel of B streams from L2/L3. A product with at most MCWhole rows packs all of A's
-// KC columns at once (up to 528 KiB, still in L2) and each B micro-panel just before its
-// MR x NR tiles use it, so B is packed once and never leaves L1.
+// KC columns at once (up to 528 KiB, still in L2), or reads them in place, and each B
+// micro-panel just before its MR x NR tiles use it, so B is packed once and never leaves L1.
 const (
 	MR      = 6
 	NR      = 16
@@ -94,14 +97,23 @@ func gemm[P Panels](transA bool, m, n, k int, alpha float32, a []float32, lda in
 	ws := pool.Get().(*workspace)
 	defer pool.Put(ws)
 	if m <= MCWhole {
+		// The assembly kernels read A in place when it needs no transposing or scaling and
+		// has at least 4 rows (tilesInPlace); otherwise A is packed.
+		inPlace := asmKernel && !transA && alpha == 1 && m >= 4
 		for pc := 0; pc < k; pc += KC {
 			kc := min(KC, k-pc)
 			add := !store || pc > 0
-			packA(ws.a, transA, a, lda, 0, pc, m, kc, alpha)
+			if !inPlace {
+				packA(ws.a, transA, a, lda, 0, pc, m, kc, alpha)
+			}
 			bp := ws.b[:kc*NR]
 			for jr := 0; jr < n; jr += NR {
 				b.Pack(bp, pc, kc, jr)
-				tiles(ws.a, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+				if inPlace {
+					tilesInPlace(a[pc:], lda, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+				} else {
+					tiles(ws.a, bp, kc, m, min(NR, n-jr), c[jr:], ldc, add)
+				}
 			}
 		}
 		return
@@ -138,16 +150,65 @@ func tiles(ap, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
 			continue
 		}
 		kernel(kc, a, bp, tile[:], NR, false)
-		for i := 0; i < mr; i++ {
-			row := c[ci+i*ldc : ci+i*ldc+nr]
-			t := tile[i*NR : i*NR+nr]
-			if add {
-				for j := range row {
-					row[j] += t[j]
-				}
-			} else {
-				copy(row, t)
+		addTile(&tile, 0, mr, nr, c[ci:], ldc, add)
+	}
+}
+
+// tilesInPlace is tiles for mc >= 4 rows of A read in place from a (row stride lda, the
+// block's first column at a[0]) by the assembly kernels, in tiles of MR or 4 rows that cover
+// the rows exactly where they can (16 = 6+6+4, 32 = 6+6+6+6+4+4). Odd remainders take a last
+// tile that overlaps the one before, computed aside and only its new rows kept. Every element
+// of C is the same sum whichever tile computes it.
+func tilesInPlace(a []float32, lda int, bp []float32, kc, mc, nr int, c []float32, ldc int, add bool) {
+	var tile [MR * NR]float32
+	for ir := 0; ir < mc; {
+		left := mc - ir
+		h, keep := MR, 0 // keep > 0: an overlapping tile whose last keep rows are new
+		switch {
+		case left == 4 || left == 8:
+			h = 4
+		case left >= MR:
+		case left == 5 && mc >= MR:
+			keep = 5
+		case left == 5:
+			h = 4
+		default: // 1, 2 or 3 rows left, mc >= 4
+			h, keep = 4, left
+		}
+		start := ir
+		if keep > 0 {
+			start = mc - h
+		}
+		ai := a[start*lda:]
+		ci := start * ldc
+		if keep == 0 && nr == NR {
+			kernelRows(h, kc, ai, lda, bp, c[ci:], ldc, add)
+			ir += h
+			continue
+		}
+		kernelRows(h, kc, ai, lda, bp, tile[:], NR, false)
+		if keep == 0 {
+			addTile(&tile, 0, h, nr, c[ci:], ldc, add)
+			ir += h
+			continue
+		}
+		addTile(&tile, h-keep, h, nr, c[ci:], ldc, add)
+		ir = mc
+	}
+}
+
+// addTile adds rows [r0, r1) x columns [0, nr) of a tile to the same rows of C at c (row
+// stride ldc), or copies them when !add.
+func addTile(tile *[MR * NR]float32, r0, r1, nr int, c []float32, ldc int, add bool) {
+	for i := r0; i < r1; i++ {
+		row := c[i*ldc : i*ldc+nr]
+		t := tile[i*NR : i*NR+nr]
+		if add {
+			for j := range row {
+				row[j] += t[j]
 			}
+		} else {
+			copy(row, t)
 		}
 	}
 }

@@ -425,3 +425,80 @@ func TestAxpyDot(t *testing.T) {
 		}
 	}
 }
+
+// TestSgemmInPlaceA checks that reading A in place (no transpose, alpha 1, up to MCWhole
+// rows) gives the bits of the packed path, which a transposed copy of A takes, for every row
+// count that tiles of 6 and 4 rows cover differently, and B with and without partial panels.
+func TestSgemmInPlaceA(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var shapes [][3]int
+	for m := 1; m <= 20; m++ {
+		shapes = append(shapes, [3]int{m, 16, 5}, [3]int{m, 27, 300})
+	}
+	shapes = append(shapes, [3]int{32, 144, 513}, [3]int{64, 40, 1}, [3]int{66, 17, 9})
+	for _, sh := range shapes {
+		m, n, k := sh[0], sh[1], sh[2]
+		a, b := randSlice(rng, m*k), randSlice(rng, k*n)
+		at := make([]float32, k*m)
+		for i := 0; i < m; i++ {
+			for q := 0; q < k; q++ {
+				at[q*m+i] = a[i*k+q]
+			}
+		}
+		for _, beta := range []float32{0, 1} {
+			want, got := randSlice(rng, m*n), make([]float32, m*n)
+			copy(got, want)
+			Sgemm(true, false, m, n, k, 1, at, m, b, n, beta, want, n)
+			Sgemm(false, false, m, n, k, 1, a, k, b, n, beta, got, n)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%dx%dx%d beta %v: C[%d] = %v with A in place, %v packed", m, n, k, beta, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestGatherRun16Stride2 checks GatherRun16Stride2 against the loop on both paths, up to the
+// end of src (where the assembly must leave the last block to the loop), and its range
+// checks.
+func TestGatherRun16Stride2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	src := randSlice(rng, 400)
+	idx := [16]int32{0, 1, 2, 40, 41, 42, 80, 81, 82, 150, 151, 152, 190, 191, 192, 7}
+	for _, rows := range []int{1, 7, 8, 9, 16, 21, 50, 98} {
+		for _, corner := range []int{11, 400 - 193 - 2*(rows-1)} {
+			if corner < 0 {
+				continue
+			}
+			for _, useAsm := range []bool{false, asmKernel} {
+				saved := asmKernel
+				asmKernel = useAsm
+				dst := make([]float32, 16*rows+1)
+				dst[len(dst)-1] = 7
+				GatherRun16Stride2(dst, src, &idx, corner, rows)
+				asmKernel = saved
+				for p := 0; p < rows; p++ {
+					for c, v := range idx {
+						if want := src[corner+2*p+int(v)]; dst[16*p+c] != want {
+							t.Fatalf("asm=%v rows=%d corner=%d: dst[%d] = %v, want %v", useAsm, rows, corner, 16*p+c, dst[16*p+c], want)
+						}
+					}
+				}
+				if dst[len(dst)-1] != 7 {
+					t.Fatalf("asm=%v rows=%d: wrote past 16*rows", useAsm, rows)
+				}
+			}
+		}
+	}
+	for _, bad := range [][2]int{{-1, 1}, {200, 8}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("no panic for corner %d, %d rows into 400 values", bad[0], bad[1])
+				}
+			}()
+			GatherRun16Stride2(make([]float32, 16*bad[1]), src, &idx, bad[0], bad[1])
+		}()
+	}
+}
