@@ -463,12 +463,11 @@ func fuseWithKNN(env *kind.Env, p *TrainParams, m *model, d *trainData, val *val
 	if val == nil {
 		return errors.New("fusion: knn standardises the scores on the validation normals, and this run has none; set ingest's validation (e.g. 0.2) or drop train's fusion")
 	}
-	normals := rowsOf(d.Pool, d.Normals)
-	k, err := knn.Fit(d.Pool.Gather(normals).Scales, p.Neighbours)
+	k, err := fitKNN(d, p.Neighbours)
 	if err != nil {
 		return fmt.Errorf("fusion: %w", err)
 	}
-	ref, err := batch.Ref(d.Pool, normals)
+	ref, err := batch.Ref(d.Pool, rowsOf(d.Pool, d.Normals))
 	if err != nil {
 		return err
 	}
@@ -554,20 +553,17 @@ func cmpOrFloat(v, def float64) float64 {
 
 // trainKNN fits knn to the training normals' pooled maps; it has no head and no log rows.
 func trainKNN(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) (*model, []cdl.LogRow, error) {
-	pos := make(map[string]int, d.Pool.Len())
-	for i, id := range d.Pool.IDs {
-		pos[id] = i
-	}
-	idx := make([]int, 0, len(d.Normals))
-	for _, id := range d.Normals {
-		idx = append(idx, pos[id])
-	}
-	k, err := knn.Fit(d.Pool.Gather(idx).Scales, p.Neighbours)
+	k, err := fitKNN(d, p.Neighbours)
 	if err != nil {
 		return nil, nil, err
 	}
 	fmt.Fprintf(env.Log, "knn over %d training normals (k = %d, %d pooled features)\n", k.N, k.K, k.D)
 	return &model{Method: MethodKNN, KNN: k}, nil, nil
+}
+
+// fitKNN fits knn with k neighbours to the pooled maps of the training normals.
+func fitKNN(d *trainData, k int) (knn.Model, error) {
+	return knn.Fit(d.Pool.Gather(rowsOf(d.Pool, d.Normals)).Scales, k)
 }
 
 func cmpOr(v, def int) int {
