@@ -61,6 +61,11 @@ type FeaturesParams struct {
 	// many epochs without a better figure and keeps the best epoch's network (Epochs is then
 	// the maximum). 0 (the default) trains all Epochs. Needs a validation split.
 	EarlyStop int `json:"early_stop,omitempty"`
+	// PseudoOnly trains the convnet on the training normals and pseudo anomalies alone,
+	// leaving out the labelled anomalies (which the heads still train on): with one or a
+	// few labelled images, a base model fitted to them can map real defects close to the
+	// normals (RESULTS.md, ELPV M = 1). Needs generators.
+	PseudoOnly bool `json:"pseudo_only,omitempty"`
 }
 
 func init() {
@@ -132,6 +137,9 @@ func (p *FeaturesParams) Validate() error {
 		if err := augment.Valid(g); err != nil {
 			return fmt.Errorf("generators: %w", err)
 		}
+	}
+	if p.PseudoOnly && len(p.Generators) == 0 {
+		return fmt.Errorf("pseudo_only: true with no generators: the convnet would have no anomaly to train on")
 	}
 	return nil
 }
@@ -229,7 +237,7 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 				valAnomalies = append(valAnomalies, im)
 			case label[i] == 0:
 				normals = append(normals, im)
-			default:
+			case !p.PseudoOnly:
 				anomalies = append(anomalies, im)
 			}
 		}

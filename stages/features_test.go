@@ -382,3 +382,27 @@ func TestFeaturesEarlyStop(t *testing.T) {
 		t.Errorf("early_stop -1: err = %v", err)
 	}
 }
+
+// TestFeaturesPseudoOnly: with pseudo_only the convnet trains as if the labelled anomalies
+// were not training images (the same network as when they are moved to the test split), so
+// it differs from the default network, which trains on them; without generators it is an
+// error.
+func TestFeaturesPseudoOnly(t *testing.T) {
+	images, _ := pngImagesTable(t, 1)
+	in := memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": images})
+	p := smallConvNetParams()
+	p.PseudoOnly = true
+	pseudoOnly := runKind(t, "features", p, 7, in)
+	moved := withSplits(t, images, map[string]string{"train/square/00.png": "test", "train/square/01.png": "test"})
+	withoutLabelled := runKind(t, "features", smallConvNetParams(), 7, memInput("ingest", "", nil, map[string]arrow.RecordBatch{"images": moved}))
+	if !tablesEqual(pseudoOnly["backbone"], withoutLabelled["backbone"]) {
+		t.Error("pseudo_only: the network differs from the one trained with the labelled anomalies moved out of the training split")
+	}
+	if def := runKind(t, "features", smallConvNetParams(), 7, in); tablesEqual(pseudoOnly["backbone"], def["backbone"]) {
+		t.Error("pseudo_only gave the same network as training on the labelled anomalies")
+	}
+	p.Generators = nil
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "pseudo_only: true with no generators") {
+		t.Errorf("pseudo_only without generators: err = %v", err)
+	}
+}
