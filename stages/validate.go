@@ -106,6 +106,36 @@ func readValidation(ctx context.Context, env *kind.Env, valNormals, valAnomalies
 	return &validationSet{Set: set, Normals: valNormals, Anomalies: valAnomalies}, nil
 }
 
+// auroc returns the AUROC of scores (one per image of v.Set) of the validation normals
+// against one class of validation anomaly: all, ValidationReal (the held-out labelled
+// anomalies) or ValidationPseudo (the held-out normals' pseudo anomalies), with the numbers
+// of normals and anomalies it compared. When either number is 0 there is no AUROC: auc is
+// 0 and err nil.
+func (v *validationSet) auroc(scores []float64, class string) (auc float64, nNormal, nAnomaly int, err error) {
+	isNormal, isSeen := setOf(v.Normals), setOf(v.Anomalies)
+	var s []float64
+	var positive []bool
+	for i, id := range v.Set.IDs {
+		anomaly := !isNormal[id] && (class == "all" || (class == ValidationReal) == isSeen[id])
+		if isNormal[id] || anomaly {
+			s, positive = append(s, scores[i]), append(positive, anomaly)
+		}
+		switch {
+		case isNormal[id]:
+			nNormal++
+		case anomaly:
+			nAnomaly++
+		}
+	}
+	if nNormal == 0 || nAnomaly == 0 {
+		return 0, nNormal, nAnomaly, nil
+	}
+	if auc, err = metrics.AUROC(s, positive); err != nil {
+		return 0, nNormal, nAnomaly, fmt.Errorf("validation AUROC, class %s: %w", class, err)
+	}
+	return auc, nNormal, nAnomaly, nil
+}
+
 // rowsOf returns the rows of set that hold the given ids, in the ids' order.
 func rowsOf(set fmap.Set, ids []string) []int {
 	pos := make(map[string]int, set.Len())
@@ -137,7 +167,6 @@ func validate(env *kind.Env, m *model, d *trainData, val *validationSet) ([]tabl
 		return nil, nil
 	}
 	set := val.Set
-	isNormal, isSeen := setOf(val.Normals), setOf(val.Anomalies)
 	rows := batch.AllRows(set.Len())
 	trainRows := rowsOf(d.Pool, d.Normals)
 	var ref []fmap.Maps
@@ -156,32 +185,19 @@ func validate(env *kind.Env, m *model, d *trainData, val *validationSet) ([]tabl
 		return nil, err
 	}
 	var out []tables.Metric
-	var normalMean float64
 	for _, class := range []string{"all", ValidationReal, ValidationPseudo} {
-		var s []float64
-		var positive []bool
-		for i, id := range set.IDs {
-			anomaly := !isNormal[id] && (class == "all" || (class == ValidationReal) == isSeen[id])
-			if isNormal[id] || anomaly {
-				s, positive = append(s, scores[i]), append(positive, anomaly)
-			}
+		auc, nNormal, nAnomaly, err := val.auroc(scores, class)
+		if err != nil {
+			return nil, err
 		}
-		nPos := 0
-		for _, p := range positive {
-			if p {
-				nPos++
-			}
-		}
-		if nPos == 0 || nPos == len(positive) {
+		if nAnomaly == 0 || nNormal == 0 {
 			continue
 		}
-		auc, err := metrics.AUROC(s, positive)
-		if err != nil {
-			return nil, fmt.Errorf("validation AUROC, class %s: %w", class, err)
-		}
 		out = append(out, tables.Metric{Metric: "auroc", Class: class, Value: auc})
-		fmt.Fprintf(env.Log, "%s: validation AUROC %s %.3f (%d normals, %d anomalies)\n", env.Stage, class, auc, len(positive)-nPos, nPos)
+		fmt.Fprintf(env.Log, "%s: validation AUROC %s %.3f (%d normals, %d anomalies)\n", env.Stage, class, auc, nNormal, nAnomaly)
 	}
+	isNormal := setOf(val.Normals)
+	var normalMean float64
 	for i, id := range set.IDs {
 		if isNormal[id] {
 			normalMean += scores[i] / float64(len(val.Normals))
