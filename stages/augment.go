@@ -9,9 +9,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
@@ -139,34 +141,23 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 
 	total := len(normals) * len(p.Generators)
 	rows := tables.MapWriter{Images: total} // the value buffer is allocated once, at its final size
-	others := make([]imgs.Image, 0, nTrain)
 	for lo := 0; lo < len(normals); lo += augmentChunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		hi := min(lo+augmentChunk, len(normals))
-		var batch []imgs.Image
+		batch, err := makePseudo(aug, p.Generators, normals, ids, nTrain, lo, hi, env.Seed)
+		if err != nil {
+			return err
+		}
 		var batchID, batchSrc, batchGen []string
 		for i := lo; i < hi; i++ {
-			// cutmix pastes from the other training normals only, so that no training pseudo
-			// anomaly holds part of a validation normal.
-			if i < nTrain {
-				others = append(append(others[:0], normals[:i]...), normals[i+1:nTrain]...)
-			} else {
-				others = append(others[:0], normals[:nTrain]...)
-			}
-			for _, g := range p.Generators {
-				rng := rand.New(rand.NewPCG(env.Seed, augmentStream(i, g)))
-				out, err := aug.Apply(g, normals[i], others, rng)
-				if err != nil {
-					return fmt.Errorf("image %s: %w", ids[i], err)
-				}
+			for gi, g := range p.Generators {
 				if p.Preview != "" && i < p.PreviewCount {
-					if err := writePreview(p.Preview, ids[i], g, out); err != nil {
+					if err := writePreview(p.Preview, ids[i], g, batch[(i-lo)*len(p.Generators)+gi]); err != nil {
 						return err
 					}
 				}
-				batch = append(batch, out)
 				batchID = append(batchID, ids[i]+"#"+g)
 				batchSrc = append(batchSrc, ids[i])
 				batchGen = append(batchGen, g)
@@ -191,6 +182,47 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 		}
 	}
 	return rows.Write(env, "pseudo")
+}
+
+// makePseudo makes the pseudo anomalies of normals lo .. hi-1, one per generator each, in
+// that order (normal by normal, generators in the given order). Each copy draws from its own
+// stream (augmentStream), so the normals are shared out over GOMAXPROCS goroutines with the
+// same result as one. cutmix pastes from the other training normals (the first nTrain of
+// normals) only, so that no training pseudo anomaly holds part of a validation normal. An
+// error names the image (ids, parallel to normals) of the lowest failing normal.
+func makePseudo(aug augment.Augmenter, gens []string, normals []imgs.Image, ids []string, nTrain, lo, hi int, seed uint64) ([]imgs.Image, error) {
+	out := make([]imgs.Image, (hi-lo)*len(gens))
+	errs := make([]error, hi-lo)
+	workers := min(runtime.GOMAXPROCS(0), hi-lo)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			others := make([]imgs.Image, 0, nTrain)
+			for i := lo + w; i < hi; i += workers {
+				if i < nTrain {
+					others = append(append(others[:0], normals[:i]...), normals[i+1:nTrain]...)
+				} else {
+					others = append(others[:0], normals[:nTrain]...)
+				}
+				for gi, g := range gens {
+					rng := rand.New(rand.NewPCG(seed, augmentStream(i, g)))
+					im, err := aug.Apply(g, normals[i], others, rng)
+					if err != nil {
+						errs[i-lo] = fmt.Errorf("image %s: %w", ids[i], err)
+						break
+					}
+					out[(i-lo)*len(gens)+gi] = im
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // augmentStream is the random stream of training normal i's copy by generator g: the

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -155,6 +156,21 @@ func TestAugmentStage(t *testing.T) {
 	}
 	if !same || !differ {
 		t.Fatalf("same seed identical: %v, other seed differs: %v", same, differ)
+	}
+
+	// One goroutine gives the same table as several (makePseudo shares the normals out).
+	prev := runtime.GOMAXPROCS(1)
+	serial := augmentEnv(t, augmentParams(func(*AugmentParams) {}), 3)
+	err := runAugment(context.Background(), serial)
+	runtime.GOMAXPROCS(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rSerial := readPseudo(t, serial)
+	for i := range r.values {
+		if rSerial.id[i] != r.id[i] || !slices.Equal(rSerial.values[i], r.values[i]) {
+			t.Fatalf("row %d: GOMAXPROCS 1 gives %s, GOMAXPROCS %d gives %s (or other values)", i, rSerial.id[i], prev, r.id[i])
+		}
 	}
 
 	// Running draem alone gives the same draem copies as running all three.
