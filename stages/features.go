@@ -23,8 +23,8 @@ import (
 // featuresVersion is the features stage's code version (part of its cache key). 2: the
 // convnet trains with batch norm. 3: no new behaviour, but a store's ELPV features of
 // version 2 made by an earlier commit differ in their bits from what version 2's code
-// gives today (same seed, same inputs; found in session 4, the commit that changed them
-// not identified), so every cached convnet is made again once.
+// gives today (same seed, same inputs; found in session 4: the change lies between commit
+// ac10014 and merge 56b6408), so every cached convnet is made again once.
 const featuresVersion = 3
 
 // FeaturesParams configures the features stage: the frozen backbone that turns every image
