@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
 	"github.com/pipe-ahl/pipe/ahl/backbone"
@@ -192,35 +191,26 @@ func runAugment(ctx context.Context, env *kind.Env) error {
 // error names the image (ids, parallel to normals) of the lowest failing normal.
 func makePseudo(aug augment.Augmenter, gens []string, normals []imgs.Image, ids []string, nTrain, lo, hi int, seed uint64) ([]imgs.Image, error) {
 	out := make([]imgs.Image, (hi-lo)*len(gens))
-	errs := make([]error, hi-lo)
-	workers := min(runtime.GOMAXPROCS(0), hi-lo)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Go(func() {
-			others := make([]imgs.Image, 0, nTrain)
-			for i := lo + w; i < hi; i += workers {
-				if i < nTrain {
-					others = append(append(others[:0], normals[:i]...), normals[i+1:nTrain]...)
-				} else {
-					others = append(others[:0], normals[:nTrain]...)
-				}
-				for gi, g := range gens {
-					rng := rand.New(rand.NewPCG(seed, augmentStream(i, g)))
-					im, err := aug.Apply(g, normals[i], others, rng)
-					if err != nil {
-						errs[i-lo] = fmt.Errorf("image %s: %w", ids[i], err)
-						break
-					}
-					out[(i-lo)*len(gens)+gi] = im
-				}
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
+	others := make([][]imgs.Image, runtime.GOMAXPROCS(0)) // each worker's cutmix pool
+	err := forEachParallel(hi-lo, func(w, k int) error {
+		i := lo + k
+		if i < nTrain {
+			others[w] = append(append(others[w][:0], normals[:i]...), normals[i+1:nTrain]...)
+		} else {
+			others[w] = append(others[w][:0], normals[:nTrain]...)
 		}
+		for gi, g := range gens {
+			rng := rand.New(rand.NewPCG(seed, augmentStream(i, g)))
+			im, err := aug.Apply(g, normals[i], others[w], rng)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", ids[i], err)
+			}
+			out[k*len(gens)+gi] = im
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

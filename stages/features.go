@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/pipe-ahl/pipe/ahl/augment"
@@ -218,21 +216,12 @@ func runFeatures(ctx context.Context, env *kind.Env) error {
 			bs[k] = slices.Clone(b)
 		}
 		out := make([][]imgs.Image, len(idx))
-		errs := make([]error, len(idx))
-		workers := min(runtime.GOMAXPROCS(0), len(idx))
-		var wg sync.WaitGroup
-		for w := 0; w < workers; w++ {
-			wg.Go(func() {
-				for k := w; k < len(idx); k += workers {
-					out[k], errs[k] = decode(idx[k], bs[k], sizes...)
-				}
-			})
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return nil, err
-			}
+		err := forEachParallel(len(idx), func(_, k int) (err error) {
+			out[k], err = decode(idx[k], bs[k], sizes...)
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
 		return out, nil
 	}

@@ -26,31 +26,41 @@ func parallel(n, work int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// scratchPools recycles large buffers, one pool per length: the zero-padded copies of
-// convolution inputs, col2im's matrices, transposed kernels and the activations of training
-// and extraction, which the next chunk needs again at the same sizes.
-var scratchPools sync.Map // int -> *sync.Pool of *[]float32
+// lengthPools recycles slices of one element type, one sync.Pool per length, so that a
+// buffer handed back is handed out again to the next request of the same size.
+type lengthPools[T any] struct{ m sync.Map } // int -> *sync.Pool of *[]T
 
-// getScratch returns a buffer of n floats with undefined contents.
-func getScratch(n int) []float32 {
-	if p, ok := scratchPools.Load(n); ok {
-		if b, ok := p.(*sync.Pool).Get().(*[]float32); ok {
+// get returns a slice of n elements with undefined contents.
+func (ps *lengthPools[T]) get(n int) []T {
+	if p, ok := ps.m.Load(n); ok {
+		if b, ok := p.(*sync.Pool).Get().(*[]T); ok {
 			return (*b)[:n]
 		}
 	}
-	return make([]float32, n)
+	return make([]T, n)
 }
 
-// putScratch hands a buffer back for a later getScratch of its capacity; the caller must not
-// use it afterwards.
-func putScratch(b []float32) {
+// put hands b back for a later get of its capacity; the caller must not use it afterwards.
+func (ps *lengthPools[T]) put(b []T) {
 	if cap(b) == 0 {
 		return
 	}
 	b = b[:cap(b)]
-	p, _ := scratchPools.LoadOrStore(cap(b), &sync.Pool{})
+	p, _ := ps.m.LoadOrStore(cap(b), &sync.Pool{})
 	p.(*sync.Pool).Put(&b)
 }
+
+// scratchPools recycles large buffers: the zero-padded copies of convolution inputs,
+// col2im's matrices, transposed kernels and the activations of training and extraction,
+// which the next chunk needs again at the same sizes.
+var scratchPools lengthPools[float32]
+
+// getScratch returns a buffer of n floats with undefined contents.
+func getScratch(n int) []float32 { return scratchPools.get(n) }
+
+// putScratch hands a buffer back for a later getScratch of its capacity; the caller must not
+// use it afterwards.
+func putScratch(b []float32) { scratchPools.put(b) }
 
 // newScratchAct is newAct with its data from getScratch, so with undefined contents: only for
 // an activation that is written in full before it is read.
@@ -58,27 +68,12 @@ func newScratchAct(c, b, h, w int) act {
 	return act{C: c, B: b, H: h, W: w, Data: getScratch(c * b * h * w)}
 }
 
-// intPools recycles the offset tables of patches, one pool per length, as scratchPools does
-// for floats.
-var intPools sync.Map // int -> *sync.Pool of *[]int
+// intPools recycles the offset tables of patches, as scratchPools does for floats.
+var intPools lengthPools[int]
 
 // getInts returns a slice of n ints with undefined contents.
-func getInts(n int) []int {
-	if p, ok := intPools.Load(n); ok {
-		if b, ok := p.(*sync.Pool).Get().(*[]int); ok {
-			return (*b)[:n]
-		}
-	}
-	return make([]int, n)
-}
+func getInts(n int) []int { return intPools.get(n) }
 
 // putInts hands a slice back for a later getInts of its capacity; the caller must not use it
 // afterwards.
-func putInts(b []int) {
-	if cap(b) == 0 {
-		return
-	}
-	b = b[:cap(b)]
-	p, _ := intPools.LoadOrStore(cap(b), &sync.Pool{})
-	p.(*sync.Pool).Put(&b)
-}
+func putInts(b []int) { intPools.put(b) }
