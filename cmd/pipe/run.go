@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -35,7 +36,7 @@ func (o *RunOptions) AddFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.JSON, "json", false, "print the run as one JSON object on stdout")
 	f.BoolVar(&o.DryRun, "dry-run", false, "report what would run; run and store nothing")
 	f.StringArrayVar(&o.Force, "force", nil, "run every instance of `STAGE` even when cached; repeatable")
-	f.IntVarP(&o.Jobs, "jobs", "j", 1, "run up to `N` independent stage instances at once")
+	f.IntVarP(&o.Jobs, "jobs", "j", defaultJobs, "run up to `N` independent stage instances at once")
 	f.BoolVar(&o.Pin, "pin", false, "pin this run: gc keeps its artifacts even after heads move on")
 	f.StringArrayVar(&o.Only, "only", nil, "run only instance `ID` (as pipe status prints it, e.g. 'train[seed=0,method=ahl]', or a stage name for all its instances); its inputs must be cached locally or in the --remote; repeatable")
 	o.Cluster.AddFlags(cmd)
@@ -55,6 +56,9 @@ func newRunCommand(g *GlobalOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkClusterFlags(cmd, opts, g.Remote); err != nil {
 				return err
+			}
+			if !cmd.Flags().Changed("jobs") && os.Getenv(stageMemEnv) != "" {
+				opts.Jobs = 1 // the profile measures one instance at a time
 			}
 			return runRun(cmd.Context(), g, opts, args[0])
 		},
@@ -134,7 +138,7 @@ func runRun(ctx context.Context, g *GlobalOptions, opts RunOptions, dag string) 
 		defer func() { _ = rem.Close() }() // a bucket handle: every write was closed already
 	}
 
-	limitMemory()
+	limitMemory(opts.Jobs)
 	h := newHumanOutput(g.Stderr, plan)
 	if rem != nil {
 		h.statusWidth = len(remoteCached)
