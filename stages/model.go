@@ -41,6 +41,10 @@ type model struct {
 	Thetas [][]float32
 	KNN    knn.Model
 	Fusion *fusion.Fusion
+	// FusionMode is how Fusion combines the scores: FusionKNN (the weighted sum of the
+	// standardised scores) or FusionResidual (the head's score plus knn's standardised
+	// distance; head weight 1, or 0 when the head was dropped).
+	FusionMode string
 }
 
 // newHead builds m's head through the heads registry.
@@ -69,7 +73,7 @@ func (m *model) meta() tables.Meta {
 		meta[modelMembersKey] = strconv.Itoa(len(m.Thetas))
 	}
 	if f := m.Fusion; f != nil {
-		meta[modelFusionKey] = FusionKNN
+		meta[modelFusionKey] = m.FusionMode
 		meta[modelNeighbourKey] = strconv.Itoa(m.KNN.K)
 		meta[modelFusionWeightKey] = formatFloat(f.HeadWeight)
 		meta[modelFusionHeadKey] = formatFloat(f.Head.Mean) + " " + formatFloat(f.Head.Std)
@@ -148,9 +152,10 @@ func decodeModel(t tables.Model) (*model, error) {
 		return m, nil
 	}
 	if f, ok := t.Meta[modelFusionKey]; ok {
-		if f != FusionKNN {
-			return nil, fmt.Errorf("model metadata %s: %q, want %s", modelFusionKey, f, FusionKNN)
+		if f != FusionKNN && f != FusionResidual {
+			return nil, fmt.Errorf("model metadata %s: %q, want %s or %s", modelFusionKey, f, FusionKNN, FusionResidual)
 		}
+		m.FusionMode = f
 		if err := decodeKNN(); err != nil {
 			return nil, fmt.Errorf("model fused with knn: %w", err)
 		}

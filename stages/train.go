@@ -12,6 +12,7 @@ import (
 	"github.com/pipe-ahl/pipe/ahl/batch"
 	"github.com/pipe-ahl/pipe/ahl/cdl"
 	"github.com/pipe-ahl/pipe/ahl/fmap"
+	"github.com/pipe-ahl/pipe/ahl/fusion"
 	"github.com/pipe-ahl/pipe/ahl/hadg"
 	"github.com/pipe-ahl/pipe/ahl/heads"
 	"github.com/pipe-ahl/pipe/ahl/knn"
@@ -203,8 +204,18 @@ func (p *TrainParams) Validate() error {
 	}
 	switch p.Fusion {
 	case "", FusionKNN:
+	case FusionResidual:
+		if p.Method != MethodAHL && p.Method != MethodDevnet && p.Method != MethodKNN {
+			return fmt.Errorf("fusion: %s trains the head as a residual over knn, which methods ahl and devnet do; method %s does not", p.Fusion, p.Method)
+		}
+		if p.Head != "devnet" && p.Method != MethodKNN {
+			return fmt.Errorf("fusion: %s needs head devnet (its score takes an offset); head is %q", p.Fusion, p.Head)
+		}
+		if p.FusionWeight != 0 {
+			return fmt.Errorf("fusion_weight: %g with fusion: %s, which adds the head's score to knn's at full weight; drop it", p.FusionWeight, p.Fusion)
+		}
 	default:
-		return fmt.Errorf("fusion: %q, want %s or none", p.Fusion, FusionKNN)
+		return fmt.Errorf("fusion: %q, want %s, %s or none", p.Fusion, FusionKNN, FusionResidual)
 	}
 	if p.FusionWeight != 0 && p.Fusion == "" {
 		return fmt.Errorf("fusion_weight: %g without fusion; set fusion: %s or drop it", p.FusionWeight, FusionKNN)
@@ -239,6 +250,9 @@ type trainData struct {
 	Normals, Anomalies []string
 	// Samples are the HADG tasks' samples, for the methods that train on them.
 	Samples []hadg.Sample
+	// Offset, when not nil, is one score offset per pool row that the head learns a residual
+	// over (train.fusion: knn-residual).
+	Offset []float32
 }
 
 // trainer trains one method. It returns the model and the log rows (stages/TABLES.md).
@@ -319,6 +333,14 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 			return fmt.Errorf("scale %d has %d channels, scale 0 has %d; the heads need one channel count", k, m.C, c)
 		}
 	}
+	residual := p.Fusion == FusionResidual && p.Method != MethodKNN
+	var residualKNN knn.Model
+	var residualScale fusion.Scale
+	if residual {
+		if residualKNN, residualScale, d.Offset, err = residualOffsets(env, p, d); err != nil {
+			return err
+		}
+	}
 	m, rows, err := meth.train(ctx, env, p, d)
 	if err != nil {
 		return err
@@ -327,7 +349,12 @@ func runTrain(ctx context.Context, env *kind.Env) error {
 	if err != nil {
 		return err
 	}
-	if p.Fusion == FusionKNN && p.Method != MethodKNN {
+	switch {
+	case residual:
+		if err := finishResidual(env, m, residualKNN, residualScale, d, val); err != nil {
+			return err
+		}
+	case p.Fusion == FusionKNN && p.Method != MethodKNN:
 		if err := fuseWithKNN(env, p, m, d, val); err != nil {
 			return err
 		}
@@ -372,7 +399,9 @@ func trainAHL(ctx context.Context, env *kind.Env, p *TrainParams, d *trainData) 
 	if err != nil {
 		return nil, nil, err
 	}
-	res, err := cdl.Train(ctx, p.cdlConfig(env.Seed, env.Progress), head, d.Pool, d.Samples)
+	cfg := p.cdlConfig(env.Seed, env.Progress)
+	cfg.Offset = d.Offset
+	res, err := cdl.Train(ctx, cfg, head, d.Pool, d.Samples)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -405,7 +434,9 @@ func trainDevnet(ctx context.Context, env *kind.Env, p *TrainParams, d *trainDat
 			lab[i] = heads.Normal
 		}
 	}
-	theta, log, err := baseline.Devnet(ctx, p.devnetConfig(env.Seed, env.Progress), head, d.Pool, batch.AllRows(d.Pool.Len()), lab)
+	cfg := p.devnetConfig(env.Seed, env.Progress)
+	cfg.Offset = d.Offset
+	theta, log, err := baseline.Devnet(ctx, cfg, head, d.Pool, batch.AllRows(d.Pool.Len()), lab)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -10,7 +10,10 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"gonum.org/v1/gonum/stat"
 
+	"github.com/pipe-ahl/pipe/ahl/batch"
+	"github.com/pipe-ahl/pipe/ahl/knn"
 	"github.com/pipe-ahl/pipe/artifacts"
 	"github.com/pipe-ahl/pipe/stages/tables"
 )
@@ -356,7 +359,7 @@ func TestTrainFusion(t *testing.T) {
 		edit func(p *TrainParams)
 		want string
 	}{
-		{func(p *TrainParams) { p.Fusion = "mean" }, `fusion: "mean", want knn or none`},
+		{func(p *TrainParams) { p.Fusion = "mean" }, `fusion: "mean", want knn, knn-residual or none`},
 		{func(p *TrainParams) { p.FusionWeight = 0.5 }, "fusion_weight: 0.5 without fusion"},
 		{func(p *TrainParams) { p.Fusion, p.FusionWeight = FusionKNN, 2 }, "fusion_weight: 2, want 0 < w <= 1"},
 	} {
@@ -412,4 +415,119 @@ func TestTrainFusionDropsInvertedHead(t *testing.T) {
 	if len(warn) != 1 || !strings.Contains(warn[0], "s, method ahl: the head's share of the fused score is 0.33 ± 0.29 over 3 run(s)") {
 		t.Errorf("warnings %q, want one for ahl's dropped head", warn)
 	}
+}
+
+// TestTrainResidual: with fusion knn-residual, the model's knn scale is the mean and sample
+// std of the training normals' leave-one-out knn distances (recomputed here by brute force),
+// the head trains on scores offset by each pool row's standardised leave-one-out distance
+// (so its weights differ from a head trained without them), and score writes the head's
+// score plus knn's standardised distance: the score minus z(knn) is exactly what the decoded
+// head gives each test image. Both methods that train a head take it; dra and an explicit
+// fusion_weight are refused.
+func TestTrainResidual(t *testing.T) {
+	s := newSpotSetVal(t, 6)
+	train, score, eval := s.chain(t, residualParams("devnet"), 1)
+	if got := methodLabel(eval["metrics"]); got != "devnet/devnet+knn-residual" {
+		t.Errorf("evaluate carries method %q, want devnet/devnet+knn-residual", got)
+	}
+	m, err := readModel(train["model"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The training normals are the 18 train-split normals: n00..n17 (n18..n23 are held out).
+	trainSet, err := mapSetFromTable(s.features, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var normalRows []int
+	for r, id := range trainSet.IDs {
+		if strings.HasPrefix(id, "train/good/") && id < "train/good/n18" {
+			normalRows = append(normalRows, r)
+		}
+	}
+	_, d, x, err := knn.Pool(trainSet.Gather(normalRows).Scales)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loo []float64
+	for i := range normalRows {
+		var dist []float64
+		for j := range normalRows {
+			if j == i {
+				continue
+			}
+			var ss float64
+			for f := 0; f < d; f++ {
+				e := float64(x[i*d+f]) - float64(x[j*d+f])
+				ss += e * e
+			}
+			dist = append(dist, math.Sqrt(ss))
+		}
+		slices.Sort(dist)
+		loo = append(loo, (dist[0]+dist[1]+dist[2]+dist[3]+dist[4])/5)
+	}
+	mean := stat.Mean(loo, nil)
+	std := stat.StdDev(loo, nil)
+	f := m.Fusion
+	if m.FusionMode != FusionResidual || f == nil || f.HeadWeight != 1 || math.Abs(f.KNN.Mean-mean) > 1e-9 || math.Abs(f.KNN.Std-std) > 1e-9 {
+		t.Fatalf("model: mode %q, fusion %+v; want %s, head weight 1, knn scale %v ± %v", m.FusionMode, f, FusionResidual, mean, std)
+	}
+	headTrain, _, _ := s.chain(t, quick("devnet", "devnet", 4), 1)
+	head, err := readModel(headTrain["model"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(m.Thetas[0], head.Thetas[0]) {
+		t.Errorf("the residual head's weights equal the plain head's: the offsets did not reach training")
+	}
+	_, knnScore, _ := s.chain(t, quick("knn", "devnet", 0), 1)
+	got, _ := artifacts.Float64Col(score["scores"], "score")
+	ids, _ := artifacts.StringCol(score["scores"], "id")
+	ks, _ := artifacts.Float64Col(knnScore["scores"], "score")
+	testSet, err := mapSetFromTable(s.features, setOf(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := m.headScores(testSet, batch.AllRows(testSet.Len()), nil, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if testSet.IDs[i] != ids[i] {
+			t.Fatalf("test image %d: scores has %s, the feature set %s", i, ids[i], testSet.IDs[i])
+		}
+		if want := hs[i] + (ks[i]-mean)/std; math.Abs(got[i]-want) > 1e-9 {
+			t.Errorf("test image %s: score %v, want head %v + z(knn %v) = %v", ids[i], got[i], hs[i], ks[i], want)
+		}
+	}
+	if auc := metricOf(t, eval["metrics"], "auroc", "all"); auc < 0.9 {
+		t.Errorf("residual devnet: test AUROC %.3f, want >= 0.9 on the spot set", auc)
+	}
+	ahlTrain, _, ahlEval := s.chain(t, residualParams("ahl"), 1)
+	if a, err := readModel(ahlTrain["model"]); err != nil || a.FusionMode != FusionResidual {
+		t.Errorf("ahl residual model: %+v, %v", a, err)
+	}
+	if auc := metricOf(t, ahlEval["metrics"], "auroc", "all"); auc < 0.9 {
+		t.Errorf("residual ahl: test AUROC %.3f, want >= 0.9 on the spot set", auc)
+	}
+	for _, tc := range []struct {
+		edit func(p *TrainParams)
+		want string
+	}{
+		{func(p *TrainParams) { p.Head = "dra" }, `fusion: knn-residual needs head devnet`},
+		{func(p *TrainParams) { p.Method = MethodEnsemble }, "method ensemble does not"},
+		{func(p *TrainParams) { p.FusionWeight = 0.5 }, "fusion_weight: 0.5 with fusion: knn-residual"},
+	} {
+		q := residualParams("ahl")
+		tc.edit(q)
+		if err := q.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one containing %q", q, err, tc.want)
+		}
+	}
+}
+
+func residualParams(method string) *TrainParams {
+	p := quick(method, "devnet", 4)
+	p.Fusion = FusionResidual
+	return p
 }

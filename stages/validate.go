@@ -47,6 +47,9 @@ func (m *model) scoreRows(set fmap.Set, rows []int, ref []fmap.Maps, batchSize i
 	if err != nil {
 		return nil, err
 	}
+	if m.FusionMode == FusionResidual {
+		return residualScores(m.Fusion, s, k)
+	}
 	return m.Fusion.Scores(s, k)
 }
 

@@ -41,6 +41,10 @@ type DevnetConfig struct {
 	LRDecay      float64 `json:"lr_decay"`       // factor per decay, 0.1
 	Seed         uint64  `json:"seed"`
 
+	// Offset, when set, holds one score offset per pool row that is added to the head's
+	// score of that row (heads.Batch.Offset): the head learns a residual over the detector
+	// whose scores the offsets are. The head must be a heads.OffsetTaker.
+	Offset []float32 `json:"-"`
 	// Progress, when set, is called after every epoch with the epochs done and the total.
 	Progress func(done, total int) `json:"-"`
 }
@@ -110,6 +114,9 @@ func Devnet(ctx context.Context, cfg DevnetConfig, head heads.Head, pool fmap.Se
 	if len(normals) == 0 {
 		return nil, nil, fmt.Errorf("baseline: no normal training rows")
 	}
+	if err := heads.CheckOffsets(head, cfg.Offset, pool.Len()); err != nil {
+		return nil, nil, fmt.Errorf("baseline: %w", err)
+	}
 	gather, err := batch.NewGatherer(pool, normals, cfg.NRef, cfg.Seed, streamGatherer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("baseline: %w", err)
@@ -117,6 +124,7 @@ func Devnet(ctx context.Context, cfg DevnetConfig, head heads.Head, pool fmap.Se
 	if _, ok := head.(heads.RefFreeScorer); ok {
 		gather.SkipRef()
 	}
+	gather.Offset = cfg.Offset
 	theta := head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
 	prior := heads.NewPrior(rand.New(rand.NewPCG(cfg.Seed, streamPrior)))
 	grad := make([]float32, len(theta))

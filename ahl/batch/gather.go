@@ -25,6 +25,8 @@ type Gatherer struct {
 	ref     []fmap.Maps
 	pick    []int
 	noRef   bool // SkipRef was called
+	// Offset, when set, is every batch's heads.Batch.Offset: one score offset per pool row.
+	Offset []float32
 }
 
 // NewGatherer returns a gatherer over pool whose references are drawn from refRows (the
@@ -82,10 +84,10 @@ func CheckPool(pool fmap.Set) error {
 // they are, not copied.
 func (g *Gatherer) Batch(rows, labels []int) heads.Batch {
 	if g.noRef {
-		return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels}
+		return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels, Offset: g.Offset}
 	}
 	g.drawRef()
-	return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels, Ref: g.ref}
+	return heads.Batch{X: g.pool.Scales, Rows: rows, Labels: labels, Ref: g.ref, Offset: g.Offset}
 }
 
 // SkipRef makes the following batches come without a reference (Ref nil), for a head that

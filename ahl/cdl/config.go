@@ -29,6 +29,11 @@ type Config struct {
 	PsiSteps        int     `json:"psi_steps"`         // full-batch Adam steps on psi per epoch
 	Seed            uint64  `json:"seed"`              // every random draw derives from it
 
+	// Offset, when set, holds one score offset per pool row that is added to the head's
+	// score of that row in training and in the training samples' scores psi reads
+	// (heads.Batch.Offset): the head then learns a residual over the detector whose scores
+	// the offsets are. The head must be a heads.OffsetTaker.
+	Offset []float32 `json:"-"`
 	// Workers is how many tasks adapt at once; 0 means runtime.GOMAXPROCS(0). Results do not
 	// depend on it.
 	Workers int `json:"-"`

@@ -94,6 +94,7 @@ func newTask(cfg Config, head heads.Head, ts Tasks, pool fmap.Set, i, nWeights i
 	if _, ok := head.(heads.RefFreeScorer); ok {
 		tk.gather.SkipRef()
 	}
+	tk.gather.Offset = cfg.Offset
 	return tk, nil
 }
 
@@ -189,6 +190,9 @@ func newTrainer(cfg Config, head heads.Head, pool fmap.Set, ts Tasks) (*trainer,
 	}
 	if head == nil {
 		return nil, fmt.Errorf("cdl: no head")
+	}
+	if err := heads.CheckOffsets(head, cfg.Offset, pool.Len()); err != nil {
+		return nil, fmt.Errorf("cdl: %w", err)
 	}
 	tr := &trainer{cfg: cfg, head: head, pool: pool, ts: ts}
 	tr.thetaG = head.Init(rand.New(rand.NewPCG(cfg.Seed, streamInit)))
@@ -339,7 +343,7 @@ func (tr *trainer) adaptAndScore(ctx context.Context, score bool) {
 					}
 				}
 				if len(rows) > 0 && tk.err == nil && ctx.Err() == nil {
-					s := tr.head.Scores(tk.theta, heads.Batch{X: tr.pool.Scales, Rows: rows, Ref: tr.scoreRef})
+					s := tr.head.Scores(tk.theta, heads.Batch{X: tr.pool.Scales, Rows: rows, Ref: tr.scoreRef, Offset: tr.cfg.Offset})
 					for j, k := range at {
 						tk.scores[k] = s[j]
 					}

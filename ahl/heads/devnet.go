@@ -168,10 +168,14 @@ func (h *DevNet) Scores(theta []float32, b Batch) []float32 {
 	}
 	inv := 1 / float32(len(b.X))
 	for i := range out {
-		out[i] *= inv
+		out[i] = out[i]*inv + b.OffsetAt(i)
 	}
 	return out
 }
+
+// TakesOffsets marks devnet as a heads.OffsetTaker: its score is the top-k mean plus the
+// image's offset, whose gradient with respect to theta is zero.
+func (h *DevNet) TakesOffsets() {}
 
 // LossGrad returns the deviation loss of the scale-averaged scores, with targets
 // y = [label != 0] (pseudo anomalies count as anomalies), and its gradient.
@@ -209,7 +213,7 @@ func (h *DevNet) LossGradScores(theta []float32, b Batch, prior Prior, grad, sco
 	}
 	y := make([]float32, n)
 	for i := range score {
-		score[i] *= inv
+		score[i] = score[i]*inv + b.OffsetAt(i)
 		if b.Labels[i] != Normal {
 			y[i] = 1
 		}

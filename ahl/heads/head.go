@@ -9,6 +9,7 @@
 package heads
 
 import (
+	"fmt"
 	"math/rand/v2"
 
 	"github.com/pipe-ahl/pipe/ahl/fmap"
@@ -38,11 +39,17 @@ type Spec struct {
 // read in place: training batches address the pool's rows without copying them. Heads read
 // image i of scale s with Map(s, i) and count the images with Len; a head that wants X as
 // one block of B maps (a reference implementation) calls Dense first.
+//
+// Offset, when not nil, is added to every image's score before the loss (a head trained as a
+// residual over another detector, docs/algorithm.md "Score fusion"): one value per row of X,
+// so image i's is Offset[Rows[i]] when Rows is set and Offset[i] otherwise. Heads that
+// implement OffsetTaker accept it; CheckBatch refuses it for the others.
 type Batch struct {
 	X      []fmap.Maps // one per scale: the batch's B maps, or the pool when Rows is set
 	Rows   []int       // when not nil, the B rows of X that are the batch's images
 	Labels []int       // B labels in {Normal, Seen, Pseudo}; nil when scoring
 	Ref    []fmap.Maps // one per scale, each with N = 1
+	Offset []float32   // nil, or one score offset per row of X
 }
 
 // Len returns the number of images B in the batch.
@@ -64,6 +71,18 @@ func (b Batch) Map(s, i int) []float32 {
 	return b.X[s].At(i)
 }
 
+// OffsetAt returns image i's score offset: 0 when b has none.
+func (b Batch) OffsetAt(i int) float32 {
+	switch {
+	case b.Offset == nil:
+		return 0
+	case b.Rows != nil:
+		return b.Offset[b.Rows[i]]
+	default:
+		return b.Offset[i]
+	}
+}
+
 // Slice returns the batch of images i0 .. i1-1 of b (with their labels, when b has labels),
 // sharing b's storage.
 func (b Batch) Slice(i0, i1 int) Batch {
@@ -72,8 +91,11 @@ func (b Batch) Slice(i0, i1 int) Batch {
 		out.Labels = b.Labels[i0:i1:i1]
 	}
 	if b.Rows != nil {
-		out.X, out.Rows = b.X, b.Rows[i0:i1:i1]
+		out.X, out.Rows, out.Offset = b.X, b.Rows[i0:i1:i1], b.Offset
 		return out
+	}
+	if b.Offset != nil {
+		out.Offset = b.Offset[i0:i1:i1]
 	}
 	out.X = make([]fmap.Maps, len(b.X))
 	for s, x := range b.X {
@@ -91,6 +113,12 @@ func (b Batch) Dense() Batch {
 	out := Batch{X: make([]fmap.Maps, len(b.X)), Labels: b.Labels, Ref: b.Ref}
 	for s, x := range b.X {
 		out.X[s] = x.Gather(b.Rows)
+	}
+	if b.Offset != nil {
+		out.Offset = make([]float32, len(b.Rows))
+		for i := range b.Rows {
+			out.Offset[i] = b.OffsetAt(i)
+		}
 	}
 	return out
 }
@@ -119,6 +147,29 @@ type Head interface {
 type RefFreeScorer interface {
 	Head
 	LossGradScores(theta []float32, b Batch, prior Prior, grad, scores []float32) float32
+}
+
+// OffsetTaker is implemented by heads that add a batch's score offsets (Batch.Offset) to
+// their scores, so that they can be trained as a residual over another detector's scores.
+type OffsetTaker interface {
+	Head
+	// TakesOffsets is a marker; it does nothing.
+	TakesOffsets()
+}
+
+// CheckOffsets reports why offset cannot be the score offsets of a pool of n rows for h: h
+// takes none, or there is not one per row. A nil offset is always fine.
+func CheckOffsets(h Head, offset []float32, n int) error {
+	if offset == nil {
+		return nil
+	}
+	if _, ok := h.(OffsetTaker); !ok {
+		return fmt.Errorf("heads %s: the head takes no score offsets (a residual over knn needs the devnet head)", h.Name())
+	}
+	if len(offset) != n {
+		return fmt.Errorf("heads %s: %d score offsets for %d rows", h.Name(), len(offset), n)
+	}
+	return nil
 }
 
 // Checker is implemented by heads with rules of their own for the batches they take (a

@@ -494,3 +494,66 @@ func TestRowsBatch(t *testing.T) {
 		t.Errorf("labels for 2 of 3 rows: error %v", err)
 	}
 }
+
+// TestDevNetOffset checks a batch's score offsets (a residual over another detector): each
+// score is the head's plus the image's offset, in a dense batch and a rows batch alike; the
+// loss is the deviation loss of the offset scores (checked numerically against the float64
+// reference on those scores); and heads that take no offsets refuse them.
+func TestDevNetOffset(t *testing.T) {
+	h, _ := NewDevNet(6)
+	theta := h.Init(newRand(31))
+	theta[len(theta)-1] = 0.2
+	b := testBatch(32, 7, 6, 7, 4, []int{0, 0, 0, 1, 1, 2, 2})
+	plain := h.Scores(theta, b)
+	b.Offset = []float32{1.5, -2, 0, 3.25, -0.5, 4, 0.75}
+	got := h.Scores(theta, b)
+	for i := range got {
+		if want := plain[i] + b.Offset[i]; got[i] != want {
+			t.Errorf("image %d: score %v with offset %v, want %v + %v = %v", i, got[i], b.Offset[i], plain[i], b.Offset[i], want)
+		}
+	}
+	p := NewPrior(newRand(33))
+	gradCheck(t, h, theta, b, p, func(th []float64, r *refState) float64 {
+		s := refDevNetScores(h.Layout(), th, b, r)
+		y := make([]float64, len(s))
+		for i, l := range b.Labels {
+			s[i] += float64(b.Offset[i])
+			if l != Normal {
+				y[i] = 1
+			}
+		}
+		return r.devLoss(s, y, p)
+	})
+	// A rows batch takes the offsets of its pool rows.
+	rows := []int{6, 1, 1, 4}
+	rb := Batch{X: b.X, Rows: rows, Offset: b.Offset}
+	for _, r := range rows {
+		rb.Labels = append(rb.Labels, b.Labels[r])
+	}
+	sr := h.Scores(theta, rb)
+	for i, r := range rows {
+		if sr[i] != got[r] {
+			t.Errorf("rows batch image %d (row %d): score %v, want %v", i, r, sr[i], got[r])
+		}
+	}
+	if sd := h.Scores(theta, rb.Dense()); !slices.Equal(sd, sr) {
+		t.Errorf("Dense lost the offsets: %v, want %v", sd, sr)
+	}
+	if ss := h.Scores(theta, rb.Slice(1, 3)); !slices.Equal(ss, sr[1:3]) {
+		t.Errorf("Slice lost the offsets: %v, want %v", ss, sr[1:3])
+	}
+	gr, gd := make([]float32, len(theta)), make([]float32, len(theta))
+	scores := make([]float32, len(rows))
+	if lr, ld := h.LossGradScores(theta, rb, p, gr, scores), h.LossGrad(theta, rb.Dense(), p, gd); lr != ld || !slices.Equal(gr, gd) || !slices.Equal(scores, sr) {
+		t.Errorf("rows batch with offsets: loss %v, dense %v; scores %v, want %v", lr, ld, scores, sr)
+	}
+	dra, _ := NewDRA(6, 5, 3)
+	if err := CheckBatch(dra, b, true); err == nil || !strings.Contains(err.Error(), "takes no score offsets") {
+		t.Errorf("dra with offsets: error %v", err)
+	}
+	short := b
+	short.Offset = b.Offset[:3]
+	if err := CheckBatch(h, short, true); err == nil || !strings.Contains(err.Error(), "3 score offsets for 7 rows") {
+		t.Errorf("3 offsets for 7 images: error %v", err)
+	}
+}

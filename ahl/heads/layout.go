@@ -89,6 +89,9 @@ func CheckBatch(h Head, b Batch, withLabels bool) error {
 		}
 	}
 	n := b.Len()
+	if err := CheckOffsets(h, b.Offset, b.X[0].N); err != nil {
+		return err
+	}
 	if withLabels || b.Labels != nil {
 		if len(b.Labels) != n {
 			return fmt.Errorf("heads %s: batch has %d labels for %d images", h.Name(), len(b.Labels), n)

@@ -77,6 +77,15 @@ func Fit(normals []fmap.Maps, k int) (Model, error) {
 // same channels as the training maps): the mean distance to its K nearest training normals.
 // The result depends only on the model and the input (no randomness, ties need no order).
 func (m Model) Scores(scales []fmap.Maps) ([]float64, error) {
+	return m.ScoresExcluding(scales, nil)
+}
+
+// ScoresExcluding is Scores with one training normal left out per image: image i's
+// neighbours are drawn from every training normal but row exclude[i] of Train (none when
+// exclude[i] is -1 or exclude is nil). Scoring a training normal without itself, or a pseudo
+// anomaly without the normal it was made from, gives the score an unseen image would get
+// (leave-one-out). With any exclusion the model needs K < N.
+func (m Model) ScoresExcluding(scales []fmap.Maps, exclude []int) ([]float64, error) {
 	if m.K < 1 || m.K > m.N || len(m.Train) != m.N*m.D {
 		return nil, fmt.Errorf("knn: invalid model (k %d, %d normals of %d features, %d values)", m.K, m.N, m.D, len(m.Train))
 	}
@@ -86,6 +95,17 @@ func (m Model) Scores(scales []fmap.Maps) ([]float64, error) {
 	}
 	if d != m.D {
 		return nil, fmt.Errorf("knn: images have %d pooled features, the model %d", d, m.D)
+	}
+	if exclude != nil && len(exclude) != n {
+		return nil, fmt.Errorf("knn: %d rows to exclude for %d images", len(exclude), n)
+	}
+	for i, e := range exclude {
+		if e < -1 || e >= m.N {
+			return nil, fmt.Errorf("knn: image %d excludes training normal %d, outside 0..%d", i, e, m.N-1)
+		}
+		if e >= 0 && m.K >= m.N {
+			return nil, fmt.Errorf("knn: k = %d neighbours from %d training normals less the one left out", m.K, m.N)
+		}
 	}
 	out := make([]float64, n)
 	dist := make([]float64, m.N)
@@ -98,6 +118,9 @@ func (m Model) Scores(scales []fmap.Maps) ([]float64, error) {
 				s += e * e
 			}
 			dist[j] = math.Sqrt(s)
+		}
+		if exclude != nil && exclude[i] >= 0 {
+			dist[exclude[i]] = math.Inf(1)
 		}
 		sort.Float64s(dist)
 		var sum float64

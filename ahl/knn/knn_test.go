@@ -100,3 +100,45 @@ func TestErrors(t *testing.T) {
 		t.Error("zero model: no error")
 	}
 }
+
+// TestScoresExcluding checks leave-one-out scores by hand on the hand case's normals.
+func TestScoresExcluding(t *testing.T) {
+	train := []fmap.Maps{maps1x1([]float32{0, 0}, []float32{3, 0}, []float32{0, 4}, []float32{10, 10})}
+	m, err := Fit(train, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := []fmap.Maps{maps1x1([]float32{0, 0}, []float32{0, 0}, []float32{3, 4})}
+	got, err := m.ScoresExcluding(test, []int{0, -1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{
+		// (0,0) without normal 0: distances 3, 4, 14.14; mean of 3 and 4.
+		3.5,
+		// (0,0) with every normal, as Scores: 0 and 3.
+		1.5,
+		// (3,4) without normal 2 (0,4): distances 5, 4, 9.22; mean of 4 and 5.
+		4.5,
+	}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-9 {
+			t.Errorf("image %d: score %v, want %v", i, got[i], want[i])
+		}
+	}
+	for _, tc := range []struct {
+		exclude []int
+		err     string
+	}{
+		{[]int{0}, "1 rows to exclude for 3 images"},
+		{[]int{0, 4, -1}, "image 1 excludes training normal 4, outside 0..3"},
+	} {
+		if _, err := m.ScoresExcluding(test, tc.exclude); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("exclude %v: error %v, want %q", tc.exclude, err, tc.err)
+		}
+	}
+	all, _ := Fit(train, 4)
+	if _, err := all.ScoresExcluding(test, []int{0, -1, -1}); err == nil || !strings.Contains(err.Error(), "k = 4 neighbours from 4 training normals less the one left out") {
+		t.Errorf("k = N with an exclusion: error %v", err)
+	}
+}
