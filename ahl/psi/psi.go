@@ -249,21 +249,22 @@ func (m *Model) chunkLossGrad(theta []float64, x Sequences, y []float64, a, b in
 // row i holds element i of every sequence and the inner loops run over nb contiguous values.
 type work struct {
 	nb, k int
-	x0    []float64 // layer 0 input: K x T rows (time t, value j: row t*T+j)
-	h0    []float64 // layer 0 hidden states = layer 1 input: K x 2H rows (row t*2H + d*H + j for direction d)
-	h1    []float64 // layer 1 hidden states: K x 2H rows, laid out as h0
-	// h0 and h1 have H more rows, always zero: the hidden state before the first step.
+	x0    []float64       // layer 0 input: K x T rows (time t, value j: row t*T+j)
+	h0    []float64       // layer 0 hidden states = layer 1 input: K x 2H rows (row t*2H + d*H + j for direction d)
+	h1    []float64       // layer 1 hidden states: K x 2H rows, laid out as h0
 	gates [2][2][]float64 // [layer][direction] post-activation gates: K x 4H rows (row t*4H + r)
 	cs    [2][2][]float64 // [layer][direction] cell states: K x H rows
 	da    [2][2][]float64 // [layer][direction] gradient w.r.t. the gates' pre-activations: K x 4H rows
 	dh1   []float64       // gradient w.r.t. layer 1's hidden states from the head: K x 2H rows
 	dx1   []float64       // gradient w.r.t. layer 1's input (layer 0's hidden states): K x 2H rows
-	ao    []int           // lstmGrad's offsets, K each
-	xo    []int
-	ho    []int
-	dhN   []float64 // H rows: dh from the next step
-	dcN   []float64 // H rows: dc from the next step
-	zero  []float64 // H rows of zeros
+	wt    []float64       // runDir's W transpose, at most 2H x 4H
+	ut    []float64       // runDir's U transpose, H x 4H
+	daP   []float64       // lstmGrad's packed gate gradients: K*chunk x 4H
+	xP    []float64       // lstmGrad's packed inputs: K*chunk x at most 3H+8
+	g     []float64       // lstmGrad's gradient tile: 4H x at most 3H+8
+	dhN   []float64       // H rows: dh from the next step
+	dcN   []float64       // H rows: dc from the next step
+	zero  []float64       // H rows of zeros
 	// One sequence's head: z (its last step's layer 1 output, 2H), y1 (FC1 pre-activation),
 	// r (ReLU(y1)), out (T), dout (T), dr and dz (2H).
 	z, y1, r, out, dout, dr, dz []float64
@@ -272,11 +273,12 @@ type work struct {
 func newWork(m *Model, k int) *work {
 	h, t := m.H, m.T
 	rows := func(r int) []float64 { return make([]float64, r*chunk) }
-	w := &work{k: k, x0: rows(k * t), h0: rows(k*2*h + h), h1: rows(k*2*h + h), dh1: rows(k * 2 * h),
+	w := &work{k: k, x0: rows(k * t), h0: rows(k * 2 * h), h1: rows(k * 2 * h), dh1: rows(k * 2 * h),
 		dx1: rows(k * 2 * h), dhN: rows(h), dcN: rows(h), zero: rows(h),
 		z: make([]float64, 2*h), y1: make([]float64, 2*h), r: make([]float64, 2*h), out: make([]float64, t),
 		dout: make([]float64, t), dr: make([]float64, 2*h), dz: make([]float64, 2*h),
-		ao: make([]int, k), xo: make([]int, k), ho: make([]int, k)}
+		wt: make([]float64, 2*h*4*h), ut: make([]float64, h*4*h), daP: make([]float64, k*chunk*4*h),
+		xP: make([]float64, k*chunk*(3*h+8)), g: make([]float64, 4*h*(3*h+8))}
 	for l := 0; l < 2; l++ {
 		for d := 0; d < 2; d++ {
 			w.gates[l][d] = rows(k * 4 * h)
@@ -323,6 +325,9 @@ func (m *Model) runDir(theta []float64, l, d int, xs, hs []float64, w *work) {
 	p := m.off.lstm[l][d]
 	in := p.in
 	gates, cs := w.gates[l][d], w.cs[l][d]
+	wt, ut := w.wt[:in*4*h], w.ut[:h*4*h]
+	transpose(wt, theta[p.w:p.w+4*h*in], 4*h, in)
+	transpose(ut, theta[p.u:p.u+4*h*h], 4*h, h)
 	for s := 0; s < k; s++ {
 		t := pos(s, k, d)
 		hPrev, cPrev := w.zero[:h*nb], w.zero[:h*nb]
@@ -331,8 +336,7 @@ func (m *Model) runDir(theta []float64, l, d int, xs, hs []float64, w *work) {
 			hPrev, cPrev = hs[(tp*2*h+d*h)*nb:(tp*2*h+d*h+h)*nb], cs[tp*h*nb:(tp+1)*h*nb]
 		}
 		g := gates[t*4*h*nb : (t+1)*4*h*nb]
-		affine(g, theta[p.b:p.b+4*h], theta[p.w:p.w+4*h*in], xs[t*in*nb:(t+1)*in*nb],
-			theta[p.u:p.u+4*h*h], hPrev, nb)
+		affine(g, theta[p.b:p.b+4*h], wt, xs[t*in*nb:(t+1)*in*nb], ut, hPrev, nb)
 		for i, v := range g[:2*h*nb] {
 			g[i] = sigmoid(v)
 		}
@@ -468,21 +472,25 @@ func (m *Model) backDir(theta []float64, l, d int, hs, dhs, dx []float64, w *wor
 			dcN[i] = dct * gf
 		}
 		if dx != nil {
-			addT(dx[t*in*nb:(t+1)*in*nb], da, theta[p.w:p.w+4*h*in], nb)
+			// dx[j] += sum_r da[r] W[r][j]
+			gemm(in, nb, 4*h, theta[p.w:p.w+4*h*in], in, da, nb, dx[t*in*nb:(t+1)*in*nb], nb)
 		}
 		if s > 0 { // step 0's dh for the step before it is never used
 			clear(dhN)
-			addT(dhN, da, theta[p.u:p.u+4*h*h], nb)
+			gemm(h, nb, 4*h, theta[p.u:p.u+4*h*h], h, da, nb, dhN, nb)
 		}
 	}
 }
 
 // lstmGrad adds into grad the LSTM weights' gradient of the batch, from w.da and the states:
 // every element adds its terms sequence by sequence and, within a sequence, step by step from
-// the last processing step to the first, as a one-sequence backward pass does.
+// the last processing step to the first, as a one-sequence backward pass does. For each
+// direction it packs the gate gradients (one row of 4H per sequence and step, in that order)
+// and the matching inputs, previous hidden states and a 1 for the bias (one row of cp per
+// sequence and step), and adds their product into the weights' gradient with gemm, whose sums
+// run in row order.
 func (m *Model) lstmGrad(grad []float64, w *work) {
 	h, nb, k := m.H, w.nb, w.k
-	zeros := k * 2 * h * chunk // h0 and h1 end in H rows of zeros of any length up to chunk
 	for l := 0; l < 2; l++ {
 		xs, hs := w.x0, w.h0
 		if l == 1 {
@@ -491,166 +499,75 @@ func (m *Model) lstmGrad(grad []float64, w *work) {
 		for d := 0; d < 2; d++ {
 			p := m.off.lstm[l][d]
 			in := p.in
+			cp := (in + h + 1 + 7) &^ 7
 			da := w.da[l][d]
-			for r := 0; r < 4*h; r++ {
-				// Each processing step's gate gradient, input and previous hidden state, in
-				// the order backDir visits the steps (rows of nb values).
-				for i := 0; i < k; i++ {
-					s := k - 1 - i
-					t := pos(s, k, d)
-					w.ao[i] = (t*4*h + r) * nb
-					w.xo[i] = t * in * nb
-					w.ho[i] = zeros
-					if s > 0 {
-						w.ho[i] = (pos(s-1, k, d)*2*h + d*h) * nb
+			daP, xP, g := w.daP[:nb*k*4*h], w.xP[:nb*k*cp], w.g[:4*h*cp]
+			clear(xP)
+			for i := 0; i < k; i++ {
+				s := k - 1 - i
+				t := pos(s, k, d)
+				for r := 0; r < 4*h; r++ {
+					row := da[(t*4*h+r)*nb : (t*4*h+r+1)*nb]
+					for n, v := range row {
+						daP[(n*k+i)*4*h+r] = v
 					}
 				}
-				gb := outer(grad[p.w+r*in:p.w+(r+1)*in], grad[p.b+r], da, xs, w.ao, w.xo, nb)
-				grad[p.b+r] = gb
-				outer(grad[p.u+r*h:p.u+(r+1)*h], 0, da, hs, w.ao, w.ho, nb)
+				for j := 0; j < in; j++ {
+					row := xs[(t*in+j)*nb : (t*in+j+1)*nb]
+					for n, v := range row {
+						xP[(n*k+i)*cp+j] = v
+					}
+				}
+				if s > 0 {
+					tp := pos(s-1, k, d)
+					for j := 0; j < h; j++ {
+						row := hs[(tp*2*h+d*h+j)*nb : (tp*2*h+d*h+j+1)*nb]
+						for n, v := range row {
+							xP[(n*k+i)*cp+in+j] = v
+						}
+					}
+				}
+				for n := 0; n < nb; n++ {
+					xP[(n*k+i)*cp+in+h] = 1 // da*1 is da: the bias's term
+				}
+			}
+			for r := 0; r < 4*h; r++ {
+				gr := g[r*cp : (r+1)*cp]
+				copy(gr, grad[p.w+r*in:p.w+(r+1)*in])
+				copy(gr[in:], grad[p.u+r*h:p.u+(r+1)*h])
+				gr[in+h] = grad[p.b+r]
+			}
+			gemm(4*h, cp, nb*k, daP, 4*h, xP, cp, g, cp)
+			for r := 0; r < 4*h; r++ {
+				gr := g[r*cp : (r+1)*cp]
+				copy(grad[p.w+r*in:p.w+(r+1)*in], gr)
+				copy(grad[p.u+r*h:p.u+(r+1)*h], gr[in:])
+				grad[p.b+r] = gr[in+h]
 			}
 		}
 	}
 }
 
-// outer adds into g[j] (for each j of g) the terms da[ao[i]+n] * src[so[i]+j*nb+n] for
-// sequences n = 0..nb-1 and, within a sequence, steps i = 0..len(ao)-1, in that order. It
-// also returns gb plus the terms da[ao[i]+n] in the same order (a bias's gradient).
-func outer(g []float64, gb float64, da, src []float64, ao, so []int, nb int) float64 {
-	k := len(ao)
-	so = so[:k]
-	j := 0
-	for ; j+4 <= len(g); j += 4 {
-		g0, g1, g2, g3 := g[j], g[j+1], g[j+2], g[j+3]
-		b := gb
-		for n := 0; n < nb; n++ {
-			for i, a := range ao {
-				dv := da[a+n]
-				o := so[i] + j*nb + n
-				x := src[o : o+3*nb+1 : o+3*nb+1]
-				b += dv
-				g0 += dv * x[0]
-				g1 += dv * x[nb]
-				g2 += dv * x[2*nb]
-				g3 += dv * x[3*nb]
-			}
-		}
-		g[j], g[j+1], g[j+2], g[j+3] = g0, g1, g2, g3
-		if j == 0 {
-			gb = b
-		}
-	}
-	switch len(g) - j {
-	case 3:
-		g0, g1, g2 := g[j], g[j+1], g[j+2]
-		for n := 0; n < nb; n++ {
-			for i, a := range ao {
-				dv := da[a+n]
-				o := so[i] + j*nb + n
-				x := src[o : o+2*nb+1 : o+2*nb+1]
-				g0 += dv * x[0]
-				g1 += dv * x[nb]
-				g2 += dv * x[2*nb]
-			}
-		}
-		g[j], g[j+1], g[j+2] = g0, g1, g2
-	case 2:
-		g0, g1 := g[j], g[j+1]
-		for n := 0; n < nb; n++ {
-			for i, a := range ao {
-				dv := da[a+n]
-				o := so[i] + j*nb + n
-				x := src[o : o+nb+1 : o+nb+1]
-				g0 += dv * x[0]
-				g1 += dv * x[nb]
-			}
-		}
-		g[j], g[j+1] = g0, g1
-	case 1:
-		g0 := g[j]
-		for n := 0; n < nb; n++ {
-			for i, a := range ao {
-				g0 += da[a+n] * src[so[i]+j*nb+n]
-			}
-		}
-		g[j] = g0
-	}
-	if j == 0 { // fewer than 4 columns: the bias's terms were not added above
-		for n := 0; n < nb; n++ {
-			for _, a := range ao {
-				gb += da[a+n]
-			}
-		}
-	}
-	return gb
-}
-
-// affine sets out's rows r (of nb values) to b[r] + sum_j w[r][j] x[j] + sum_j u[r][j] hp[j],
-// adding the terms in that order for each value; w is len(b) x in, u len(b) x H, x in rows
-// and hp H rows, all row-major.
-func affine(out, b, w, x, u, hp []float64, nb int) {
-	in, h := len(w)/len(b), len(u)/len(b)
+// affine sets out's rows r (of nb values) to b[r] + sum_j W[r][j] x[j] + sum_j U[r][j] hp[j],
+// adding the terms in that order for each value; wt is W's transpose (in x len(b)), ut U's
+// (H x len(b)), x in rows and hp H rows.
+func affine(out, b, wt, x, ut, hp []float64, nb int) {
+	m := len(b)
 	for r, br := range b {
-		wr, ur := w[r*in:(r+1)*in], u[r*h:(r+1)*h]
 		o := out[r*nb : (r+1)*nb]
-		n := 0
-		for ; n+4 <= nb; n += 4 {
-			a0, a1, a2, a3 := br, br, br, br
-			for j, v := range wr {
-				xr := x[j*nb+n : j*nb+n+4 : j*nb+n+4]
-				a0 += v * xr[0]
-				a1 += v * xr[1]
-				a2 += v * xr[2]
-				a3 += v * xr[3]
-			}
-			for j, v := range ur {
-				xr := hp[j*nb+n : j*nb+n+4 : j*nb+n+4]
-				a0 += v * xr[0]
-				a1 += v * xr[1]
-				a2 += v * xr[2]
-				a3 += v * xr[3]
-			}
-			o[n], o[n+1], o[n+2], o[n+3] = a0, a1, a2, a3
-		}
-		for ; n < nb; n++ {
-			a := br
-			for j, v := range wr {
-				a += v * x[j*nb+n]
-			}
-			for j, v := range ur {
-				a += v * hp[j*nb+n]
-			}
-			o[n] = a
+		for n := range o {
+			o[n] = br
 		}
 	}
+	gemm(m, nb, len(wt)/m, wt, m, x, nb, out, nb)
+	gemm(m, nb, len(ut)/m, ut, m, hp, nb, out, nb)
 }
 
-// addT adds into dst's rows j (of nb values) sum_r da[r] w[r][j], adding the terms in order of
-// r for each value; w is rows x cols row-major, da rows rows and dst cols rows.
-func addT(dst, da, w []float64, nb int) {
-	cols := len(dst) / nb
-	rows := len(w) / cols
-	for j := 0; j < cols; j++ {
-		o := dst[j*nb : (j+1)*nb]
-		n := 0
-		for ; n+4 <= nb; n += 4 {
-			a0, a1, a2, a3 := o[n], o[n+1], o[n+2], o[n+3]
-			for r := 0; r < rows; r++ {
-				v := w[r*cols+j]
-				dr := da[r*nb+n : r*nb+n+4 : r*nb+n+4]
-				a0 += dr[0] * v
-				a1 += dr[1] * v
-				a2 += dr[2] * v
-				a3 += dr[3] * v
-			}
-			o[n], o[n+1], o[n+2], o[n+3] = a0, a1, a2, a3
-		}
-		for ; n < nb; n++ {
-			a := o[n]
-			for r := 0; r < rows; r++ {
-				a += da[r*nb+n] * w[r*cols+j]
-			}
-			o[n] = a
+// transpose writes the transpose of a (rows x cols, row-major) into t.
+func transpose(t, a []float64, rows, cols int) {
+	for r := 0; r < rows; r++ {
+		for c, v := range a[r*cols : (r+1)*cols] {
+			t[c*rows+r] = v
 		}
 	}
 }

@@ -265,8 +265,17 @@ func TestErrors(t *testing.T) {
 // TestBatchedMatchesOld checks that the batched passes give bit for bit the results of psi's
 // original one-sequence-at-a-time passes (old_test.go): the losses, the weights after several
 // Adam steps and the predictions, for batch sizes around the chunk size, short and long
-// sequences, several T and one or two cores.
+// sequences, several T and one or two cores, with gemm's assembly kernels and without.
 func TestBatchedMatchesOld(t *testing.T) {
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		testBatchedMatchesOld(t)
+		asmKernel = saved
+	}
+}
+
+func testBatchedMatchesOld(t *testing.T) {
 	procs := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(procs)
 	for _, p := range []int{1, 2} {
@@ -284,12 +293,12 @@ func TestBatchedMatchesOld(t *testing.T) {
 						}
 						lb := b.oldTrain(x, y, 2)
 						if la != lb {
-							t.Fatalf("procs %d T %d K %d N %d step %d: loss %v, original %v", p, T, K, N, step, la, lb)
+							t.Fatalf("asm %v procs %d T %d K %d N %d step %d: loss %v, original %v", asmKernel, p, T, K, N, step, la, lb)
 						}
 					}
 					for i, v := range a.Weights() {
 						if w := b.Weights()[i]; math.Float64bits(v) != math.Float64bits(w) {
-							t.Fatalf("procs %d T %d K %d N %d: weight %d is %v, original %v", p, T, K, N, i, v, w)
+							t.Fatalf("asm %v procs %d T %d K %d N %d: weight %d is %v, original %v", asmKernel, p, T, K, N, i, v, w)
 						}
 					}
 					pa, err := a.Predict(x)
@@ -298,7 +307,7 @@ func TestBatchedMatchesOld(t *testing.T) {
 					}
 					for i, v := range b.oldPredict(x) {
 						if math.Float64bits(pa[i]) != math.Float64bits(v) {
-							t.Fatalf("procs %d T %d K %d N %d: prediction %d is %v, original %v", p, T, K, N, i, pa[i], v)
+							t.Fatalf("asm %v procs %d T %d K %d N %d: prediction %d is %v, original %v", asmKernel, p, T, K, N, i, pa[i], v)
 						}
 					}
 				}
