@@ -11,25 +11,37 @@ func topK(n int) int {
 // topKMeanAbs returns the mean of the k largest |z_p| and writes their positions, in
 // decreasing order of |z| (ties: lower position first), into idx (len k). The sum runs in
 // that order, so the result depends only on z.
+//
+// It keeps the k largest so far sorted by insertion, with their |z| beside idx in av so that
+// the comparisons read no z through idx.
 func topKMeanAbs(z []float32, idx []int) float32 {
 	k := len(idx)
-	n := 0 // positions held in idx so far, sorted by decreasing |z|
+	var buf [128]float32
+	var av []float32
+	if k <= len(buf) {
+		av = buf[:k]
+	} else {
+		av = make([]float32, k)
+	}
+	n := 0 // positions held in idx so far
+	var least float32
 	for p, v := range z {
 		a := abs32(v)
-		if n == k && a <= abs32(z[idx[k-1]]) {
+		if n == k && a <= least {
 			continue
 		}
 		j := min(n, k-1)
-		for j > 0 && a > abs32(z[idx[j-1]]) {
-			idx[j] = idx[j-1]
+		for j > 0 && a > av[j-1] {
+			idx[j], av[j] = idx[j-1], av[j-1]
 			j--
 		}
-		idx[j] = p
+		idx[j], av[j] = p, a
 		n = min(n+1, k)
+		least = av[k-1]
 	}
 	var s float32
-	for _, p := range idx {
-		s += abs32(z[p])
+	for _, a := range av {
+		s += a
 	}
 	return s / float32(k)
 }
