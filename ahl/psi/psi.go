@@ -254,6 +254,7 @@ type work struct {
 	h1    []float64       // layer 1 hidden states: K x 2H rows, laid out as h0
 	gates [2][2][]float64 // [layer][direction] post-activation gates: K x 4H rows (row t*4H + r)
 	cs    [2][2][]float64 // [layer][direction] cell states: K x H rows
+	tc    [2][2][]float64 // [layer][direction] tanh of the cell states: K x H rows
 	da    [2][2][]float64 // [layer][direction] gradient w.r.t. the gates' pre-activations: K x 4H rows
 	dh1   []float64       // gradient w.r.t. layer 1's hidden states from the head: K x 2H rows
 	dx1   []float64       // gradient w.r.t. layer 1's input (layer 0's hidden states): K x 2H rows
@@ -283,6 +284,7 @@ func newWork(m *Model, k int) *work {
 		for d := 0; d < 2; d++ {
 			w.gates[l][d] = rows(k * 4 * h)
 			w.cs[l][d] = rows(k * h)
+			w.tc[l][d] = rows(k * h)
 			w.da[l][d] = rows(k * 4 * h)
 		}
 	}
@@ -348,11 +350,14 @@ func (m *Model) runDir(theta []float64, l, d int, xs, hs []float64, w *work) {
 		}
 		gi, gf, gg, gout := g[:h*nb], g[h*nb:2*h*nb], g[2*h*nb:3*h*nb], g[3*h*nb:4*h*nb]
 		ct := cs[t*h*nb : (t+1)*h*nb]
+		tct := w.tc[l][d][t*h*nb : (t+1)*h*nb]
 		ht := hs[(t*2*h+d*h)*nb : (t*2*h+d*h+h)*nb]
 		for i := range ct {
 			cj := gf[i]*cPrev[i] + gi[i]*gg[i]
 			ct[i] = cj
-			ht[i] = gout[i] * math.Tanh(cj)
+			tc := math.Tanh(cj)
+			tct[i] = tc
+			ht[i] = gout[i] * tc
 		}
 	}
 }
@@ -458,11 +463,10 @@ func (m *Model) backDir(theta []float64, l, d int, hs, dhs, dx []float64, w *wor
 		gi, gf, gg, gout := g[:h*nb], g[h*nb:2*h*nb], g[2*h*nb:3*h*nb], g[3*h*nb:4*h*nb]
 		da := w.da[l][d][t*4*h*nb : (t+1)*4*h*nb]
 		dai, daf, dag, dao := da[:h*nb], da[h*nb:2*h*nb], da[2*h*nb:3*h*nb], da[3*h*nb:4*h*nb]
-		ct := cs[t*h*nb : (t+1)*h*nb]
+		tct := w.tc[l][d][t*h*nb : (t+1)*h*nb]
 		dh := dhs[(t*2*h+d*h)*nb : (t*2*h+d*h+h)*nb]
-		for i := range ct {
+		for i, tc := range tct {
 			gi, gf, gg, gout := gi[i], gf[i], gg[i], gout[i]
-			tc := math.Tanh(ct[i])
 			dht := dh[i] + dhN[i]
 			dct := dht*gout*(1-tc*tc) + dcN[i]
 			dai[i] = dct * gg * gi * (1 - gi)
