@@ -46,6 +46,8 @@ func (s Sequences) Check() error {
 // order input, forget, cell, output (PyTorch's order; one bias where PyTorch has two equal in
 // effect), in = T for layer 0 and 2H for layer 1; then FC1 weight (2H x 2H), FC1 bias (2H),
 // FC2 weight (T x 2H), FC2 bias (T). H = T.
+//
+// A Model keeps its scratch between calls: it is not safe for concurrent use.
 type Model struct {
 	T, H  int
 	theta []float64
@@ -54,6 +56,7 @@ type Model struct {
 	lr    float64
 	off   offsets
 	parts [][]float64 // per-chunk gradients
+	works []*work     // per-goroutine scratch of the batched passes
 }
 
 type offsets struct {
@@ -172,14 +175,21 @@ func (m *Model) Train(x Sequences, targets []float64, steps int) (float64, error
 const chunk = 64
 
 // eachChunk calls f(i, a, b, w) for every chunk i of sequences a..b-1 of n, spread over
-// GOMAXPROCS goroutines, each with its own scratch w.
+// GOMAXPROCS goroutines, each with its own scratch w (kept in the model for the next call).
 func (m *Model) eachChunk(n, k int, f func(i, a, b int, w *work)) {
 	nc := (n + chunk - 1) / chunk
+	workers := max(1, min(runtime.GOMAXPROCS(0), nc))
+	for len(m.works) < workers {
+		m.works = append(m.works, nil)
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range max(1, min(runtime.GOMAXPROCS(0), nc)) {
+	for g := range workers {
+		if m.works[g] == nil || m.works[g].k != k {
+			m.works[g] = newWork(m, k)
+		}
+		w := m.works[g]
 		wg.Go(func() {
-			w := newWork(m, k)
 			for i := range next {
 				f(i, i*chunk, min((i+1)*chunk, n), w)
 			}
