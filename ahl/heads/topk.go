@@ -12,17 +12,16 @@ func topK(n int) int {
 // decreasing order of |z| (ties: lower position first), into idx (len k). The sum runs in
 // that order, so the result depends only on z.
 //
-// It keeps the k largest so far sorted by insertion, with their |z| beside idx in av so that
-// the comparisons read no z through idx.
+// It keeps the k largest so far sorted by insertion. For k up to 32 (maps up to 18 x 18) it
+// keeps their |z| beside idx, so that the insertion loop reads no z through idx; larger k
+// take the same steps reading z[idx[j]].
 func topKMeanAbs(z []float32, idx []int) float32 {
 	k := len(idx)
-	var buf [128]float32
-	var av []float32
-	if k <= len(buf) {
-		av = buf[:k]
-	} else {
-		av = make([]float32, k)
+	if k > 32 {
+		return topKMeanAbsIdx(z, idx)
 	}
+	var buf [32]float32
+	av := buf[:k]
 	n := 0 // positions held in idx so far
 	var least float32
 	for p, v := range z {
@@ -42,6 +41,30 @@ func topKMeanAbs(z []float32, idx []int) float32 {
 	var s float32
 	for _, a := range av {
 		s += a
+	}
+	return s / float32(k)
+}
+
+// topKMeanAbsIdx is topKMeanAbs reading the selected values through idx.
+func topKMeanAbsIdx(z []float32, idx []int) float32 {
+	k := len(idx)
+	n := 0 // positions held in idx so far, sorted by decreasing |z|
+	for p, v := range z {
+		a := abs32(v)
+		if n == k && a <= abs32(z[idx[k-1]]) {
+			continue
+		}
+		j := min(n, k-1)
+		for j > 0 && a > abs32(z[idx[j-1]]) {
+			idx[j] = idx[j-1]
+			j--
+		}
+		idx[j] = p
+		n = min(n+1, k)
+	}
+	var s float32
+	for _, p := range idx {
+		s += abs32(z[p])
 	}
 	return s / float32(k)
 }
