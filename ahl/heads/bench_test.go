@@ -1,6 +1,7 @@
 package heads
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -207,6 +208,26 @@ func BenchmarkGorgoniaLossGrad(b *testing.B) {
 			for i := range b.N {
 				if _, err := GorgoniaLossGrad(h, theta, benchData[i%len(benchData)], p, grad); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTopKMeanAbs is the top-k score of 100 maps of 16 x 16 (k = 25) and 8 x 8 (k = 6)
+// positions, the ELPV convnet's two scales.
+func BenchmarkTopKMeanAbs(b *testing.B) {
+	for _, n := range []int{256, 64} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			z := make([]float32, 100*n)
+			for i := range z {
+				z[i] = float32(rng.NormFloat64())
+			}
+			idx := make([]int, topK(n))
+			for b.Loop() {
+				for i := 0; i < 100; i++ {
+					topKMeanAbs(z[i*n:(i+1)*n], idx)
 				}
 			}
 		})

@@ -426,6 +426,43 @@ func TestTopKMeanAbs(t *testing.T) {
 			}
 		}
 	}
+	// Random rows, ties and zeros included, against sorting: the positions stably sorted by
+	// decreasing |z|, the first k summed in that order.
+	rng := newRand(12)
+	for it := 0; it < 3000; it++ {
+		n := 1 + rng.IntN(2000)
+		z := make([]float32, n)
+		for i := range z {
+			z[i] = float32(rng.NormFloat64())
+			if rng.IntN(4) == 0 {
+				z[i] = float32(rng.IntN(5)) - 2
+			}
+		}
+		k := topK(n)
+		pos := make([]int, n)
+		for i := range pos {
+			pos[i] = i
+		}
+		abs := func(v float32) float32 { return float32(math.Abs(float64(v))) }
+		slices.SortStableFunc(pos, func(a, b int) int {
+			switch {
+			case abs(z[a]) > abs(z[b]):
+				return -1
+			case abs(z[a]) < abs(z[b]):
+				return 1
+			}
+			return 0
+		})
+		var want float32
+		for _, p := range pos[:k] {
+			want += abs(z[p])
+		}
+		want /= float32(k)
+		idx := make([]int, k)
+		if got := topKMeanAbs(z, idx); math.Float32bits(got) != math.Float32bits(want) || !slices.Equal(idx, pos[:k]) {
+			t.Fatalf("n = %d, k = %d: topKMeanAbs %v at %v, sorting gives %v at %v", n, k, got, idx, want, pos[:k])
+		}
+	}
 	for n, want := range map[int]int{1: 1, 9: 1, 16: 1, 19: 1, 20: 2, 49: 4, 196: 19} {
 		if got := topK(n); got != want {
 			t.Errorf("topK(%d) = %d, want %d", n, got, want)

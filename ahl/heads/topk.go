@@ -11,7 +11,42 @@ func topK(n int) int {
 // topKMeanAbs returns the mean of the k largest |z_p| and writes their positions, in
 // decreasing order of |z| (ties: lower position first), into idx (len k). The sum runs in
 // that order, so the result depends only on z.
+//
+// It keeps the k largest so far sorted by insertion. For k up to 32 (maps up to 18 x 18) it
+// keeps their |z| beside idx, so that the insertion loop reads no z through idx; larger k
+// take the same steps reading z[idx[j]].
 func topKMeanAbs(z []float32, idx []int) float32 {
+	k := len(idx)
+	if k > 32 {
+		return topKMeanAbsIdx(z, idx)
+	}
+	var buf [32]float32
+	av := buf[:k]
+	n := 0 // positions held in idx so far
+	var least float32
+	for p, v := range z {
+		a := abs32(v)
+		if n == k && a <= least {
+			continue
+		}
+		j := min(n, k-1)
+		for j > 0 && a > av[j-1] {
+			idx[j], av[j] = idx[j-1], av[j-1]
+			j--
+		}
+		idx[j], av[j] = p, a
+		n = min(n+1, k)
+		least = av[k-1]
+	}
+	var s float32
+	for _, a := range av {
+		s += a
+	}
+	return s / float32(k)
+}
+
+// topKMeanAbsIdx is topKMeanAbs reading the selected values through idx.
+func topKMeanAbsIdx(z []float32, idx []int) float32 {
 	k := len(idx)
 	n := 0 // positions held in idx so far, sorted by decreasing |z|
 	for p, v := range z {

@@ -46,6 +46,8 @@ func (s Sequences) Check() error {
 // order input, forget, cell, output (PyTorch's order; one bias where PyTorch has two equal in
 // effect), in = T for layer 0 and 2H for layer 1; then FC1 weight (2H x 2H), FC1 bias (2H),
 // FC2 weight (T x 2H), FC2 bias (T). H = T.
+//
+// A Model keeps its scratch between calls: it is not safe for concurrent use.
 type Model struct {
 	T, H  int
 	theta []float64
@@ -54,6 +56,7 @@ type Model struct {
 	lr    float64
 	off   offsets
 	parts [][]float64 // per-chunk gradients
+	works []*work     // per-goroutine scratch of the batched passes
 }
 
 type offsets struct {
@@ -137,10 +140,12 @@ func (m *Model) Predict(x Sequences) ([]float64, error) {
 		return nil, err
 	}
 	out := make([]float64, x.N*m.T)
-	c := newCache(m, x.K)
-	for n := 0; n < x.N; n++ {
-		copy(out[n*m.T:(n+1)*m.T], m.forward(m.theta, x.Data[n*x.K*x.T:(n+1)*x.K*x.T], c))
-	}
+	m.eachChunk(x.N, x.K, func(_, a, b int, w *work) {
+		m.forwardBatch(m.theta, x, a, b, w)
+		for n := a; n < b; n++ {
+			copy(out[n*m.T:(n+1)*m.T], m.head(m.theta, w, n-a))
+		}
+	})
 	return out, nil
 }
 
@@ -164,9 +169,38 @@ func (m *Model) Train(x Sequences, targets []float64, steps int) (float64, error
 	return loss, nil
 }
 
-// chunk is the number of sequences whose gradient one goroutine accumulates; the chunks'
-// gradients are summed in chunk order, so the result does not depend on the number of cores.
+// chunk is the number of sequences one goroutine processes in lockstep and whose gradient it
+// accumulates; the chunks' gradients are summed in chunk order, so the result does not depend
+// on the number of cores.
 const chunk = 64
+
+// eachChunk calls f(i, a, b, w) for every chunk i of sequences a..b-1 of n, spread over
+// GOMAXPROCS goroutines, each with its own scratch w (kept in the model for the next call).
+func (m *Model) eachChunk(n, k int, f func(i, a, b int, w *work)) {
+	nc := (n + chunk - 1) / chunk
+	workers := max(1, min(runtime.GOMAXPROCS(0), nc))
+	for len(m.works) < workers {
+		m.works = append(m.works, nil)
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for g := range workers {
+		if m.works[g] == nil || m.works[g].k != k {
+			m.works[g] = newWork(m, k)
+		}
+		w := m.works[g]
+		wg.Go(func() {
+			for i := range next {
+				f(i, i*chunk, min((i+1)*chunk, n), w)
+			}
+		})
+	}
+	for i := 0; i < nc; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
 
 // lossGrad returns the mean squared error of theta on (x, y) and writes its gradient into grad.
 func (m *Model) lossGrad(theta []float64, x Sequences, y []float64, grad []float64) float64 {
@@ -178,22 +212,9 @@ func (m *Model) lossGrad(theta []float64, x Sequences, y []float64, grad []float
 		}
 	}
 	losses := make([]float64, nc)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range max(1, min(runtime.GOMAXPROCS(0), nc)) {
-		wg.Go(func() {
-			c := newCache(m, x.K)
-			for i := range next {
-				a, b := i*chunk, min((i+1)*chunk, x.N)
-				losses[i] = m.chunkLossGrad(theta, x, y, a, b, c, m.parts[i])
-			}
-		})
-	}
-	for i := 0; i < nc; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	m.eachChunk(x.N, x.K, func(i, a, b int, w *work) {
+		losses[i] = m.chunkLossGrad(theta, x, y, a, b, w, m.parts[i])
+	})
 	clear(grad)
 	var loss float64
 	for i := 0; i < nc; i++ {
@@ -207,102 +228,80 @@ func (m *Model) lossGrad(theta []float64, x Sequences, y []float64, grad []float
 
 // chunkLossGrad returns the squared-error sum of sequences a..b-1 divided by N*T, and writes
 // its gradient into grad.
-func (m *Model) chunkLossGrad(theta []float64, x Sequences, y []float64, a, b int, c *cache, grad []float64) float64 {
+//
+// The sequences run through the LSTM in lockstep, but every value of one sequence is computed
+// with the same floating-point operations in the same order as if it ran alone, and every
+// gradient element adds its terms in the order of a sequence-by-sequence backward pass
+// (sequence by sequence, within one the time steps as backDir visits them), so the result is
+// bit for bit that of the one-sequence-at-a-time passes TestBatchedMatchesOld keeps.
+func (m *Model) chunkLossGrad(theta []float64, x Sequences, y []float64, a, b int, w *work, grad []float64) float64 {
 	clear(grad)
 	var loss float64
 	scale := 1 / float64(x.N*m.T)
-	dout := make([]float64, m.T)
+	m.forwardBatch(theta, x, a, b, w)
+	clear(w.dh1)
 	for n := a; n < b; n++ {
-		out := m.forward(theta, x.Data[n*x.K*x.T:(n+1)*x.K*x.T], c)
+		out := m.head(theta, w, n-a)
 		for k, v := range out {
 			d := v - y[n*m.T+k]
 			loss += d * d
-			dout[k] = 2 * d * scale
+			w.dout[k] = 2 * d * scale
 		}
-		m.backward(theta, c, dout, grad)
+		m.headBack(theta, w, n-a, grad)
 	}
+	m.backwardBatch(theta, w)
+	m.lstmGrad(grad, w)
 	return loss * scale
 }
 
-// dirCache holds one direction of one layer over a sequence: post-activation gates (K x 4H),
-// cell states and hidden states (K x H), indexed by time position.
-type dirCache struct {
-	gates, c, h []float64
+// work holds one goroutine's scratch for a batch of nb <= chunk sequences run in lockstep.
+// Its batch arrays are structure-of-arrays: "rows" of nb values, one per sequence, so that
+// row i holds element i of every sequence and the inner loops run over nb contiguous values.
+type work struct {
+	nb, k int
+	x0    []float64       // layer 0 input: K x T rows (time t, value j: row t*T+j)
+	h0    []float64       // layer 0 hidden states = layer 1 input: K x 2H rows (row t*2H + d*H + j for direction d)
+	h1    []float64       // layer 1 hidden states: K x 2H rows, laid out as h0
+	gates [2][2][]float64 // [layer][direction] post-activation gates: K x 4H rows (row t*4H + r)
+	cs    [2][2][]float64 // [layer][direction] cell states: K x H rows
+	tc    [2][2][]float64 // [layer][direction] tanh of the cell states: K x H rows
+	da    [2][2][]float64 // [layer][direction] gradient w.r.t. the gates' pre-activations: K x 4H rows
+	dh1   []float64       // gradient w.r.t. layer 1's hidden states from the head: K x 2H rows
+	dx1   []float64       // gradient w.r.t. layer 1's input (layer 0's hidden states): K x 2H rows
+	wt    []float64       // runDir's W transpose, at most 2H x 4H
+	ut    []float64       // runDir's U transpose, H x 4H
+	daP   []float64       // lstmGrad's packed gate gradients: K*chunk x 4H
+	xP    []float64       // lstmGrad's packed inputs: K*chunk x at most 3H+8
+	g     []float64       // lstmGrad's gradient tile: 4H x at most 3H+8
+	dhN   []float64       // H rows: dh from the next step
+	dcN   []float64       // H rows: dc from the next step
+	zero  []float64       // H rows of zeros
+	// One sequence's head: z (its last step's layer 1 output, 2H), y1 (FC1 pre-activation),
+	// r (ReLU(y1)), out (T), dout (T), dr and dz (2H).
+	z, y1, r, out, dout, dr, dz []float64
 }
 
-// cache holds everything the backward pass of one sequence needs.
-type cache struct {
-	K    int
-	x    []float64       // input, K x T
-	in1  []float64       // layer 1 input, K x 2H (forward and backward hidden states)
-	dir  [2][2]dirCache  // [layer][direction]
-	z    []float64       // last step's output, 2H
-	y1   []float64       // FC1 pre-activation, 2H
-	r    []float64       // ReLU(y1)
-	out  []float64       // T
-	dh   [2][2][]float64 // gradient w.r.t. hidden states, K x H
-	dx1  []float64       // gradient w.r.t. layer 1 input, K x 2H
-	dx0  []float64       // gradient w.r.t. layer 0 input (discarded), K x T
-	tmp  []float64       // 4H scratch
-	dhN  []float64       // H scratch: dh from the next step
-	dcN  []float64       // H scratch: dc from the next step
-	zero []float64       // H zeros
-}
-
-func newCache(m *Model, k int) *cache {
-	h := m.H
-	c := &cache{K: k, in1: make([]float64, k*2*h), z: make([]float64, 2*h), y1: make([]float64, 2*h),
-		r: make([]float64, 2*h), out: make([]float64, m.T), dx1: make([]float64, k*2*h),
-		dx0: make([]float64, k*m.T), tmp: make([]float64, 4*h), dhN: make([]float64, h),
-		dcN: make([]float64, h), zero: make([]float64, h)}
+func newWork(m *Model, k int) *work {
+	h, t := m.H, m.T
+	rows := func(r int) []float64 { return make([]float64, r*chunk) }
+	w := &work{k: k, x0: rows(k * t), h0: rows(k * 2 * h), h1: rows(k * 2 * h), dh1: rows(k * 2 * h),
+		dx1: rows(k * 2 * h), dhN: rows(h), dcN: rows(h), zero: rows(h),
+		z: make([]float64, 2*h), y1: make([]float64, 2*h), r: make([]float64, 2*h), out: make([]float64, t),
+		dout: make([]float64, t), dr: make([]float64, 2*h), dz: make([]float64, 2*h),
+		wt: make([]float64, 2*h*4*h), ut: make([]float64, h*4*h), daP: make([]float64, k*chunk*4*h),
+		xP: make([]float64, k*chunk*(3*h+8)), g: make([]float64, 4*h*(3*h+8))}
 	for l := 0; l < 2; l++ {
 		for d := 0; d < 2; d++ {
-			c.dir[l][d] = dirCache{gates: make([]float64, k*4*h), c: make([]float64, k*h), h: make([]float64, k*h)}
-			c.dh[l][d] = make([]float64, k*h)
+			w.gates[l][d] = rows(k * 4 * h)
+			w.cs[l][d] = rows(k * h)
+			w.tc[l][d] = rows(k * h)
+			w.da[l][d] = rows(k * 4 * h)
 		}
 	}
-	return c
+	return w
 }
 
 func sigmoid(a float64) float64 { return 1 / (1 + math.Exp(-a)) }
-
-// forward runs psi on one sequence x (K x T) and returns the output (T values, in the cache).
-func (m *Model) forward(theta, x []float64, c *cache) []float64 {
-	h := m.H
-	c.x = x
-	for d := 0; d < 2; d++ {
-		m.runDir(theta, 0, d, x, &c.dir[0][d], c.K, c.zero)
-	}
-	for t := 0; t < c.K; t++ {
-		copy(c.in1[t*2*h:t*2*h+h], c.dir[0][0].h[t*h:(t+1)*h])
-		copy(c.in1[t*2*h+h:(t+1)*2*h], c.dir[0][1].h[t*h:(t+1)*h])
-	}
-	for d := 0; d < 2; d++ {
-		m.runDir(theta, 1, d, c.in1, &c.dir[1][d], c.K, c.zero)
-	}
-	last := (c.K - 1) * h
-	copy(c.z[:h], c.dir[1][0].h[last:last+h])
-	copy(c.z[h:], c.dir[1][1].h[last:last+h])
-	o := m.off
-	for i := 0; i < 2*h; i++ {
-		s := theta[o.b1+i]
-		row := theta[o.w1+i*2*h : o.w1+(i+1)*2*h]
-		for j, v := range c.z {
-			s += row[j] * v
-		}
-		c.y1[i] = s
-		c.r[i] = max(s, 0)
-	}
-	for i := 0; i < m.T; i++ {
-		s := theta[o.b2+i]
-		row := theta[o.w2+i*2*h : o.w2+(i+1)*2*h]
-		for j, v := range c.r {
-			s += row[j] * v
-		}
-		c.out[i] = s
-	}
-	return c.out
-}
 
 // pos is the time position of processing step s in direction d (1 runs backwards in time).
 func pos(s, k, d int) int {
@@ -312,147 +311,277 @@ func pos(s, k, d int) int {
 	return s
 }
 
-// runDir runs direction d of layer l over the sequence x (K x in) from zero initial states:
+// forwardBatch runs psi's LSTM on sequences a..b-1 of x in lockstep, leaving the hidden
+// states in w.
+func (m *Model) forwardBatch(theta []float64, x Sequences, a, b int, w *work) {
+	nb, k, t := b-a, x.K, m.T
+	w.nb = nb
+	for n := 0; n < nb; n++ {
+		for i, v := range x.Data[(a+n)*k*t : (a+n+1)*k*t] {
+			w.x0[i*nb+n] = v
+		}
+	}
+	for d := 0; d < 2; d++ {
+		m.runDir(theta, 0, d, w.x0, w.h0, w)
+	}
+	for d := 0; d < 2; d++ {
+		m.runDir(theta, 1, d, w.h0, w.h1, w)
+	}
+}
+
+// runDir runs direction d of layer l over the batch's input xs (K x in rows) from zero
+// initial states, writing its hidden states into hs (K x 2H rows, the direction's half):
 // a = W x_t + U h_prev + b; i, f, o = sigmoid, g = tanh; c = f c_prev + i g; h = o tanh(c).
-func (m *Model) runDir(theta []float64, l, d int, x []float64, dc *dirCache, k int, zero []float64) {
-	h := m.H
+func (m *Model) runDir(theta []float64, l, d int, xs, hs []float64, w *work) {
+	h, nb, k := m.H, w.nb, w.k
 	p := m.off.lstm[l][d]
 	in := p.in
+	gates, cs := w.gates[l][d], w.cs[l][d]
+	wt, ut := w.wt[:in*4*h], w.ut[:h*4*h]
+	transpose(wt, theta[p.w:p.w+4*h*in], 4*h, in)
+	transpose(ut, theta[p.u:p.u+4*h*h], 4*h, h)
 	for s := 0; s < k; s++ {
 		t := pos(s, k, d)
-		hPrev, cPrev := zero, zero
+		hPrev, cPrev := w.zero[:h*nb], w.zero[:h*nb]
 		if s > 0 {
 			tp := pos(s-1, k, d)
-			hPrev, cPrev = dc.h[tp*h:(tp+1)*h], dc.c[tp*h:(tp+1)*h]
+			hPrev, cPrev = hs[(tp*2*h+d*h)*nb:(tp*2*h+d*h+h)*nb], cs[tp*h*nb:(tp+1)*h*nb]
 		}
-		xt := x[t*in : (t+1)*in]
-		g := dc.gates[t*4*h : (t+1)*4*h]
-		for r := 0; r < 4*h; r++ {
-			a := theta[p.b+r]
-			wr := theta[p.w+r*in : p.w+(r+1)*in]
-			for j, v := range xt {
-				a += wr[j] * v
-			}
-			ur := theta[p.u+r*h : p.u+(r+1)*h]
-			for j, v := range hPrev {
-				a += ur[j] * v
-			}
-			if r >= 2*h && r < 3*h {
-				g[r] = math.Tanh(a)
-			} else {
-				g[r] = sigmoid(a)
-			}
+		g := gates[t*4*h*nb : (t+1)*4*h*nb]
+		affine(g, theta[p.b:p.b+4*h], wt, xs[t*in*nb:(t+1)*in*nb], ut, hPrev, nb)
+		for i, v := range g[:2*h*nb] {
+			g[i] = sigmoid(v)
 		}
-		for j := 0; j < h; j++ {
-			cj := g[h+j]*cPrev[j] + g[j]*g[2*h+j]
-			dc.c[t*h+j] = cj
-			dc.h[t*h+j] = g[3*h+j] * math.Tanh(cj)
+		for i, v := range g[2*h*nb : 3*h*nb] {
+			g[2*h*nb+i] = math.Tanh(v)
+		}
+		for i, v := range g[3*h*nb:] {
+			g[3*h*nb+i] = sigmoid(v)
+		}
+		gi, gf, gg, gout := g[:h*nb], g[h*nb:2*h*nb], g[2*h*nb:3*h*nb], g[3*h*nb:4*h*nb]
+		ct := cs[t*h*nb : (t+1)*h*nb]
+		tct := w.tc[l][d][t*h*nb : (t+1)*h*nb]
+		ht := hs[(t*2*h+d*h)*nb : (t*2*h+d*h+h)*nb]
+		for i := range ct {
+			cj := gf[i]*cPrev[i] + gi[i]*gg[i]
+			ct[i] = cj
+			tc := math.Tanh(cj)
+			tct[i] = tc
+			ht[i] = gout[i] * tc
 		}
 	}
 }
 
-// backward accumulates into grad the gradient of the loss for the sequence in c, given the
-// gradient dout of the loss with respect to psi's output.
-func (m *Model) backward(theta []float64, c *cache, dout, grad []float64) {
+// head runs FC1, ReLU and FC2 on sequence n of the batch and returns its output (w.out).
+func (m *Model) head(theta []float64, w *work, n int) []float64 {
+	h, nb := m.H, w.nb
+	last := (w.k - 1) * 2 * h
+	for j := range w.z {
+		w.z[j] = w.h1[(last+j)*nb+n]
+	}
+	o := m.off
+	for i := 0; i < 2*h; i++ {
+		s := theta[o.b1+i]
+		row := theta[o.w1+i*2*h : o.w1+(i+1)*2*h]
+		for j, v := range w.z {
+			s += row[j] * v
+		}
+		w.y1[i] = s
+		w.r[i] = max(s, 0)
+	}
+	for i := 0; i < m.T; i++ {
+		s := theta[o.b2+i]
+		row := theta[o.w2+i*2*h : o.w2+(i+1)*2*h]
+		for j, v := range w.r {
+			s += row[j] * v
+		}
+		w.out[i] = s
+	}
+	return w.out
+}
+
+// headBack accumulates into grad the head's gradient for sequence n of the batch, whose head
+// was the last one run, given w.dout, and writes the gradient w.r.t. its last step's layer 1
+// output into w.dh1.
+func (m *Model) headBack(theta []float64, w *work, n int, grad []float64) {
 	h := m.H
 	o := m.off
-	// FC2 and ReLU.
-	dr := c.tmp[:2*h]
+	dr := w.dr
 	clear(dr)
 	for i := 0; i < m.T; i++ {
-		grad[o.b2+i] += dout[i]
+		grad[o.b2+i] += w.dout[i]
 		row := theta[o.w2+i*2*h : o.w2+(i+1)*2*h]
 		grow := grad[o.w2+i*2*h : o.w2+(i+1)*2*h]
-		for j, v := range c.r {
-			grow[j] += dout[i] * v
-			dr[j] += dout[i] * row[j]
+		for j, v := range w.r {
+			grow[j] += w.dout[i] * v
+			dr[j] += w.dout[i] * row[j]
 		}
 	}
-	// FC1: the gradient w.r.t. z goes to the last time step of layer 1's two directions.
-	for d := 0; d < 2; d++ {
-		clear(c.dh[1][d])
-		clear(c.dh[0][d])
-	}
-	last := (c.K - 1) * h
+	dz := w.dz
+	clear(dz)
 	for i := 0; i < 2*h; i++ {
-		if c.y1[i] <= 0 {
+		if w.y1[i] <= 0 {
 			continue
 		}
 		dy := dr[i]
 		grad[o.b1+i] += dy
 		row := theta[o.w1+i*2*h : o.w1+(i+1)*2*h]
 		grow := grad[o.w1+i*2*h : o.w1+(i+1)*2*h]
-		for j, v := range c.z {
+		for j, v := range w.z {
 			grow[j] += dy * v
-			if j < h {
-				c.dh[1][0][last+j] += dy * row[j]
-			} else {
-				c.dh[1][1][last+j-h] += dy * row[j]
-			}
+			dz[j] += dy * row[j]
 		}
 	}
-	clear(c.dx1)
-	for d := 0; d < 2; d++ {
-		m.backDir(theta, grad, 1, d, c.in1, &c.dir[1][d], c.dh[1][d], c.dx1, c)
-	}
-	for t := 0; t < c.K; t++ {
-		copy(c.dh[0][0][t*h:(t+1)*h], c.dx1[t*2*h:t*2*h+h])
-		copy(c.dh[0][1][t*h:(t+1)*h], c.dx1[t*2*h+h:(t+1)*2*h])
-	}
-	clear(c.dx0)
-	for d := 0; d < 2; d++ {
-		m.backDir(theta, grad, 0, d, c.x, &c.dir[0][d], c.dh[0][d], c.dx0, c)
+	last := (w.k - 1) * 2 * h
+	for j, v := range dz {
+		w.dh1[(last+j)*w.nb+n] = v
 	}
 }
 
-// backDir back-propagates through time for direction d of layer l: dh (K x H) is the loss's
-// gradient with respect to the direction's hidden states from above; the gradient with
-// respect to the input x (K x in) is added into dx.
-func (m *Model) backDir(theta, grad []float64, l, d int, x []float64, dc *dirCache, dh, dx []float64, c *cache) {
-	h := m.H
+// backwardBatch back-propagates the gradient in w.dh1 through the batch's LSTM, leaving the
+// gradients w.r.t. the gates' pre-activations in w.da.
+func (m *Model) backwardBatch(theta []float64, w *work) {
+	clear(w.dx1[:w.k*2*m.H*w.nb])
+	for d := 0; d < 2; d++ {
+		m.backDir(theta, 1, d, w.h1, w.dh1, w.dx1, w)
+	}
+	for d := 0; d < 2; d++ {
+		m.backDir(theta, 0, d, w.h0, w.dx1, nil, w)
+	}
+}
+
+// backDir back-propagates through time for direction d of layer l of the batch: dhs (K x 2H
+// rows, the direction's half) is the loss's gradient w.r.t. the direction's hidden states hs
+// from above; the gradient w.r.t. the gates' pre-activations goes to w.da[l][d] and, unless dx
+// is nil, the gradient w.r.t. the input (K x in rows) is added into dx.
+func (m *Model) backDir(theta []float64, l, d int, hs, dhs, dx []float64, w *work) {
+	h, nb, k := m.H, w.nb, w.k
 	p := m.off.lstm[l][d]
 	in := p.in
-	k := c.K
-	dhN, dcN, da := c.dhN, c.dcN, c.tmp
+	gates, cs := w.gates[l][d], w.cs[l][d]
+	dhN, dcN := w.dhN[:h*nb], w.dcN[:h*nb]
 	clear(dhN)
 	clear(dcN)
 	for s := k - 1; s >= 0; s-- {
 		t := pos(s, k, d)
-		hPrev, cPrev := c.zero, c.zero
+		cPrev := w.zero[:h*nb]
 		if s > 0 {
 			tp := pos(s-1, k, d)
-			hPrev, cPrev = dc.h[tp*h:(tp+1)*h], dc.c[tp*h:(tp+1)*h]
+			cPrev = cs[tp*h*nb : (tp+1)*h*nb]
 		}
-		g := dc.gates[t*4*h : (t+1)*4*h]
-		for j := 0; j < h; j++ {
-			gi, gf, gg, gout := g[j], g[h+j], g[2*h+j], g[3*h+j]
-			tc := math.Tanh(dc.c[t*h+j])
-			dht := dh[t*h+j] + dhN[j]
-			dct := dht*gout*(1-tc*tc) + dcN[j]
-			da[j] = dct * gg * gi * (1 - gi)
-			da[h+j] = dct * cPrev[j] * gf * (1 - gf)
-			da[2*h+j] = dct * gi * (1 - gg*gg)
-			da[3*h+j] = dht * tc * gout * (1 - gout)
-			dcN[j] = dct * gf
+		g := gates[t*4*h*nb : (t+1)*4*h*nb]
+		gi, gf, gg, gout := g[:h*nb], g[h*nb:2*h*nb], g[2*h*nb:3*h*nb], g[3*h*nb:4*h*nb]
+		da := w.da[l][d][t*4*h*nb : (t+1)*4*h*nb]
+		dai, daf, dag, dao := da[:h*nb], da[h*nb:2*h*nb], da[2*h*nb:3*h*nb], da[3*h*nb:4*h*nb]
+		tct := w.tc[l][d][t*h*nb : (t+1)*h*nb]
+		dh := dhs[(t*2*h+d*h)*nb : (t*2*h+d*h+h)*nb]
+		for i, tc := range tct {
+			gi, gf, gg, gout := gi[i], gf[i], gg[i], gout[i]
+			dht := dh[i] + dhN[i]
+			dct := dht*gout*(1-tc*tc) + dcN[i]
+			dai[i] = dct * gg * gi * (1 - gi)
+			daf[i] = dct * cPrev[i] * gf * (1 - gf)
+			dag[i] = dct * gi * (1 - gg*gg)
+			dao[i] = dht * tc * gout * (1 - gout)
+			dcN[i] = dct * gf
 		}
-		clear(dhN)
-		xt := x[t*in : (t+1)*in]
-		dxt := dx[t*in : (t+1)*in]
-		for r := 0; r < 4*h; r++ {
-			a := da[r]
-			grad[p.b+r] += a
-			wr := theta[p.w+r*in : p.w+(r+1)*in]
-			gw := grad[p.w+r*in : p.w+(r+1)*in]
-			for j, v := range xt {
-				gw[j] += a * v
-				dxt[j] += a * wr[j]
+		if dx != nil {
+			// dx[j] += sum_r da[r] W[r][j]
+			gemm(in, nb, 4*h, theta[p.w:p.w+4*h*in], in, da, nb, dx[t*in*nb:(t+1)*in*nb], nb)
+		}
+		if s > 0 { // step 0's dh for the step before it is never used
+			clear(dhN)
+			gemm(h, nb, 4*h, theta[p.u:p.u+4*h*h], h, da, nb, dhN, nb)
+		}
+	}
+}
+
+// lstmGrad adds into grad the LSTM weights' gradient of the batch, from w.da and the states:
+// every element adds its terms sequence by sequence and, within a sequence, step by step from
+// the last processing step to the first, as a one-sequence backward pass does. For each
+// direction it packs the gate gradients (one row of 4H per sequence and step, in that order)
+// and the matching inputs, previous hidden states and a 1 for the bias (one row of cp per
+// sequence and step), and adds their product into the weights' gradient with gemm, whose sums
+// run in row order.
+func (m *Model) lstmGrad(grad []float64, w *work) {
+	h, nb, k := m.H, w.nb, w.k
+	for l := 0; l < 2; l++ {
+		xs, hs := w.x0, w.h0
+		if l == 1 {
+			xs, hs = w.h0, w.h1
+		}
+		for d := 0; d < 2; d++ {
+			p := m.off.lstm[l][d]
+			in := p.in
+			cp := (in + h + 1 + 7) &^ 7
+			da := w.da[l][d]
+			daP, xP, g := w.daP[:nb*k*4*h], w.xP[:nb*k*cp], w.g[:4*h*cp]
+			clear(xP)
+			for i := 0; i < k; i++ {
+				s := k - 1 - i
+				t := pos(s, k, d)
+				for r := 0; r < 4*h; r++ {
+					row := da[(t*4*h+r)*nb : (t*4*h+r+1)*nb]
+					for n, v := range row {
+						daP[(n*k+i)*4*h+r] = v
+					}
+				}
+				for j := 0; j < in; j++ {
+					row := xs[(t*in+j)*nb : (t*in+j+1)*nb]
+					for n, v := range row {
+						xP[(n*k+i)*cp+j] = v
+					}
+				}
+				if s > 0 {
+					tp := pos(s-1, k, d)
+					for j := 0; j < h; j++ {
+						row := hs[(tp*2*h+d*h+j)*nb : (tp*2*h+d*h+j+1)*nb]
+						for n, v := range row {
+							xP[(n*k+i)*cp+in+j] = v
+						}
+					}
+				}
+				for n := 0; n < nb; n++ {
+					xP[(n*k+i)*cp+in+h] = 1 // da*1 is da: the bias's term
+				}
 			}
-			ur := theta[p.u+r*h : p.u+(r+1)*h]
-			gu := grad[p.u+r*h : p.u+(r+1)*h]
-			for j, v := range hPrev {
-				gu[j] += a * v
-				dhN[j] += a * ur[j]
+			for r := 0; r < 4*h; r++ {
+				gr := g[r*cp : (r+1)*cp]
+				copy(gr, grad[p.w+r*in:p.w+(r+1)*in])
+				copy(gr[in:], grad[p.u+r*h:p.u+(r+1)*h])
+				gr[in+h] = grad[p.b+r]
 			}
+			gemm(4*h, cp, nb*k, daP, 4*h, xP, cp, g, cp)
+			for r := 0; r < 4*h; r++ {
+				gr := g[r*cp : (r+1)*cp]
+				copy(grad[p.w+r*in:p.w+(r+1)*in], gr)
+				copy(grad[p.u+r*h:p.u+(r+1)*h], gr[in:])
+				grad[p.b+r] = gr[in+h]
+			}
+		}
+	}
+}
+
+// affine sets out's rows r (of nb values) to b[r] + sum_j W[r][j] x[j] + sum_j U[r][j] hp[j],
+// adding the terms in that order for each value; wt is W's transpose (in x len(b)), ut U's
+// (H x len(b)), x in rows and hp H rows.
+func affine(out, b, wt, x, ut, hp []float64, nb int) {
+	m := len(b)
+	for r, br := range b {
+		o := out[r*nb : (r+1)*nb]
+		for n := range o {
+			o[n] = br
+		}
+	}
+	gemm(m, nb, len(wt)/m, wt, m, x, nb, out, nb)
+	gemm(m, nb, len(ut)/m, ut, m, hp, nb, out, nb)
+}
+
+// transpose writes the transpose of a (rows x cols, row-major) into t.
+func transpose(t, a []float64, rows, cols int) {
+	for r := 0; r < rows; r++ {
+		for c, v := range a[r*cols : (r+1)*cols] {
+			t[c*rows+r] = v
 		}
 	}
 }

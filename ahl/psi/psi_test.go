@@ -261,3 +261,57 @@ func TestErrors(t *testing.T) {
 		t.Error("T = 0 accepted")
 	}
 }
+
+// TestBatchedMatchesOld checks that the batched passes give bit for bit the results of psi's
+// original one-sequence-at-a-time passes (old_test.go): the losses, the weights after several
+// Adam steps and the predictions, for batch sizes around the chunk size, short and long
+// sequences, several T and one or two cores, with gemm's assembly kernels and without.
+func TestBatchedMatchesOld(t *testing.T) {
+	for _, useAsm := range []bool{false, asmKernel} {
+		saved := asmKernel
+		asmKernel = useAsm
+		testBatchedMatchesOld(t)
+		asmKernel = saved
+	}
+}
+
+func testBatchedMatchesOld(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(procs)
+	for _, p := range []int{1, 2} {
+		runtime.GOMAXPROCS(p)
+		for _, T := range []int{1, 3, 7} {
+			for _, K := range []int{1, 2, 5} {
+				for _, N := range []int{1, 63, 64, 65, 300} {
+					x, y := randomData(N, K, T, uint64(100*T+10*K+N))
+					a, _ := New(T, 9, uint64(N), LR, WeightDecay)
+					b, _ := New(T, 9, uint64(N), LR, WeightDecay)
+					for step := 0; step < 3; step++ {
+						la, err := a.Train(x, y, 2)
+						if err != nil {
+							t.Fatal(err)
+						}
+						lb := b.oldTrain(x, y, 2)
+						if la != lb {
+							t.Fatalf("asm %v procs %d T %d K %d N %d step %d: loss %v, original %v", asmKernel, p, T, K, N, step, la, lb)
+						}
+					}
+					for i, v := range a.Weights() {
+						if w := b.Weights()[i]; math.Float64bits(v) != math.Float64bits(w) {
+							t.Fatalf("asm %v procs %d T %d K %d N %d: weight %d is %v, original %v", asmKernel, p, T, K, N, i, v, w)
+						}
+					}
+					pa, err := a.Predict(x)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, v := range b.oldPredict(x) {
+						if math.Float64bits(pa[i]) != math.Float64bits(v) {
+							t.Fatalf("asm %v procs %d T %d K %d N %d: prediction %d is %v, original %v", asmKernel, p, T, K, N, i, pa[i], v)
+						}
+					}
+				}
+			}
+		}
+	}
+}
