@@ -22,10 +22,12 @@ const defaultJobs = 2
 // instead. The limit is soft: a stage that needs more live memory still runs, with the
 // collector's CPU share capped at about half. augment's live tables are about 800 MB on
 // ELPV, so a smaller per-instance share costs it twice the CPU (25 against 11 CPU-s at 768
-// MiB). GOMEMLIMIT in the environment (a size, or "off") replaces the limit.
+// MiB). Two ELPV instances at once peaked at 1.93 and 1.98 GiB total RSS under a 1.5 GiB
+// limit and at 1.46 GiB under 1.25 GiB, with the same CPU time (RESULTS.md, session 5).
+// GOMEMLIMIT in the environment (a size, or "off") replaces the limit.
 const (
 	jobMemoryLimit = 900 << 20
-	runMemoryLimit = 1536 << 20
+	runMemoryLimit = 1280 << 20
 )
 
 // limitMemory sets the soft memory limit for a run of up to jobs instances at once, unless
