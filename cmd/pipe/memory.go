@@ -9,8 +9,9 @@ import (
 // otherwise. Every stage already spreads its heavy loops over the cores, but each also has
 // phases on one core (a convnet's loss and optimiser, decoding a table, a stage's start and
 // end), and a second instance fills the idle core meanwhile: the ELPV DAG, 3 seeds, cold,
-// ran in 145 s at two at once and 182 s one at a time on 2 cores (RESULTS.md). Two, not one
-// per core, because each running instance holds its tables in memory (jobMemoryLimit each).
+// ran in 145 s at two at once and 182 s one at a time on 2 cores, same binary (RESULTS.md,
+// session 5). Two, not one per core, because each running instance holds its tables in
+// memory (jobMemoryLimit each).
 const defaultJobs = 2
 
 // jobMemoryLimit and runMemoryLimit set the Go runtime's soft memory limit during `pipe run`:
