@@ -9,7 +9,7 @@ import (
 // otherwise. Every stage already spreads its heavy loops over the cores, but each also has
 // phases on one core (a convnet's loss and optimiser, decoding a table, a stage's start and
 // end), and a second instance fills the idle core meanwhile: the ELPV DAG, 3 seeds, cold,
-// ran in 145 s at two at once and 182 s one at a time on 2 cores, same binary (RESULTS.md,
+// ran in 124 s at two at once and 153 s one at a time on 2 cores, same binary (RESULTS.md,
 // session 5). Two, not one per core, because each running instance holds its tables in
 // memory (jobMemoryLimit each).
 const defaultJobs = 2
@@ -23,8 +23,8 @@ const defaultJobs = 2
 // instead. The limit is soft: a stage that needs more live memory still runs, with the
 // collector's CPU share capped at about half. augment's live tables are about 800 MB on
 // ELPV, so a smaller per-instance share costs it twice the CPU (25 against 11 CPU-s at 768
-// MiB). Two ELPV instances at once peaked at 1.93 and 1.98 GiB total RSS under a 1.5 GiB
-// limit and at 1.46 GiB under 1.25 GiB, with the same CPU time (RESULTS.md, session 5).
+// MiB). Two ELPV instances at once peaked at 1.90 and 1.93 GiB total RSS under a 1.5 GiB
+// limit and at 1.46 and 1.69 GiB under 1.25 GiB, with the same CPU time (RESULTS.md, session 5).
 // GOMEMLIMIT in the environment (a size, or "off") replaces the limit.
 const (
 	jobMemoryLimit = 900 << 20
